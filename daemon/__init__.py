@@ -1,0 +1,1 @@
+"""The rk daemon: listeners, protocol adapters, the FIFO scheduler, runners, backends and models."""

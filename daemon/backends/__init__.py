@@ -1,0 +1,29 @@
+"""Backends compute: load a model, generate a token stream, embed a batch. They run only in runner processes.
+
+Backends are registered by "module:function" name and imported on first use, so the daemon and the
+CLI never import torch or a native runtime they do not need.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from rk.daemon.backends.base import LoadedModel, RunnerConfig
+from rk.daemon.errors import RkError
+from rk.daemon.models import Manifest
+
+BACKENDS: dict[str, str] = {
+    "hf": "rk.daemon.backends.hf:load",
+    "rkllm": "rk.daemon.backends.rkllm:load",
+    "synthetic": "rk.daemon.backends.synthetic:load",
+}
+
+
+def load_model(manifest: Manifest, config: RunnerConfig) -> LoadedModel:
+    """Load `manifest` with the backend it names."""
+    target = BACKENDS.get(manifest.backend)
+    if target is None:
+        raise RkError("model_failed", f"model {manifest.name}: unknown backend {manifest.backend!r}")
+    module, _, func = target.partition(":")
+    loader: Callable[[Manifest, RunnerConfig], LoadedModel] = getattr(importlib.import_module(module), func)
+    return loader(manifest, config)

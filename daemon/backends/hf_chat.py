@@ -1,0 +1,153 @@
+"""Chat on the CPU with transformers: a token loop over a KV cache that keeps the last sequence's prefix.
+
+A follow-up turn shares its whole history with the previous sequence, so only the new tokens are
+prefilled (`params.prefix_cache`, on by default). Text is streamed through an incremental detokeniser
+that never splits a multi-byte character.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import torch
+
+from rk.daemon.backends.base import GenRequest, GenResult, Sink, check_files, resolve_options
+from rk.daemon.backends.hf_convert import ensure_converted
+from rk.daemon.backends.sampling import next_token
+from rk.daemon.errors import RkError
+from rk.daemon.models import Manifest
+
+
+class Detokenizer:
+    """Turns a growing list of token ids into text deltas, holding back incomplete characters."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0
+        self.read = 0
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self.tok.decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
+        after = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before):]
+        return ""
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class HFChatModel:
+    def __init__(self, manifest: Manifest) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.manifest = manifest
+        weights = manifest.path("weights")
+        if "gguf" in manifest.files:
+            (gguf,) = check_files(manifest, "gguf")
+            ensure_converted(gguf, weights)
+        dtype = getattr(torch, manifest.params.get("dtype", "bfloat16"))
+        self.tok = AutoTokenizer.from_pretrained(str(weights))
+        self.model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=dtype).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
+        self.eos.discard(None)
+        self.prefix_cache = bool(manifest.params.get("prefix_cache", True))
+        self._cache: Any = None
+        self._cached_ids: list[int] = []
+
+    def encode(self, req: GenRequest) -> list[int]:
+        if req.prompt is not None and req.raw:
+            return list(self.tok(req.prompt)["input_ids"])
+        messages = list(req.messages) or [{"role": "user", "content": req.prompt or ""}]
+        if self.manifest.system and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": self.manifest.system})
+        text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def _prepare_cache(self, ids: list[int]) -> int:
+        """Reuse the cached KV of the longest shared prefix (at least one token is always prefilled)."""
+        from transformers import DynamicCache
+
+        keep = common_prefix(self._cached_ids, ids[:-1]) if self.prefix_cache and self._cache is not None else 0
+        if keep == 0:
+            self._cache = DynamicCache()
+        elif len(self._cached_ids) > keep:
+            self._cache.crop(-(len(self._cached_ids) - keep))
+        self._cached_ids = ids[:keep]
+        return keep
+
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        out = self.model(input_ids=torch.tensor([ids]), past_key_values=self._cache, use_cache=True)
+        self._cached_ids.extend(ids)
+        return out.logits[0, -1]
+
+    @torch.inference_mode()
+    def generate(self, req: GenRequest, sink: Sink, stop: threading.Event) -> GenResult:
+        opts = resolve_options(self.manifest, req.options)
+        ids = self.encode(req)
+        ctx = min(opts.num_ctx or self.manifest.context_length, self.manifest.context_length)
+        if len(ids) >= ctx:
+            raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a context of {ctx}", param="messages")
+        budget = ctx - len(ids)
+        max_new = budget if opts.max_tokens is None else min(opts.max_tokens, budget)
+        gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
+        t0 = time.perf_counter()
+        try:
+            keep = self._prepare_cache(ids)
+            logits = self._forward(ids[keep:])
+        except BaseException:
+            self._cache, self._cached_ids = None, []
+            raise
+        prefill_ms = (time.perf_counter() - t0) * 1000
+        sink.prefill(prefill_ms, len(ids) - keep)
+        detok = Detokenizer(self.tok)
+        out: list[int] = []
+        finish = "length"
+        t1 = time.perf_counter()
+        try:
+            while len(out) < max_new:
+                if stop.is_set():
+                    finish = "stop"
+                    break
+                tid = next_token(logits, opts, ids + out, gen)
+                if tid in self.eos:
+                    finish = "stop"
+                    break
+                out.append(tid)
+                text = detok.push(tid)
+                if text:
+                    sink.token(text)
+                if len(out) < max_new and not stop.is_set():
+                    logits = self._forward([tid])
+        except BaseException:
+            self._cache, self._cached_ids = None, []
+            raise
+        return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - keep,
+                         generate_ms=(time.perf_counter() - t1) * 1000, generate_tokens=len(out),
+                         memory_mb=self.memory_mb(), finish_reason=finish)
+
+    def embed(self, texts: list[str], truncate: bool) -> Any:
+        raise RkError("not_embedding_model", f"{self.manifest.name} is a chat model")
+
+    def abort(self) -> None:
+        """Generation checks the stop event before every token; nothing else to interrupt."""
+
+    def memory_mb(self) -> float:
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        cache = sum(t.numel() * t.element_size() for layer in getattr(self._cache, "layers", []) for t in
+                    (getattr(layer, "keys", None), getattr(layer, "values", None)) if isinstance(t, torch.Tensor))
+        return (params + cache) / 2**20
+
+    def close(self) -> None:
+        self._cache = None
+        del self.model

@@ -1,0 +1,47 @@
+"""One error type for the whole daemon, with the stable codes every API renders in its own shape."""
+from __future__ import annotations
+
+from typing import Final
+
+# code -> HTTP status. Adapters map codes to their own error shapes; this table is the one place
+# a code's severity is decided.
+HTTP_STATUS: Final[dict[str, int]] = {
+    "bad_request": 400,
+    "empty_input": 400,
+    "prompt_too_large": 400,
+    "not_embedding_model": 400,
+    "not_chat_model": 400,
+    "unauthorized": 401,
+    "model_not_found": 404,
+    "request_too_large": 413,
+    "cancelled": 499,
+    "runner_crashed": 500,
+    "model_failed": 500,
+    "internal": 500,
+    "not_implemented": 501,
+    "queue_full": 503,
+    "shutting_down": 503,
+    "timeout": 504,
+}
+
+
+class RkError(Exception):
+    """A failure with a stable `code` that clients can branch on and a message a person can act on."""
+
+    def __init__(self, code: str, message: str, *, param: str | None = None) -> None:
+        if code not in HTTP_STATUS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+
+    @property
+    def status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+    def __repr__(self) -> str:
+        return f"RkError({self.code!r}, {self.message!r})"

@@ -1,0 +1,131 @@
+"""One line-protocol connection: many jobs multiplexed by client-chosen ids, each streamed as it runs."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+import logging
+from typing import Any
+
+from rk.daemon.adapters import lineproto
+from rk.daemon.errors import RkError
+from rk.daemon.scheduler import Ticket
+from rk.daemon.service import Service
+
+log = logging.getLogger("rk.daemon.lineconn")
+
+
+class LineConnection:
+    def __init__(self, service: Service, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: str, needs_key: bool) -> None:
+        self.service = service
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.authed = not needs_key
+        self.jobs: dict[str, Ticket] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, obj: dict[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(lineproto.encode(obj))
+
+    async def serve(self) -> None:
+        skipping = False  # inside the tail of an over-long line
+        try:
+            while True:
+                try:
+                    line = await self.reader.readline()
+                except ValueError:
+                    if not skipping:
+                        self.send(lineproto.error(None, RkError(
+                            "request_too_large", f"line longer than {self.service.settings.max_body_bytes} bytes")))
+                    skipping = True
+                    continue
+                except ConnectionError:
+                    break
+                if not line:
+                    break
+                if skipping:
+                    skipping = False
+                    continue
+                if line.strip():
+                    self.handle(line)
+                await self.writer.drain()
+        finally:
+            await self.close()
+
+    def handle(self, line: bytes) -> None:
+        svc = self.service
+        try:
+            req = lineproto.parse_line(line, svc.settings, self.peer)
+        except RkError as e:
+            rid = None
+            with contextlib.suppress(orjson.JSONDecodeError):
+                rid = lineproto.request_id(orjson.loads(line))
+            self.send(lineproto.error(rid, e))
+            return
+        if not self.authed:
+            if not svc.key_ok(req.key):
+                self.send(lineproto.error(req.id, RkError("unauthorized", "this daemon needs an API key on TCP (--api-key / RK_API_KEY)")))
+                return
+            self.authed = True
+        try:
+            self.dispatch(req)
+        except RkError as e:
+            self.send(lineproto.error(req.id, e))
+
+    def dispatch(self, req: lineproto.Request) -> None:
+        svc = self.service
+        if req.job is not None:
+            if req.id in self.jobs:
+                raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
+            ticket = svc.scheduler.submit(req.job, client_id=req.id)
+            self.jobs[req.id] = ticket
+            self.spawn(self.stream(req.id, ticket))
+        elif req.op == "cancel":
+            assert req.target is not None
+            ticket = self.jobs.get(req.target) or svc.scheduler.get(req.target)
+            if ticket is None or not svc.scheduler.cancel(ticket.id):
+                raise RkError("bad_request", f"no running or waiting job {req.target!r}", param="target")
+            self.send({"id": req.id, "ev": "done", "stats": {}})
+        elif req.op == "status":
+            self.send({"id": req.id, "ev": "snapshot", **svc.status()})
+        elif req.op == "models":
+            self.send({"id": req.id, "ev": "models", "models": [svc.model_info(m) for m in svc.store.list()]})
+        elif req.op == "show":
+            m = svc.store.get(req.model or "")
+            self.send({"id": req.id, "ev": "model", **svc.model_info(m), "manifest": m.to_dict()})
+        elif req.op == "version":
+            self.send({"id": req.id, "ev": "version", "version": svc.version, "protocol": lineproto.PROTOCOL_VERSION})
+        else:
+            raise RkError("bad_request", f"op {req.op!r} is not available on this daemon", param="op")
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def stream(self, rid: str, ticket: Ticket) -> None:
+        try:
+            async for ev in ticket.stream():
+                self.send(lineproto.render(rid, ticket.id, ev))
+                if self.writer.is_closing():
+                    break
+                await self.writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.jobs.pop(rid, None)
+            if not ticket.finished:
+                self.service.scheduler.cancel(ticket.id, "the client disconnected")
+
+    async def close(self) -> None:
+        """The client is gone: its waiting and running jobs are cancelled, never left to run for nobody."""
+        for ticket in list(self.jobs.values()):
+            self.service.scheduler.cancel(ticket.id, "the client disconnected")
+        for task in list(self.tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self.writer.close()

@@ -1,0 +1,102 @@
+"""Daemon settings: one frozen object with defaults, `RK_*` environment overrides and a help line each.
+
+The CLI only overrides fields; the daemon receives a `Settings`, never a CLI context.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def default_socket_path() -> Path:
+    """`$XDG_RUNTIME_DIR/rk/rk.sock`, else `/tmp/rk-$UID/rk.sock`: a per-user private directory."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "rk" if runtime else Path(f"/tmp/rk-{os.getuid()}")
+    return base / "rk.sock"
+
+
+def default_models_dir() -> Path:
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "rk" / "models"
+
+
+def _opt(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    socket: Path = _opt(None, "RK_SOCKET", "Unix socket path (default $XDG_RUNTIME_DIR/rk/rk.sock or /tmp/rk-$UID/rk.sock)")
+    tcp: str | None = _opt(None, "RK_TCP", "also listen on TCP [HOST:]PORT; a bare port binds 127.0.0.1")
+    socket_group: str | None = _opt(None, "RK_SOCKET_GROUP", "group allowed to use the socket (mode 0660 instead of 0600)")
+    models_dir: Path = _opt(None, "RK_MODELS", "models directory")
+    api_key: str | None = _opt(None, "RK_API_KEY", "API key required on TCP (Authorization: Bearer KEY)")
+    cors_origins: str = _opt("", "RK_ORIGINS", "comma-separated origins allowed by CORS (like OLLAMA_ORIGINS), '*' for any")
+    max_queue: int = _opt(512, "RK_MAX_QUEUE", "jobs that may wait at once; more get queue_full")
+    max_body_bytes: int = _opt(8 * 1024 * 1024, "RK_MAX_BODY", "largest HTTP body or protocol line, bytes")
+    queue_timeout_s: float = _opt(0.0, "RK_QUEUE_TIMEOUT", "longest a job may wait in the queue, seconds (0 = no limit)")
+    job_timeout_s: float = _opt(0.0, "RK_JOB_TIMEOUT", "longest a job may run, seconds (0 = no limit)")
+    stall_timeout_s: float = _opt(300.0, "RK_STALL_TIMEOUT", "a runner silent this long while busy is killed (timeout)")
+    header_timeout_s: float = _opt(10.0, "RK_HEADER_TIMEOUT", "a connection that sends no complete request in this time is closed")
+    idle_timeout_s: float = _opt(300.0, "RK_IDLE_TIMEOUT", "an idle keep-alive connection is closed after this many seconds")
+    keep_alive_s: float = _opt(300.0, "RK_KEEP_ALIVE", "how long an idle model stays loaded, seconds (negative = forever)")
+    embed_slice: int = _opt(64, "RK_EMBED_SLICE", "texts an embed job runs before going back to the queue tail")
+    embed_batch_tokens: int = _opt(8192, "RK_EMBED_BATCH_TOKENS", "token budget of one merged embedding batch")
+    shutdown_grace_s: float = _opt(10.0, "RK_SHUTDOWN_GRACE", "on SIGTERM, how long the running job may finish")
+    threads: int = _opt(0, "RK_THREADS", "CPU threads for the hf backend (0 = all cores)")
+    rkllm_lib: str | None = _opt(None, "RK_RKLLM_LIB", "path of librkllmrt.so (default: the loader path)")
+    rkllm_version: str | None = _opt(None, "RK_RKLLM_VERSION", "force the RKLLM runtime ABI: 1.2 or 1.3")
+    sysfs_root: Path = _opt(Path("/"), "RK_SYSFS_ROOT", "root under which /sys and /proc are read (tests point it at a fake tree)")
+    default_chat_model: str = _opt("smollm2:135m", "RK_CHAT_MODEL", "model used when a chat names none")
+    default_embed_model: str = _opt("all-minilm:l6-v2", "RK_EMBED_MODEL", "model used when an embedding names none")
+    bundled: bool = _opt(True, "RK_BUNDLED", "register the bundled default models")
+
+    def __post_init__(self) -> None:
+        if self.socket is None:
+            object.__setattr__(self, "socket", default_socket_path())
+        if self.models_dir is None:
+            object.__setattr__(self, "models_dir", default_models_dir())
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then `RK_*` variables, then explicit overrides (the CLI's flags) that are not None."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(field, env var, help) for every setting, for docs and `rk serve --help`."""
+        return [(f.name, f.metadata["env"], f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    kind = str(f.type)
+    if "bool" in kind:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if "Path" in kind:
+        return Path(raw).expanduser()
+    return raw
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """`PORT`, `HOST:PORT` or `[V6]:PORT` -> (host, port); a bare port means loopback."""
+    value = value.strip()
+    if value.isdigit():
+        return default_host, int(value)
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected [HOST:]PORT, got {value!r}")
+    return host.strip("[]") or default_host, int(port)

@@ -1,0 +1,4 @@
+"""`python -m rk`."""
+from rk.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""`rk top`: the Textual dashboard of the daemon's queue, running job and NPU."""

@@ -1,0 +1,1 @@
+"""The `rkllm` backend: the RKLLM NPU runtime (librkllmrt.so) through ctypes."""

@@ -1,0 +1,48 @@
+"""Fixtures: real daemons on temporary sockets, with the synthetic backend or the bundled real models."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from daemon_proc import DaemonProc, start_daemon, synthetic_models
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., DaemonProc]]:
+    """Start daemons with `daemon_factory(**start_daemon kwargs)`; all are stopped at the end of the test."""
+    started: list[DaemonProc] = []
+
+    def make(**kw: object) -> DaemonProc:
+        kw.setdefault("bundled", False)
+        models = kw.pop("models_dir", None) or tmp_path / "models"
+        synthetic_models(Path(models))
+        d = start_daemon(tmp_path / f"d{len(started)}", models_dir=Path(models), **kw)  # type: ignore[arg-type]
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def syn_daemon(daemon_factory: Callable[..., DaemonProc]) -> DaemonProc:
+    """A daemon with only synthetic models, Unix socket and TCP: fast, for queue and protocol tests."""
+    return daemon_factory(tcp=True)
+
+
+@pytest.fixture(scope="session")
+def real_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One models dir per test session, so the bundled chat model is converted from GGUF only once."""
+    return tmp_path_factory.mktemp("real-models")
+
+
+@pytest.fixture(scope="session")
+def real_daemon(tmp_path_factory: pytest.TempPathFactory, real_models_dir: Path) -> Iterator[DaemonProc]:
+    """A daemon serving the bundled default models (smollm2:135m, all-minilm:l6-v2), shared by a session."""
+    d = start_daemon(tmp_path_factory.mktemp("real"), models_dir=real_models_dir, bundled=True, tcp=True)
+    synthetic_models(real_models_dir)
+    yield d
+    d.stop()

@@ -1,0 +1,106 @@
+"""Start and stop a real `rk serve` subprocess on a temporary socket, for end-to-end tests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rk.client import Client, Endpoint
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_manifest(models_dir: Path, name: str, **fields: Any) -> None:
+    """Register a model by writing its manifest, the way `rk import` and `/api/create` do."""
+    base, _, tag = name.partition(":")
+    d = models_dir / base / (tag or "latest")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "manifest.json").write_bytes(orjson.dumps({"name": name, **fields}))
+
+
+def synthetic_models(models_dir: Path, tokens_per_s: float = 2000.0) -> None:
+    """A chat and an embedding model on the synthetic backend: fast, deterministic, no weights."""
+    write_manifest(models_dir, "syn:chat", backend="synthetic", kind="chat", context_length=4096,
+                   params={"tokens_per_s": tokens_per_s})
+    write_manifest(models_dir, "syn:slow", backend="synthetic", kind="chat", context_length=4096,
+                   params={"tokens_per_s": 20.0})
+    write_manifest(models_dir, "syn:embed", backend="synthetic", kind="embed", context_length=512,
+                   params={"dim": 64})
+
+
+@dataclass
+class DaemonProc:
+    """A running daemon; `client()` opens a line-protocol connection to it."""
+
+    socket: Path
+    models_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    tcp_port: int | None = None
+    api_key: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, timeout: float | None = 30.0, tcp: bool = False, api_key: str | None = None) -> Client:
+        ep = Endpoint(host=f"127.0.0.1:{self.tcp_port}", api_key=api_key) if tcp else Endpoint(socket=self.socket, api_key=api_key)
+        return Client(ep, timeout)
+
+    @property
+    def base_url(self) -> str:
+        assert self.tcp_port is not None, "start the daemon with tcp=True"
+        return f"http://127.0.0.1:{self.tcp_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_daemon(tmp: Path, *, models_dir: Path | None = None, tcp: bool = False, bundled: bool = True,
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 socket_path: Path | None = None, wait: float = 60.0) -> DaemonProc:
+    """Start `rk serve` and wait until its socket answers a `version` request."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    sock = socket_path or tmp / "rk.sock"
+    models = models_dir or tmp / "models"
+    port = free_port() if tcp else None
+    full_env = dict(os.environ)
+    full_env.update({"RK_SOCKET": str(sock), "RK_MODELS": str(models), "RK_BUNDLED": "1" if bundled else "0",
+                     "PYTHONUNBUFFERED": "1"})
+    full_env.update(env or {})
+    args = [sys.executable, "-m", "rk", "serve"] + (["--tcp", str(port)] if port else []) + (extra_args or [])
+    log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+    logf = open(log_path, "wb")
+    proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+    d = DaemonProc(sock, models, log_path, proc, port, full_env.get("RK_API_KEY"), full_env)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}:\n{d.log()}")
+        try:
+            with d.client(timeout=2) as c:
+                c.call("version")
+            return d
+        except (ConnectionError, OSError):
+            time.sleep(0.05)
+    d.stop(signal.SIGKILL)
+    raise RuntimeError(f"daemon did not become ready:\n{d.log()}")

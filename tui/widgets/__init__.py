@@ -1,0 +1,1 @@
+"""Widgets of the `rk top` dashboard, one per module."""

@@ -8,6 +8,7 @@ import orjson
 import logging
 from typing import Any
 
+from rk.daemon import watch
 from rk.daemon.adapters import lineproto
 from rk.daemon.errors import RkError
 from rk.daemon.scheduler import Ticket
@@ -99,6 +100,8 @@ class LineConnection:
             self.send({"id": req.id, "ev": "model", **svc.model_info(m), "manifest": m.to_dict()})
         elif req.op == "version":
             self.send({"id": req.id, "ev": "version", "version": svc.version, "protocol": lineproto.PROTOCOL_VERSION})
+        elif req.op == "watch":  # snapshots until the connection closes; see daemon/watch.py
+            self.spawn(watch.stream(self, req.id))
         else:
             raise RkError("bad_request", f"op {req.op!r} is not available on this daemon", param="op")
 

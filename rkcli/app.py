@@ -170,3 +170,16 @@ def version(ctx: typer.Context) -> None:
 
 def main() -> None:
     app()
+
+
+@app.command()
+def top(ctx: typer.Context, once: bool = typer.Option(False, "--once", help="Print one snapshot with Rich and exit (for scripts and bug reports).")) -> None:
+    """Live dashboard of the queue, the running job, timings, NPU load and memory (q quits, ? lists keys)."""
+    if once:
+        from rk.tui.render import print_snapshot
+
+        print_snapshot(run_client(ctx, lambda c: c.call("watch")))
+        return
+    from rk.tui.app import run_dashboard
+
+    run_dashboard(ctx.obj)

@@ -1,0 +1,134 @@
+"""One snapshot as Rich renderables: `rk top --once` prints them, the dashboard's widgets show them.
+
+Imports Rich only (never Textual), so `rk top --once` starts fast and works in scripts and bug reports.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from rk.tui.snapshot import FinishedJob, QueuedJob, QueueSnapshot
+
+QUEUE_COLUMNS = ("#", "job", "kind", "model", "from", "state", "waited", "progress")
+RECENT_COLUMNS = ("job", "model", "from", "result", "wait", "prefill", "generate", "tok/s")
+BAR_WIDTH = 16
+
+
+def duration(s: float) -> str:
+    """Seconds as the two largest units: 45s, 3m05s, 2h07m, 3d04h."""
+    s = int(s)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit}{(s % size) // sub_size:02d}{sub}"
+    return f"{s}s"
+
+
+def ms(v: float) -> str:
+    return f"{v:.0f} ms" if v < 1000 else f"{v / 1000:.1f} s"
+
+
+def source(src: str, peer: str) -> str:
+    """Where a job came from: the API, plus the client's address when it is remote."""
+    host = peer.rsplit(":", 1)[0] if peer and peer != "unix" else ""
+    return f"{src} {host}" if host else src
+
+
+def queue_row(j: QueuedJob) -> tuple[str, ...]:
+    pos = "▶" if j.state != "waiting" else str(j.position)
+    progress = f"{j.done}/{j.total} {j.unit}" if j.total else f"{j.done} {j.unit}"
+    return (pos, j.id, j.kind, j.model, source(j.source, j.peer), j.state, ms(j.waited_ms), progress)
+
+
+def recent_row(j: FinishedJob) -> tuple[str, ...]:
+    tps = f"{j.tokens_per_s:.1f}" if j.tokens_per_s else "-"
+    return (j.id, j.model, source(j.source, ""), j.outcome, ms(j.wait_ms), ms(j.prefill_ms),
+            ms(j.generate_ms) if j.generate_ms else "-", tps)
+
+
+def header(snap: QueueSnapshot | None, link: str) -> Text:
+    """One line: daemon, host, backend, uptime, and whether the figures are live."""
+    state = {"live": ("● live", "green"), "paused": ("⏸ paused", "yellow"),
+             "connecting": ("connecting…", "yellow")}.get(link, ("disconnected — retrying", "bold red"))
+    t = Text()
+    t.append("rk top", style="bold")
+    if snap is not None:
+        t.append(f"  rk {snap.version} on {snap.hostname or '?'} · {snap.backend} · up {duration(snap.uptime_s)}")
+    t.append("  ")
+    t.append(state[0], style=state[1])
+    return t
+
+
+def running(snap: QueueSnapshot) -> Text:
+    """The running job in two lines, or what the daemon did so far when it is idle."""
+    j = snap.running
+    tot = snap.totals
+    t = Text()
+    if j is None:
+        t.append("idle", style="dim")
+    else:
+        t.append(f"{j.id} ", style="bold")
+        t.append(f"{j.model} · {j.state}\n")
+        rate = f" · {j.tokens_per_s:.1f} tok/s" if j.tokens_per_s else ""
+        t.append(f"{j.done}/{j.total} {j.unit}{rate} · {source(j.source, j.peer)}")
+    t.append(f"\ndone {tot.get('done', 0)} · tokens {tot.get('tokens', 0)} · "
+             f"errors {tot.get('errors', 0)} · cancelled {tot.get('cancelled', 0)}", style="dim")
+    return t
+
+
+def gauges(snap: QueueSnapshot) -> Table:
+    """NPU load per core, frequency and memory; CPU and runner memory when there is no NPU."""
+    g = Table.grid(padding=(0, 1))
+    g.add_column(no_wrap=True)
+    g.add_column(width=BAR_WIDTH)
+    g.add_column(justify="right", no_wrap=True)
+
+    def bar(label: str, pct: float | None) -> None:
+        g.add_row(label, ProgressBar(total=100, completed=pct or 0, width=BAR_WIDTH),
+                  "n/a" if pct is None else f"{pct:.0f}%")
+
+    if snap.npu is not None:
+        for i, load in enumerate(snap.npu.core_loads):
+            bar(f"NPU{i}", load)
+        freq = "n/a" if snap.npu.freq_mhz is None else f"{snap.npu.freq_mhz:.0f} MHz"
+        mem = "n/a" if snap.npu.memory_mb is None else f"{snap.npu.memory_mb:.0f} MB"
+        g.add_row("freq", Text(freq), "")
+        g.add_row("NPU mem", Text(mem), "")
+    else:
+        bar("CPU", snap.cpu_percent)
+    g.add_row("runner", Text(f"{snap.runner_rss_mb:.0f} MB RSS"), "")
+    for m in snap.loaded:
+        left = "kept" if m.expires_at is None else duration(max(0.0, m.expires_at - snap.daemon_time))
+        g.add_row(Text(m.name, style="cyan", overflow="ellipsis"), Text(f"{m.memory_mb:.0f} MB"), left)
+    return g
+
+
+def table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    t = Table(*columns, title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def snapshot(snap: QueueSnapshot) -> RenderableType:
+    """The whole dashboard as one static renderable, top to bottom."""
+    return Group(
+        header(snap, "live"),
+        Text(),
+        running(snap),
+        Text(),
+        gauges(snap),
+        Text(),
+        table(f"queue ({len(snap.queue)})", QUEUE_COLUMNS, [queue_row(j) for j in snap.queue]),
+        Text(),
+        table("recent", RECENT_COLUMNS, [recent_row(j) for j in snap.recent]),
+    )
+
+
+def print_snapshot(wire: dict[str, Any], console: Console | None = None) -> None:
+    """Print one `snapshot` event (as received) and return: `rk top --once`."""
+    (console or Console()).print(snapshot(QueueSnapshot.from_wire(wire, time.time())))

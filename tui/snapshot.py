@@ -1,0 +1,147 @@
+"""The daemon's `snapshot` event as frozen, typed values: what every view of `rk top` reads.
+
+Parsing is tolerant (a missing field gets a neutral value, an "n/a" reading becomes None) so an older
+or newer daemon still renders.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+def _num(v: Any) -> float | None:
+    """A reading as a float; None for "n/a", missing or malformed values."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    id: str
+    kind: str
+    model: str
+    source: str
+    peer: str
+    state: str  # waiting | loading | prefill | generating | embedding
+    position: int
+    waited_ms: float
+    done: int
+    total: int
+    unit: str  # tokens | texts
+    tokens_per_s: float | None
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> "QueuedJob":
+        p = d.get("progress") or {}
+        return cls(str(d.get("id", "")), str(d.get("kind", "")), str(d.get("model", "")),
+                   str(d.get("source", "")), str(d.get("peer", "")), str(d.get("state", "")),
+                   int(d.get("position") or 0), _num(d.get("waited_ms")) or 0.0,
+                   int(p.get("done") or 0), int(p.get("total") or 0), str(p.get("unit", "")),
+                   _num(d.get("tokens_per_s")))
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    id: str
+    kind: str
+    model: str
+    source: str
+    outcome: str  # done, or an error code
+    wait_ms: float
+    prefill_ms: float
+    generate_ms: float
+    generate_tokens: int
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> "FinishedJob":
+        return cls(str(d.get("id", "")), str(d.get("kind", "")), str(d.get("model", "")),
+                   str(d.get("source", "")), str(d.get("outcome", "")), _num(d.get("wait_ms")) or 0.0,
+                   _num(d.get("prefill_ms")) or 0.0, _num(d.get("generate_ms")) or 0.0,
+                   int(d.get("generate_tokens") or 0))
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.generate_tokens / (self.generate_ms / 1000) if self.generate_ms > 0 else None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    memory_mb: float
+    expires_at: float | None  # wall-clock time; None = kept until unloaded
+    backend: str
+
+
+@dataclass(frozen=True)
+class Npu:
+    """NPU telemetry; every reading may be None ("n/a": no debugfs access, no devfreq)."""
+
+    core_loads: tuple[float | None, ...]  # % per core
+    freq_mhz: float | None
+    memory_mb: float | None
+    name: str
+
+    @classmethod
+    def from_wire(cls, d: Any) -> "Npu | None":
+        if not isinstance(d, Mapping) or d.get("available") is False:
+            return None
+        loads = d.get("load", d.get("cores"))
+        if isinstance(loads, Mapping):
+            loads = list(loads.values())
+        cores = tuple(_num(c.get("load") if isinstance(c, Mapping) else c) for c in loads or [])
+        freq = _num(d.get("freq_mhz"))
+        if freq is None and _num(d.get("freq_hz")) is not None:
+            freq = (_num(d.get("freq_hz")) or 0.0) / 1e6
+        if not cores and freq is None:
+            return None
+        return cls(cores, freq, _num(d.get("memory_mb")), str(d.get("soc") or d.get("name") or "NPU"))
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """One `snapshot` event. `daemon_time` is the daemon's wall clock when it was taken (keep-alive
+    countdowns are computed against it, so clock skew with a remote board does not matter)."""
+
+    version: str
+    hostname: str
+    endpoint: str
+    uptime_s: float
+    queue: tuple[QueuedJob, ...]
+    loaded: tuple[LoadedModel, ...]
+    recent: tuple[FinishedJob, ...]
+    totals: Mapping[str, int]
+    npu: Npu | None
+    cpu_percent: float | None
+    runner_rss_mb: float
+    daemon_time: float
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any], received: float) -> "QueueSnapshot":
+        """`received`, the local time it arrived, stands in for a daemon that does not send its clock."""
+        host = d.get("host") or {}
+        tcp = d.get("tcp")
+        return cls(
+            version=str(d.get("version", "?")), hostname=str(host.get("name", "")),
+            endpoint=f"tcp {tcp}" if tcp else str(d.get("socket", "")),
+            uptime_s=_num(d.get("uptime_s")) or 0.0,
+            queue=tuple(QueuedJob.from_wire(j) for j in d.get("queue", [])),  # running first, then FIFO
+            loaded=tuple(LoadedModel(str(m.get("name", "")), _num(m.get("memory_mb")) or 0.0,
+                                     _num(m.get("expires_at")), str(m.get("backend", "")))
+                         for m in d.get("loaded", [])),
+            recent=tuple(FinishedJob.from_wire(j) for j in d.get("recent", [])),
+            totals={k: int(v) for k, v in (d.get("totals") or {}).items() if isinstance(v, int)},
+            npu=Npu.from_wire(d.get("npu")), cpu_percent=_num(host.get("cpu_percent")),
+            runner_rss_mb=_num((d.get("runner") or {}).get("rss_mb")) or 0.0,
+            daemon_time=_num(host.get("time")) or received,
+        )
+
+    @property
+    def running(self) -> QueuedJob | None:
+        return next((j for j in self.queue if j.state != "waiting"), None)
+
+    @property
+    def backend(self) -> str:
+        names = sorted({m.backend for m in self.loaded if m.backend})
+        device = self.npu.name if self.npu else "CPU"
+        return f"{device} · {', '.join(names)}" if names else device

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from rk.tui.snapshot import FinishedJob, QueuedJob, QueueSnapshot
 
-QUEUE_COLUMNS = ("#", "job", "kind", "model", "from", "state", "waited", "progress")
+QUEUE_COLUMNS = ("#", "job", "model", "kind", "state", "progress", "waited", "from")  # most telling first: 80 columns cut "from"
 RECENT_COLUMNS = ("job", "model", "from", "result", "wait", "prefill", "generate", "tok/s")
 BAR_WIDTH = 16
 
@@ -40,8 +40,9 @@ def source(src: str, peer: str) -> str:
 
 def queue_row(j: QueuedJob) -> tuple[str, ...]:
     pos = "▶" if j.state != "waiting" else str(j.position)
-    progress = f"{j.done}/{j.total} {j.unit}" if j.total else f"{j.done} {j.unit}"
-    return (pos, j.id, j.kind, j.model, source(j.source, j.peer), j.state, ms(j.waited_ms), progress)
+    unit = "tok" if j.unit == "tokens" else j.unit
+    progress = f"{j.done}/{j.total} {unit}" if j.total else f"{j.done} {unit}"
+    return (pos, j.id, j.model, j.kind, j.state, progress, ms(j.waited_ms), source(j.source, j.peer))
 
 
 def recent_row(j: FinishedJob) -> tuple[str, ...]:
@@ -64,47 +65,47 @@ def header(snap: QueueSnapshot | None, link: str) -> Text:
 
 
 def running(snap: QueueSnapshot) -> Text:
-    """The running job in two lines, or what the daemon did so far when it is idle."""
+    """The running job in three short lines (a half-width pane at 80 columns), or "idle"."""
     j = snap.running
-    tot = snap.totals
-    t = Text()
+    t = Text(no_wrap=True, overflow="ellipsis")
     if j is None:
         t.append("idle", style="dim")
-    else:
-        t.append(f"{j.id} ", style="bold")
-        t.append(f"{j.model} · {j.state}\n")
-        rate = f" · {j.tokens_per_s:.1f} tok/s" if j.tokens_per_s else ""
-        t.append(f"{j.done}/{j.total} {j.unit}{rate} · {source(j.source, j.peer)}")
-    t.append(f"\ndone {tot.get('done', 0)} · tokens {tot.get('tokens', 0)} · "
-             f"errors {tot.get('errors', 0)} · cancelled {tot.get('cancelled', 0)}", style="dim")
+        return t
+    t.append(f"{j.id} ", style="bold")
+    t.append(f"{j.model} · {j.state}\n")
+    rate = f" · {j.tokens_per_s:.1f} tok/s" if j.tokens_per_s else ""
+    t.append(f"{j.done}/{j.total} {j.unit}{rate}\n")
+    t.append(f"from {source(j.source, j.peer)} · waited {ms(j.waited_ms)}", style="dim")
     return t
 
 
-def gauges(snap: QueueSnapshot) -> Table:
-    """NPU load per core, frequency and memory; CPU and runner memory when there is no NPU."""
-    g = Table.grid(padding=(0, 1))
-    g.add_column(no_wrap=True)
-    g.add_column(width=BAR_WIDTH)
-    g.add_column(justify="right", no_wrap=True)
+def totals(snap: QueueSnapshot) -> str:
+    tot = snap.totals
+    return (f"{tot.get('done', 0)} done · {tot.get('tokens', 0)} tokens · {tot.get('errors', 0)} errors · "
+            f"{tot.get('cancelled', 0)} cancelled")
 
-    def bar(label: str, pct: float | None) -> None:
-        g.add_row(label, ProgressBar(total=100, completed=pct or 0, width=BAR_WIDTH),
-                  "n/a" if pct is None else f"{pct:.0f}%")
 
+def gauges(snap: QueueSnapshot) -> RenderableType:
+    """NPU load per core, frequency and memory (CPU without an NPU), runner memory, loaded models."""
+    bars = Table.grid(padding=(0, 1))
+    bars.add_column(no_wrap=True)
+    bars.add_column(width=BAR_WIDTH)
+    bars.add_column(justify="right", no_wrap=True)
+    loads = [(f"NPU{i}", v) for i, v in enumerate(snap.npu.core_loads)] if snap.npu else [("CPU", snap.cpu_percent)]
+    for label, pct in loads:
+        bars.add_row(label, ProgressBar(total=100, completed=pct or 0, width=BAR_WIDTH),
+                     "n/a" if pct is None else f"{pct:.0f}%")
+    figures = [f"runner {snap.runner_rss_mb:.0f} MB"]
     if snap.npu is not None:
-        for i, load in enumerate(snap.npu.core_loads):
-            bar(f"NPU{i}", load)
-        freq = "n/a" if snap.npu.freq_mhz is None else f"{snap.npu.freq_mhz:.0f} MHz"
-        mem = "n/a" if snap.npu.memory_mb is None else f"{snap.npu.memory_mb:.0f} MB"
-        g.add_row("freq", Text(freq), "")
-        g.add_row("NPU mem", Text(mem), "")
-    else:
-        bar("CPU", snap.cpu_percent)
-    g.add_row("runner", Text(f"{snap.runner_rss_mb:.0f} MB RSS"), "")
+        figures[:0] = ["n/a MHz" if snap.npu.freq_mhz is None else f"{snap.npu.freq_mhz:.0f} MHz",
+                       "mem n/a" if snap.npu.memory_mb is None else f"mem {snap.npu.memory_mb:.0f} MB"]
+    lines = Text(" · ".join(figures), style="dim", no_wrap=True, overflow="ellipsis")
     for m in snap.loaded:
-        left = "kept" if m.expires_at is None else duration(max(0.0, m.expires_at - snap.daemon_time))
-        g.add_row(Text(m.name, style="cyan", overflow="ellipsis"), Text(f"{m.memory_mb:.0f} MB"), left)
-    return g
+        left = "kept" if m.expires_at is None else f"expires {duration(max(0.0, m.expires_at - snap.daemon_time))}"
+        lines.append("\n")
+        lines.append(m.name, style="cyan")
+        lines.append(f" {m.memory_mb:.0f} MB · {left}")
+    return Group(bars, lines)
 
 
 def table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
@@ -120,6 +121,7 @@ def snapshot(snap: QueueSnapshot) -> RenderableType:
         header(snap, "live"),
         Text(),
         running(snap),
+        Text(totals(snap), style="dim"),
         Text(),
         gauges(snap),
         Text(),

@@ -40,7 +40,8 @@ class Daemon:
         t0 = time.perf_counter()
         s = self.settings
         self.http = web.AppRunner(build_app(self.service), access_log=None, handle_signals=False,
-                                  keepalive_timeout=s.idle_timeout_s, shutdown_timeout=s.shutdown_grace_s)
+                                  keepalive_timeout=s.idle_timeout_s, shutdown_timeout=s.shutdown_grace_s,
+                                  handler_cancellation=True)  # a client that hangs up cancels its job
         await self.http.setup()
         http_server = self.http.server
         assert http_server is not None

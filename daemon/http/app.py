@@ -1,45 +1,38 @@
 """The HTTP side: one aiohttp application serving the Ollama and OpenAI routes on every listener."""
 from __future__ import annotations
 
-import logging
-import uuid
-from typing import Awaitable, Callable
-
 from aiohttp import web
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
+from rk.daemon.http import ollama_admin, ollama_routes, openai_routes
+from rk.daemon.http.middleware import MIDDLEWARES, on_prepare
+from rk.daemon.http.wire import SERVICE, normalise_path
 from rk.daemon.service import Service
 
-log = logging.getLogger("rk.daemon.http")
-SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["SERVICE", "build_app"]
 
 
-@web.middleware
-async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every response carries X-Request-Id: the client's own, or a new one."""
-    rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    request["request_id"] = rid
-    resp = await handler(request)
-    if not resp.prepared:
-        resp.headers["X-Request-Id"] = rid
-    return resp
+class NormalisingRouter(web.UrlDispatcher):
+    """Routes `/v1//models` and `/api/tags/` as `/v1/models` and `/api/tags`, without a redirect.
 
+    Clients differ in how they follow redirects for POST; matching the clean path is simpler for all.
+    """
 
-def is_tcp(request: web.Request) -> bool:
-    return isinstance(request.transport.get_extra_info("sockname") if request.transport else None, tuple)
-
-
-async def root(request: web.Request) -> web.Response:
-    return web.Response(text="Ollama is running", content_type="text/plain")
+    async def resolve(self, request: web.Request) -> UrlMappingMatchInfo:
+        match = await super().resolve(request)
+        clean = normalise_path(request.rel_url.path)
+        if match.http_exception is None or clean == request.rel_url.path:
+            return match
+        retry = await super().resolve(request.clone(rel_url=request.rel_url.with_path(clean)))
+        return retry if retry.http_exception is None else match
 
 
 def build_app(service: Service) -> web.Application:
-    app = web.Application(client_max_size=service.settings.max_body_bytes, middlewares=[request_id])
+    app = web.Application(router=NormalisingRouter(), client_max_size=service.settings.max_body_bytes,
+                          middlewares=MIDDLEWARES)
     app[SERVICE] = service
-    app.router.add_route("GET", "/", root)
-    app.router.add_route("GET", "/api/version", version)
+    app.on_response_prepare.append(on_prepare)
+    ollama_admin.add_routes(app)
+    ollama_routes.add_routes(app)
+    openai_routes.add_routes(app)
     return app
-
-
-async def version(request: web.Request) -> web.Response:
-    return web.json_response({"version": request.app[SERVICE].version})

@@ -1,0 +1,214 @@
+"""OpenAI `/v1/*` wire format: request JSON -> jobs, job output -> OpenAI objects, chunks and errors.
+
+Pure translation: nothing here queues, loads or runs anything. The field rules follow
+shared/reference/api-compat.md section 2 (what openai-python, LangChain and LiteLLM rely on).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+
+from rk.daemon.adapters import fields as f
+from rk.daemon.adapters.vectors import b64_float32
+from rk.daemon.errors import RkError
+from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, JobStats
+from rk.daemon.models import Manifest
+
+TOKEN_ARRAYS = ("token-id arrays are not accepted: their ids belong to the client's tokenizer (tiktoken), not "
+                "this model's. Send text instead; with langchain-openai OpenAIEmbeddings set "
+                "check_embedding_ctx_length=False")
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """A chat or text completion request: the job plus how the client wants the reply."""
+
+    job: ChatJob
+    model: str  # as the client named it, echoed in every reply
+    stream: bool = False
+    include_usage: bool = False
+    echo: str = ""  # completions with echo=true: the prompt, sent before the generated text
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    job: EmbedJob
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The identity every chunk of one completion shares: same `id`, same `created`."""
+
+    id: str
+    created: int
+    model: str
+    chat: bool
+
+    @property
+    def object(self) -> str:
+        return "chat.completion" if self.chat else "text_completion"
+
+
+def new_reply(model: str, *, chat: bool) -> Reply:
+    prefix = "chatcmpl-" if chat else "cmpl-"
+    return Reply(prefix + uuid.uuid4().hex[:24], int(time.time()), model, chat)
+
+
+# ---- requests ----------------------------------------------------------------------------------
+
+
+def _common(d: dict[str, Any], max_keys: tuple[str, ...]) -> tuple[str, GenOptions, bool, bool]:
+    """What chat and completions share: model, options (temperature/top_p default 1.0 as OpenAI does), stream flags."""
+    model = f.string(d, "model", required=True)
+    assert model is not None
+    n = f.integer(d, "n", lo=1)
+    if n not in (None, 1):
+        raise f.bad("n", "must be 1: this server returns one choice per request")
+    if f.integer(d, "best_of", lo=1) not in (None, 1):
+        raise f.bad("best_of", "must be 1: this server returns one choice per request")
+    if d.get("logprobs") not in (None, False, 0):
+        raise f.bad("logprobs", "is not supported by this server")
+    opts = f.gen_options(d, max_tokens_keys=max_keys)
+    opts = dataclasses.replace(opts, temperature=1.0 if opts.temperature is None else opts.temperature,
+                               top_p=1.0 if opts.top_p is None else opts.top_p)
+    stream = f.boolean(d, "stream", False)
+    so = f.obj({} if d.get("stream_options") is None else d["stream_options"], "stream_options")
+    include_usage = stream and f.boolean(so, "include_usage", False)
+    return model, opts, stream, include_usage
+
+
+def parse_chat(body: Any, peer: str) -> GenRequest:
+    """`POST /v1/chat/completions`; `max_completion_tokens` wins over the older `max_tokens`."""
+    d = f.obj(body)
+    model, opts, stream, usage = _common(d, ("max_completion_tokens", "max_tokens"))
+    job = ChatJob(model=model, messages=f.messages(d), options=opts, source="openai", peer=peer)
+    return GenRequest(job, model, stream, usage)
+
+
+def parse_completion(body: Any, peer: str) -> GenRequest:
+    """`POST /v1/completions`: the prompt is continued as raw text, no chat template.
+
+    `max_tokens` absent means the model's own default, not OpenAI's 16 (as local servers do).
+    """
+    d = f.obj(body)
+    model, opts, stream, usage = _common(d, ("max_tokens",))
+    prompt = d.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, list) and any(isinstance(p, (int, list)) for p in prompt):
+        raise f.bad("prompt", TOKEN_ARRAYS)
+    if not isinstance(prompt, str):
+        raise f.bad("prompt", "must be a string (one prompt per request)")
+    if d.get("suffix"):
+        raise f.bad("suffix", "is not supported: this server does no fill-in-the-middle")
+    job = ChatJob(model=model, prompt=prompt, raw=True, options=opts, source="openai", peer=peer)
+    return GenRequest(job, model, stream, usage, echo=prompt if f.boolean(d, "echo", False) else "")
+
+
+def parse_embeddings(body: Any, peer: str) -> EmbedRequest:
+    """`POST /v1/embeddings`: text input only; token arrays get a 400 that says what to change."""
+    d = f.obj(body)
+    model = f.string(d, "model", required=True)
+    assert model is not None
+    raw = d.get("input")
+    if raw is None:
+        raise f.bad("input", "is required")
+    if isinstance(raw, list) and any(isinstance(x, (int, list)) and not isinstance(x, bool) for x in raw):
+        raise f.bad("input", TOKEN_ARRAYS)
+    texts = f.texts(raw)
+    if not texts:
+        raise f.bad("input", "must not be an empty list")
+    fmt = f.string(d, "encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise f.bad("encoding_format", "must be 'float' or 'base64'")
+    job = EmbedJob(model=model, texts=texts, source="openai", peer=peer)
+    return EmbedRequest(job, model, fmt, f.integer(d, "dimensions", lo=1))  # type: ignore[arg-type]
+
+
+# ---- replies -----------------------------------------------------------------------------------
+
+
+def usage(stats: JobStats) -> dict[str, int]:
+    prompt, completion = stats.prompt_tokens, stats.generate_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def finish_reason(stats: JobStats) -> str:
+    return "length" if stats.finish_reason == "length" else "stop"
+
+
+def completion(r: Reply, text: str, stats: JobStats) -> dict[str, Any]:
+    """The non-streaming reply."""
+    choice: dict[str, Any] = {"index": 0}
+    if r.chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    choice |= {"logprobs": None, "finish_reason": finish_reason(stats)}
+    return {"id": r.id, "object": r.object, "created": r.created, "model": r.model, "choices": [choice],
+            "usage": usage(stats)}
+
+
+def chunk(r: Reply, text: str | None, *, first: bool = False, finish: str | None = None,
+          include_usage: bool = False) -> dict[str, Any]:
+    """One streamed chunk. Chat: the first carries only the role, the last an empty delta and the reason."""
+    choice: dict[str, Any] = {"index": 0}
+    if r.chat:
+        if first:
+            choice["delta"] = {"role": "assistant", "content": ""}
+        else:
+            choice["delta"] = {} if text is None else {"content": text}
+    else:
+        choice["text"] = text or ""
+    choice |= {"logprobs": None, "finish_reason": finish}
+    out: dict[str, Any] = {"id": r.id, "object": r.object + ".chunk" if r.chat else r.object,
+                           "created": r.created, "model": r.model, "choices": [choice]}
+    if include_usage:
+        out["usage"] = None
+    return out
+
+
+def usage_chunk(r: Reply, stats: JobStats) -> dict[str, Any]:
+    """Sent only when `stream_options.include_usage` asked: `choices` is an empty list, never null."""
+    return {"id": r.id, "object": r.object + ".chunk" if r.chat else r.object, "created": r.created,
+            "model": r.model, "choices": [], "usage": usage(stats)}
+
+
+def embeddings(req: EmbedRequest, matrix: np.ndarray, prompt_tokens: int) -> dict[str, Any]:
+    """Floats go out as float64 renderings of the float32 values, so float and base64 decode identically."""
+    def enc(row: np.ndarray) -> Any:
+        return b64_float32(row) if req.encoding_format == "base64" else row.astype(np.float64)
+
+    data = [{"object": "embedding", "index": i, "embedding": enc(row)} for i, row in enumerate(matrix)]
+    return {"object": "list", "data": data, "model": req.model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+
+
+def model_object(m: Manifest, modified_at: str) -> dict[str, Any]:
+    """A `/v1/models` entry; ids are the same names `/api/tags` lists."""
+    try:
+        created = int(datetime.fromisoformat(modified_at.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        created = 0
+    return {"id": m.name, "object": "model", "created": created, "owned_by": "library"}
+
+
+def error(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """`{"error": {message, type, param, code}}` with all four keys always present."""
+    if code == "unauthorized":
+        code = "invalid_api_key"
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def rk_error(e: RkError) -> dict[str, Any]:
+    return error(e.status, e.message, e.code, e.param)

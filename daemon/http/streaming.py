@@ -1,0 +1,127 @@
+"""A queued job seen from an HTTP handler: its outputs in order, streamed or folded into one reply.
+
+Holding the first byte until the job produces output keeps every early failure (queue timeout,
+prompt too large, model failed to load) a proper status code; later failures become an in-band
+error chunk in the route's dialect. When the handler ends early (the client went away: aiohttp
+cancels the handler, or a write fails), the job is cancelled so the queue moves on at once.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator, Protocol
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from rk.daemon.adapters.vectors import assemble, check_finite
+from rk.daemon.errors import RkError
+from rk.daemon.events import Done, Failed, Token, Vectors
+from rk.daemon.http.wire import SERVICE
+from rk.daemon.jobs import Job, JobStats
+from rk.daemon.listener import peer_name
+
+log = logging.getLogger("rk.daemon.http")
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
+SSE_DONE = b"data: [DONE]\n\n"
+Output = Token | Vectors | Done
+
+
+def ndjson_line(obj: dict[str, Any]) -> bytes:
+    """One compact JSON object and a newline: no blank lines, no pretty-printing."""
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
+def sse_event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n\n"
+
+
+def peer(request: web.Request) -> str:
+    return peer_name(request.transport) if request.transport is not None else ""
+
+
+class TokenFormat(Protocol):
+    """How one dialect writes a token stream."""
+
+    headers: dict[str, str]
+
+    def opening(self) -> bytes: ...
+    def token(self, text: str) -> bytes: ...
+    def done(self, stats: JobStats) -> bytes: ...
+    def error(self, e: RkError) -> bytes: ...
+
+
+class JobStream:
+    """Submit a job on entry; on exit, cancel it if it has not finished (use as `async with`)."""
+
+    def __init__(self, request: web.Request, job: Job) -> None:
+        self.scheduler = request.app[SERVICE].scheduler
+        self.ticket = self.scheduler.submit(job, client_id=request.get("request_id", ""))
+        self._events = self.ticket.stream()
+
+    async def __aenter__(self) -> "JobStream":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self.ticket.finished:
+            log.info("job %s cancelled: the HTTP client went away", self.ticket.id)
+            self.scheduler.cancel(self.ticket.id, "the client disconnected")
+        await self._events.aclose()
+
+    async def outputs(self) -> AsyncIterator[Output]:
+        """Tokens, vector slices and the final Done; a Failed event is raised as its RkError."""
+        async for ev in self._events:
+            if isinstance(ev, Failed):
+                raise ev.error
+            if isinstance(ev, (Token, Vectors, Done)):
+                yield ev
+
+    async def text(self) -> tuple[str, JobStats]:
+        """The whole generated text, for `stream: false`."""
+        parts: list[str] = []
+        async for ev in self.outputs():
+            if isinstance(ev, Token):
+                parts.append(ev.text)
+            elif isinstance(ev, Done):
+                return "".join(parts), ev.stats
+        raise RkError("internal", "the job ended without a result")
+
+    async def vectors(self) -> tuple[np.ndarray, JobStats]:
+        """All vectors of an embedding job in input order, however many slices it ran in."""
+        slices: list[Vectors] = []
+        async for ev in self.outputs():
+            if isinstance(ev, Vectors):
+                slices.append(ev)
+            elif isinstance(ev, Done):
+                matrix = assemble(slices)
+                check_finite(matrix)
+                return matrix, ev.stats
+        raise RkError("internal", "the job ended without a result")
+
+    async def done(self) -> JobStats:
+        """The figures of a job whose output does not matter (load, unload)."""
+        async for ev in self.outputs():
+            if isinstance(ev, Done):
+                return ev.stats
+        raise RkError("internal", "the job ended without a result")
+
+    async def relay(self, request: web.Request, fmt: TokenFormat) -> web.StreamResponse:
+        """Stream tokens in `fmt`; the status line waits for the first output."""
+        outputs = self.outputs()
+        ev = await anext(outputs)  # a failure here is still a status code
+        resp = web.StreamResponse(headers=fmt.headers)
+        await resp.prepare(request)
+        await resp.write(fmt.opening())
+        try:
+            while True:
+                if isinstance(ev, Token):
+                    await resp.write(fmt.token(ev.text))
+                elif isinstance(ev, Done):
+                    await resp.write(fmt.done(ev.stats))
+                    break
+                ev = await anext(outputs)
+        except RkError as e:
+            await resp.write(fmt.error(e))
+        await resp.write_eof()
+        return resp

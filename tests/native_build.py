@@ -1,0 +1,57 @@
+"""Builds the C doubles of librkllmrt.so (tests/native/) with gcc, once per test session.
+
+Import the fixtures into a test module with `from native_build import rkllm_libs, rkllm_layout`.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+NATIVE = Path(__file__).parent / "native"
+HEADERS = {"1.2": "rkllm_1_2.h", "1.3": "rkllm_1_3.h"}
+# name -> (header ABI, banner version or None for a library that announces no version)
+DOUBLES: dict[str, tuple[str, str | None]] = {
+    "1.2": ("1.2", "1.2.1"),
+    "1.3": ("1.3", "1.3.0"),
+    "1.2.0": ("1.2", "1.2.0"),   # a release whose callback returns void: must be refused
+    "silent": ("1.3", None),     # no version string at all: needs an explicit choice
+}
+
+
+def _gcc(args: list[str]) -> None:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler for the RKLLM doubles")
+    subprocess.run([cc, "-std=gnu11", "-Wall", "-Werror", "-I", str(NATIVE), *args], check=True, capture_output=True)
+
+
+def build_double(out: Path, name: str) -> Path:
+    api, version = DOUBLES[name]
+    lib = out / f"librkllmrt-{name}.so"
+    defines = [f'-DRKLLM_HEADER="{HEADERS[api]}"'] + ([f'-DFAKE_VERSION="{version}"'] if version else ["-DFAKE_NO_BANNER"])
+    _gcc(["-shared", "-fPIC", "-O1", *defines, str(NATIVE / "fake_rkllm.c"), "-o", str(lib)])
+    return lib
+
+
+def build_layout(out: Path, api: str) -> Path:
+    exe = out / f"layout-{api}"
+    _gcc([f'-DRKLLM_HEADER="{HEADERS[api]}"', str(NATIVE / "layout.c"), "-o", str(exe)])
+    return exe
+
+
+@pytest.fixture(scope="session")
+def rkllm_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every double by name: "1.2", "1.3", "1.2.0", "silent"."""
+    out = tmp_path_factory.mktemp("rkllm-doubles")
+    return {name: build_double(out, name) for name in DOUBLES}
+
+
+@pytest.fixture(scope="session")
+def rkllm_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The layout program's output per header version."""
+    out = tmp_path_factory.mktemp("rkllm-layout")
+    return {api: subprocess.run([str(build_layout(out, api))], check=True, capture_output=True, text=True).stdout
+            for api in HEADERS}

@@ -98,7 +98,10 @@ class Client:
         msg = {"id": rid, "op": op, **{k: v for k, v in fields.items() if v is not None}}
         if self.endpoint.api_key:
             msg["key"] = self.endpoint.api_key
-        self.sock.sendall(orjson.dumps(msg) + b"\n")
+        try:
+            self.sock.sendall(orjson.dumps(msg) + b"\n")
+        except OSError:  # a broken socket is the daemon going away, not our stdout closing
+            raise DaemonUnavailable("the daemon closed the connection") from None
         return rid
 
     def read(self) -> dict[str, Any]:

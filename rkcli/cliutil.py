@@ -1,0 +1,56 @@
+"""What every client command shares: one clear line instead of a traceback, and quiet exits into `head`."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, NoReturn, TypeVar
+
+import typer
+
+from rk.client import Client, DaemonError, DaemonUnavailable
+
+T = TypeVar("T")
+
+# 128 + SIGPIPE: what a C tool reports when its reader (`head`) goes away.
+EXIT_PIPE = 141
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `rk: message` on stderr and return the Exit to raise."""
+    typer.echo(f"rk: {message}", err=True)
+    return typer.Exit(code)
+
+
+def connect(ctx: typer.Context, timeout: float | None = 5.0) -> Client:
+    try:
+        return Client(ctx.obj, timeout)
+    except DaemonUnavailable as e:
+        raise fail(str(e)) from None
+
+
+def stdout_gone() -> NoReturn:
+    """stdout's reader left: point fd 1 at /dev/null so the interpreter's final flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(EXIT_PIPE)
+
+
+def run_client(ctx: typer.Context, body: Callable[[Client], T]) -> T:
+    """Run `body(client)` and turn daemon errors, lost connections and a closed stdout into one clear line."""
+    try:
+        with connect(ctx) as client:
+            return body(client)
+    except DaemonError as e:
+        raise fail(f"{e.code}: {e.message}") from None
+    except DaemonUnavailable as e:
+        raise fail(str(e)) from None
+    except BrokenPipeError:
+        stdout_gone()
+
+
+def print_json(obj: Any) -> None:
+    """Indented JSON on stdout, for `--json`."""
+    import orjson
+
+    sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    sys.stdout.flush()

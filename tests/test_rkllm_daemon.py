@@ -1,0 +1,141 @@
+"""The daemon end to end with the rkllm backend over each C double of librkllmrt.so (1.2.1 and 1.3.0)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from daemon_proc import DaemonProc, start_daemon, write_manifest
+from native_build import rkllm_libs  # noqa: F401  (fixture)
+from rk.client import Client, DaemonError
+
+TOKEN_DELAY_MS = 4
+LONG = " ".join(f"w{i}" for i in range(400))  # ~1.6 s of tokens at the double's delay
+
+
+def register(models: Path) -> None:
+    write_manifest(models, "npu:chat", backend="rkllm", kind="chat", context_length=4096, files={"model": "m.rkllm"})
+    write_manifest(models, "npu:embed", backend="rkllm", kind="embed", context_length=512, files={"model": "m.rkllm"},
+                   params={"pooling": "mean"})
+    for d in ("npu/chat", "npu/embed"):
+        (models / d / "m.rkllm").write_bytes(b"RKLLM fake weights")
+
+
+@pytest.fixture(scope="module", params=["1.2", "1.3"])
+def npu_daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               rkllm_libs: dict[str, Path]) -> Iterator[DaemonProc]:
+    tmp = tmp_path_factory.mktemp(f"npu-{request.param}")
+    register(tmp / "models")
+    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False,
+                     env={"RK_RKLLM_LIB": str(rkllm_libs[request.param]), "FAKE_RKLLM_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS)})
+    yield d
+    d.stop()
+
+
+def chat(c: Client, text: str, **options: Any) -> str:
+    return c.send("chat", model="npu:chat", messages=[{"role": "user", "content": text}], options=options or None)
+
+
+def collect(c: Client, rids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every event of `rids` (interleaved on one connection) until each has ended; also records arrival order."""
+    events: dict[str, list[dict[str, Any]]] = {r: [] for r in rids}
+    open_ = set(rids)
+    while open_:
+        ev = c.read()
+        if ev.get("id") in events:
+            ev["_t"] = time.perf_counter()
+            events[ev["id"]].append(ev)
+            if ev["ev"] in ("done", "error"):
+                open_.discard(ev["id"])
+    return events
+
+
+def test_chat_streams_and_reports_npu_figures(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        evs = list(c.events(chat(c, "hello wörld 日本")))
+    kinds = [e["ev"] for e in evs]
+    assert kinds[0] == "queued" and "started" in kinds and kinds[-1] == "done"
+    assert "".join(e["text"] for e in evs if e["ev"] == "token") == "hello wörld 日本 "
+    stats = evs[-1]["stats"]
+    assert stats["prefill_tokens"] == 3 and stats["generate_tokens"] == 12 and stats["memory_mb"] > 0
+
+
+def test_max_tokens_reports_length(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        evs = list(c.events(chat(c, "a b c d e f", max_tokens=2)))
+    assert "".join(e["text"] for e in evs if e["ev"] == "token") == "a "
+    assert evs[-1]["stats"]["generate_tokens"] == 2 and evs[-1]["stats"]["finish_reason"] == "length"
+
+
+def test_embed_returns_unit_vectors(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        evs = list(c.events(c.send("embed", model="npu:embed", input=["first text", "second", "first text"])))
+    vec = np.array(next(e for e in evs if e["ev"] == "vectors")["embeddings"])
+    assert vec.shape == (3, 16)
+    assert np.allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vec[0], vec[2]) and not np.allclose(vec[0], vec[1])
+    assert evs[-1]["stats"]["prompt_tokens"] == 5
+
+
+def test_five_jobs_finish_in_arrival_order_with_positions(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        rids = [chat(c, f"job{i} " + " ".join(["x"] * 10)) for i in range(5)]
+        events = collect(c, rids)
+    ends = sorted(rids, key=lambda r: events[r][-1]["_t"])
+    assert ends == rids
+    for i, r in enumerate(rids):
+        assert events[r][-1]["ev"] == "done"
+        assert events[r][0] == {**events[r][0], "ev": "queued", "position": i + 1}
+        text = "".join(e["text"] for e in events[r] if e["ev"] == "token")
+        assert text.startswith(f"job{i} ")
+
+
+def test_cancel_of_a_waiting_job(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        running = chat(c, " ".join(["y"] * 60))
+        waiting = chat(c, "never runs")
+        c.send("cancel", target=waiting)
+        events = collect(c, [running, waiting])
+    assert events[waiting][-1]["ev"] == "error" and events[waiting][-1]["code"] == "cancelled"
+    assert not any(e["ev"] == "started" for e in events[waiting])
+    assert events[running][-1]["ev"] == "done"
+
+
+def test_crash_fails_only_its_job_and_the_next_queued_job_completes(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        crash = chat(c, "boom [[crash]]")
+        after = chat(c, "still here")
+        events = collect(c, [crash, after])
+    assert events[crash][-1]["ev"] == "error" and events[crash][-1]["code"] == "runner_crashed"
+    assert events[after][-1]["ev"] == "done"
+    assert "".join(e["text"] for e in events[after] if e["ev"] == "token") == "still here "
+
+
+def test_cancel_mid_stream_stops_within_100_ms(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        rid = chat(c, LONG)
+        tokens = 0
+        for ev in c.events(rid):
+            if ev["ev"] == "token":
+                tokens += 1
+                if tokens == 5:
+                    break
+        sent = time.perf_counter()
+        c.send("cancel", target=rid)
+        with pytest.raises(DaemonError) as e:
+            for _ in c.events(rid):
+                pass
+        elapsed = time.perf_counter() - sent
+    assert e.value.code == "cancelled"
+    assert elapsed < 0.1, f"the run took {elapsed * 1000:.0f} ms to stop"
+
+
+def test_runtime_error_is_a_job_error(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        with pytest.raises(DaemonError) as e:
+            list(c.events(chat(c, "[[error]]")))
+        assert e.value.code == "model_failed"
+        assert "".join(ev.get("text", "") for ev in c.events(chat(c, "ok then"))) == "ok then "

@@ -9,6 +9,7 @@ from typing import Any
 from rk import __version__
 from rk.daemon.backends.base import RunnerConfig
 from rk.daemon.models import Manifest, ModelStore, modified_at
+from rk.daemon.npu import read_npu
 from rk.daemon.runner import Runner
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
@@ -52,7 +53,8 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         return self.scheduler.snapshot() | {"version": self.version, "pid": _pid(),
-                                            "socket": str(self.settings.socket), "tcp": self.settings.tcp}
+                                            "socket": str(self.settings.socket), "tcp": self.settings.tcp,
+                                            "npu": read_npu(self.settings.sysfs_root)}
 
 
 def _pid() -> int:

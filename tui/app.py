@@ -6,12 +6,14 @@ When the daemon goes away the header says so and the worker reconnects until it 
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import Footer
 
 from rk.client import DaemonError, DaemonUnavailable, Endpoint
@@ -26,6 +28,7 @@ from rk.tui.widgets.queue_table import QueueTable
 from rk.tui.widgets.recent_table import RecentTable
 from rk.tui.widgets.running_panel import RunningPanel
 
+W = TypeVar("W", bound=Widget)
 LINK_ERRORS = (DaemonUnavailable, DaemonError, ConnectionError, OSError, asyncio.IncompleteReadError, ValueError)
 
 
@@ -50,9 +53,13 @@ class TopApp(App[None]):
         self.latest: QueueSnapshot | None = None
         self.shown: QueueSnapshot | None = None
 
+    def part(self, kind: type[W]) -> W:
+        """A dashboard widget, found on the main screen even while a dialog is on top."""
+        return self.screen_stack[0].query_one(kind)
+
     @property
     def queue_table(self) -> QueueTable:
-        return self.query_one(QueueTable)
+        return self.part(QueueTable)
 
     def compose(self) -> ComposeResult:
         yield DaemonHeader(id="header")
@@ -84,15 +91,15 @@ class TopApp(App[None]):
 
     def _show(self, snap: QueueSnapshot) -> None:
         self.shown = snap
-        self.query_one(RunningPanel).show(snap)
-        self.query_one(ResourceGauges).show(snap)
+        self.part(RunningPanel).show(snap)
+        self.part(ResourceGauges).show(snap)
         self.queue_table.show(snap)
-        self.query_one(RecentTable).show(snap)
+        self.part(RecentTable).show(snap)
         self._show_header()
 
     def _show_header(self) -> None:
         link = "paused" if self.paused and self.link == "live" else self.link
-        self.query_one(DaemonHeader).show(self.shown, link)
+        self.part(DaemonHeader).show(self.shown, link)
 
     def watch_link(self) -> None:
         self._show_header()

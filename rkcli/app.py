@@ -103,3 +103,8 @@ def top(ctx: typer.Context, once: bool = typer.Option(False, "--once", help="Pri
     from rk.tui.app import run_dashboard
 
     run_dashboard(ctx.obj)
+
+
+from rk.import_cmd import import_model  # noqa: E402  (light: typer only; the daemon's modules load inside the command)
+
+app.command("import")(import_model)

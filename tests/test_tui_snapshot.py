@@ -12,6 +12,9 @@ from rk.tui.snapshot import QueueSnapshot
 
 NOW = 1_760_000_000.0
 
+MEMORY = {"soc": "n/a", "driver": "n/a", "load": None, "freq_mhz": None, "memory": {"used_mb": 3120.0, "total_mb": 7940.0}}
+NPU = {"soc": "RK3588", "driver": "0.9.8", "freq_mhz": 1000.0, "memory": {"used_mb": 3120.0, "total_mb": 7940.0},
+       "load": [{"core": 0, "percent": 38}, {"core": 1, "percent": 41}, {"core": 2, "percent": 35}]}
 WIRE: dict[str, Any] = {
     "version": "0.1.0", "socket": "/run/user/1000/rk/rk.sock", "tcp": "0.0.0.0:11434", "uptime_s": 3725.0,
     "host": {"name": "rock-5b", "time": NOW, "cpu_percent": 63.0, "cpus": 8},
@@ -38,8 +41,8 @@ WIRE: dict[str, Any] = {
          "wait_ms": 5020.0, "prefill_ms": 0.0, "generate_ms": 0.0, "generate_tokens": 0},
     ],
     "runner": {"pid": 4242, "rss_mb": 2104.0},
+    "npu": MEMORY,
 }
-NPU = {"soc": "RK3588", "load": [38, 41, 35], "freq_mhz": 1000, "memory_mb": 1890.0}
 RATES = [0.0, 9.5, 13.1, 14.6, 13.9, 14.4, 12.8, 14.2]
 
 

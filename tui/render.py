@@ -92,13 +92,17 @@ def gauges(snap: QueueSnapshot) -> RenderableType:
     bars.add_column(width=BAR_WIDTH)
     bars.add_column(justify="right", no_wrap=True)
     loads = [(f"NPU{i}", v) for i, v in enumerate(snap.npu.core_loads)] if snap.npu else [("CPU", snap.cpu_percent)]
+    used, total = snap.memory_used_mb, snap.memory_total_mb
+    if used is not None and total:
+        loads.append(("MEM", 100 * used / total))
     for label, pct in loads:
         bars.add_row(label, ProgressBar(total=100, completed=pct or 0, width=BAR_WIDTH),
                      "n/a" if pct is None else f"{pct:.0f}%")
     figures = [f"runner {snap.runner_rss_mb:.0f} MB"]
+    if used is not None and total:
+        figures.insert(0, f"mem {used / 1024:.1f}/{total / 1024:.1f} GB")
     if snap.npu is not None:
-        figures[:0] = ["n/a MHz" if snap.npu.freq_mhz is None else f"{snap.npu.freq_mhz:.0f} MHz",
-                       "mem n/a" if snap.npu.memory_mb is None else f"mem {snap.npu.memory_mb:.0f} MB"]
+        figures.insert(0, "n/a MHz" if snap.npu.freq_mhz is None else f"{snap.npu.freq_mhz:.0f} MHz")
     lines = Text(" · ".join(figures), style="dim", no_wrap=True, overflow="ellipsis")
     for m in snap.loaded:
         left = "kept" if m.expires_at is None else f"expires {duration(max(0.0, m.expires_at - snap.daemon_time))}"

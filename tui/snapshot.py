@@ -75,27 +75,23 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class Npu:
-    """NPU telemetry; every reading may be None ("n/a": no debugfs access, no devfreq)."""
+    """NPU telemetry (daemon/npu.py); a reading is None where it is "n/a" (no debugfs access, no devfreq)."""
 
-    core_loads: tuple[float | None, ...]  # % per core
+    soc: str
+    core_loads: tuple[float | None, ...]  # busy % per core
     freq_mhz: float | None
-    memory_mb: float | None
-    name: str
 
     @classmethod
     def from_wire(cls, d: Any) -> "Npu | None":
-        if not isinstance(d, Mapping) or d.get("available") is False:
+        """None when the daemon's machine shows no NPU at all: the dashboard then shows the CPU."""
+        if not isinstance(d, Mapping):
             return None
-        loads = d.get("load", d.get("cores"))
-        if isinstance(loads, Mapping):
-            loads = list(loads.values())
-        cores = tuple(_num(c.get("load") if isinstance(c, Mapping) else c) for c in loads or [])
+        cores = tuple(_num(c.get("percent")) for c in d.get("load") or [] if isinstance(c, Mapping))
         freq = _num(d.get("freq_mhz"))
-        if freq is None and _num(d.get("freq_hz")) is not None:
-            freq = (_num(d.get("freq_hz")) or 0.0) / 1e6
         if not cores and freq is None:
             return None
-        return cls(cores, freq, _num(d.get("memory_mb")), str(d.get("soc") or d.get("name") or "NPU"))
+        soc = d.get("soc")
+        return cls(soc if isinstance(soc, str) and soc != "n/a" else "NPU", cores, freq)
 
 
 @dataclass(frozen=True)
@@ -113,6 +109,8 @@ class QueueSnapshot:
     totals: Mapping[str, int]
     npu: Npu | None
     cpu_percent: float | None
+    memory_used_mb: float | None  # the whole board's: NPU buffers live in system memory
+    memory_total_mb: float | None
     runner_rss_mb: float
     daemon_time: float
 
@@ -120,6 +118,7 @@ class QueueSnapshot:
     def from_wire(cls, d: Mapping[str, Any], received: float) -> "QueueSnapshot":
         """`received`, the local time it arrived, stands in for a daemon that does not send its clock."""
         host = d.get("host") or {}
+        memory = (d.get("npu") or {}).get("memory") or {}
         tcp = d.get("tcp")
         return cls(
             version=str(d.get("version", "?")), hostname=str(host.get("name", "")),
@@ -132,6 +131,7 @@ class QueueSnapshot:
             recent=tuple(FinishedJob.from_wire(j) for j in d.get("recent", [])),
             totals={k: int(v) for k, v in (d.get("totals") or {}).items() if isinstance(v, int)},
             npu=Npu.from_wire(d.get("npu")), cpu_percent=_num(host.get("cpu_percent")),
+            memory_used_mb=_num(memory.get("used_mb")), memory_total_mb=_num(memory.get("total_mb")),
             runner_rss_mb=_num((d.get("runner") or {}).get("rss_mb")) or 0.0,
             daemon_time=_num(host.get("time")) or received,
         )
@@ -143,5 +143,5 @@ class QueueSnapshot:
     @property
     def backend(self) -> str:
         names = sorted({m.backend for m in self.loaded if m.backend})
-        device = self.npu.name if self.npu else "CPU"
+        device = self.npu.soc if self.npu else "CPU"
         return f"{device} · {', '.join(names)}" if names else device

@@ -80,6 +80,8 @@ class TopApp(App[None]):
         while True:
             try:
                 async for snap in self.source.snapshots():
+                    if not self.is_running:  # shutting down: the widgets are being removed
+                        return
                     self.latest = snap
                     self.link = "live"
                     if not self.paused:

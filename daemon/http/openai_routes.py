@@ -72,7 +72,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     """`/v1/models/{id}`: ids hold ':' and may hold '/'; a malformed id is simply not found."""
-    name = request.match_info["id"]
+    name = request.match_info["id"].rstrip("/")
     try:
         m = request.app[SERVICE].store.get(name)
     except RkError as e:

@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Iterator
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 
@@ -126,6 +127,16 @@ def test_legacy_embeddings_empty_or_missing_is_400(http: httpx.Client, body: dic
 def test_embed_without_input_loads_and_returns_empty_list(http: httpx.Client) -> None:
     assert http.post("/api/embed", json={"model": "syn:embed"}).json() == {"model": "syn:embed", "embeddings": []}
     assert http.post("/api/embed", json={"model": "syn:embed", "input": 5}).json() == {"error": "invalid input type"}
+
+
+def test_embeddings_stay_in_input_order_across_queue_slices(http: httpx.Client) -> None:
+    texts = [f"text number {i} word{i}" for i in range(150)]  # three slices of RK_EMBED_SLICE=64
+    many = http.post("/api/embed", json={"model": "syn:embed", "input": texts}).json()["embeddings"]
+    data = http.post("/v1/embeddings", json={"model": "syn:embed", "input": texts}).json()["data"]
+    assert len(many) == len(data) == 150 and [d["index"] for d in data] == list(range(150))
+    for i in (0, 63, 64, 149):
+        alone = http.post("/api/embed", json={"model": "syn:embed", "input": texts[i]}).json()["embeddings"][0]
+        assert many[i] == alone and np.allclose(data[i]["embedding"], alone)
 
 
 # ---- bad requests ------------------------------------------------------------------------------

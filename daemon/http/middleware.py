@@ -47,9 +47,6 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except RkError as e:
         return rk_error_response(request, e)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SERVICE].settings.max_body_bytes
-        return rk_error_response(request, RkError("request_too_large", f"the request body is larger than {limit} bytes"))
     except web.HTTPException as e:
         if e.status < 400:
             raise

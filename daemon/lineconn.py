@@ -37,8 +37,13 @@ class LineConnection:
         try:
             while True:
                 try:
-                    line = await self.reader.readline()
-                except ValueError:
+                    line = await self.reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as e:
+                    line = e.partial  # the last line, without a newline, then EOF
+                    if not line:
+                        break
+                except asyncio.LimitOverrunError as e:
+                    await self.reader.readexactly(e.consumed)  # drop what we have of it
                     if not skipping:
                         self.send(lineproto.error(None, RkError(
                             "request_too_large", f"line longer than {self.service.settings.max_body_bytes} bytes")))
@@ -46,9 +51,7 @@ class LineConnection:
                     continue
                 except ConnectionError:
                     break
-                if not line:
-                    break
-                if skipping:
+                if skipping:  # the rest of the over-long line, up to its newline
                     skipping = False
                     continue
                 if line.strip():

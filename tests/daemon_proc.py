@@ -35,7 +35,7 @@ def synthetic_models(models_dir: Path, tokens_per_s: float = 2000.0) -> None:
     write_manifest(models_dir, "syn:chat", backend="synthetic", kind="chat", context_length=4096,
                    params={"tokens_per_s": tokens_per_s})
     write_manifest(models_dir, "syn:slow", backend="synthetic", kind="chat", context_length=4096,
-                   params={"tokens_per_s": 20.0})
+                   params={"tokens_per_s": 20.0, "reply_tokens": 1_000_000})  # runs until max_tokens
     write_manifest(models_dir, "syn:embed", backend="synthetic", kind="embed", context_length=512,
                    params={"dim": 64})
 

@@ -37,7 +37,9 @@ class LineConnection:
         try:
             while True:
                 try:
-                    line = await self.reader.readuntil(b"\n")
+                    line = await self._next_line()
+                except asyncio.TimeoutError:
+                    break  # idle with nothing in flight: a half-open or forgotten connection
                 except asyncio.IncompleteReadError as e:
                     line = e.partial  # the last line, without a newline, then EOF
                     if not line:
@@ -59,6 +61,12 @@ class LineConnection:
                 await self.writer.drain()
         finally:
             await self.close()
+
+    async def _next_line(self) -> bytes:
+        """The next line; a connection with no job or watch in flight may idle only so long."""
+        if self.tasks:
+            return await self.reader.readuntil(b"\n")
+        return await asyncio.wait_for(self.reader.readuntil(b"\n"), self.service.settings.idle_timeout_s)
 
     def handle(self, line: bytes) -> None:
         svc = self.service

@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
+from rk.daemon.deadlines import peer_name
 from rk.daemon.lineconn import LineConnection
 from rk.daemon.service import Service
 
@@ -46,6 +47,7 @@ class Sniffer(asyncio.Protocol):
         if data.lstrip()[:1] == b"{":
             self._line(transport, data)
         else:
+            self.service.head_deadlines.arm(transport)
             proto = self.http_factory()
             transport.set_protocol(proto)
             proto.connection_made(transport)
@@ -68,13 +70,6 @@ class Sniffer(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
-
-
-def peer_name(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return "unix"
 
 
 class SocketInUse(RuntimeError):

@@ -80,6 +80,7 @@ class Resident:
     """A model loaded in the runner."""
 
     name: str
+    backend: str
     loaded_at: float
     memory_mb: float
     expires: float = math.inf  # monotonic time; inf = kept until unloaded
@@ -98,7 +99,7 @@ class Scheduler:
         self.totals: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=20)
         self.started_at = time.time()
-        self.observers: list[Callable[[Ticket], None]] = []  # told of every finished job (metrics)
+        self.observers: list[Callable[[Ticket, RkError | None], None]] = []  # told of every finished job
         self._tickets: dict[str, Ticket] = {}
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()
@@ -246,7 +247,7 @@ class Scheduler:
                     log.error("model %s marked failed after %d crashed loads", m.name, MAX_LOAD_CRASHES)
             raise
         self._load_crashes.pop(m.name, None)
-        self.loaded[m.name] = Resident(m.name, time.time(), float(ev.get("memory_mb") or 0.0))
+        self.loaded[m.name] = Resident(m.name, m.backend, time.time(), float(ev.get("memory_mb") or 0.0))
         return float(ev["ms"])
 
     async def _generate(self, t: Ticket) -> None:
@@ -408,7 +409,7 @@ class Scheduler:
         })
         self._tickets.pop(t.id, None)
         for observe in self.observers:
-            observe(t)
+            observe(t, error)
         self._changed()
 
     def _reposition(self) -> None:
@@ -477,7 +478,7 @@ class Scheduler:
             "depth": len(self.waiting),
             "running": [t.id for t in self.running],
             "loaded": [{
-                "name": r.name, "memory_mb": round(r.memory_mb, 1),
+                "name": r.name, "backend": r.backend, "memory_mb": round(r.memory_mb, 1),
                 "loaded_at": r.loaded_at,
                 "expires_at": None if r.expires == math.inf else now_wall + (r.expires - now),
             } for r in self.loaded.values()],

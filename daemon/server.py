@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from typing import Any
@@ -117,9 +118,18 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
+def raise_fd_limit() -> None:
+    """Each client holds a socket: lift the soft open-files limit (often 1024) to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536, hard))
+
+
 def run(settings: Settings) -> int:
     """Blocking entry point: uvloop when installed, plain asyncio otherwise."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rk %(levelname)s %(message)s")
+    raise_fd_limit()
     try:
         import uvloop
 

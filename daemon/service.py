@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import hmac
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from rk import __version__
 from rk.daemon.backends.base import RunnerConfig
+from rk.daemon.deadlines import HeadDeadlines
+from rk.daemon.metrics import Metrics
 from rk.daemon.models import Manifest, ModelStore, modified_at
 from rk.daemon.npu import read_npu
 from rk.daemon.runner import Runner
@@ -21,8 +24,11 @@ class Service:
     store: ModelStore
     runner: Runner
     scheduler: Scheduler
+    head_deadlines: HeadDeadlines
+    metrics: Metrics
     started: float = field(default_factory=time.time)
     version: str = __version__
+    _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "Service":
@@ -30,7 +36,8 @@ class Service:
         runner = Runner(RunnerConfig(threads=settings.threads, rkllm_lib=settings.rkllm_lib,
                                      rkllm_version=settings.rkllm_version, sysfs_root=str(settings.sysfs_root)),
                         stall_timeout_s=settings.stall_timeout_s)
-        return cls(settings, store, runner, Scheduler(settings, store, runner))
+        scheduler = Scheduler(settings, store, runner)
+        return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), Metrics(scheduler))
 
     def key_ok(self, presented: str | None) -> bool:
         """Constant-time check of an API key; always true when no key is configured."""
@@ -51,13 +58,16 @@ class Service:
             "default": m.name in (self.settings.default_chat_model, self.settings.default_embed_model),
         }
 
+    def npu(self) -> dict[str, Any]:
+        """NPU figures, read at most twice a second however many watchers ask."""
+        at, value = self._npu
+        now = time.monotonic()
+        if now - at > 0.5:
+            value = read_npu(self.settings.sysfs_root)
+            self._npu = (now, value)
+        return value
+
     def status(self) -> dict[str, Any]:
-        return self.scheduler.snapshot() | {"version": self.version, "pid": _pid(),
+        return self.scheduler.snapshot() | {"version": self.version, "pid": os.getpid(),
                                             "socket": str(self.settings.socket), "tcp": self.settings.tcp,
-                                            "npu": read_npu(self.settings.sysfs_root)}
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
+                                            "npu": self.npu()}

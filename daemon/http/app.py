@@ -35,4 +35,11 @@ def build_app(service: Service) -> web.Application:
     ollama_admin.add_routes(app)
     ollama_routes.add_routes(app)
     openai_routes.add_routes(app)
+    app.router.add_get("/metrics", metrics)
     return app
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the daemon's counters, gauges and histograms."""
+    body = request.app[SERVICE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

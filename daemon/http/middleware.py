@@ -35,7 +35,11 @@ def origin_allowed(origin: str, configured: str) -> bool:
 
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The client's X-Request-Id, or a new one; `on_prepare` puts it on every response."""
+    """The client's X-Request-Id, or a new one; `on_prepare` puts it on every response.
+
+    Being here also means a whole request head arrived, which meets the connection's head deadline.
+    """
+    request.app[SERVICE].head_deadlines.met(request.transport)
     request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     return await handler(request)
 

@@ -34,8 +34,8 @@ class Session:
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "system": self.system, "options": self.options, "messages": self.messages}
 
-    def load_json(self, data: dict[str, Any]) -> None:
-        msgs = data.get("messages")
+    def load_json(self, data: Any) -> None:
+        msgs = data.get("messages") if isinstance(data, dict) else None
         if not isinstance(msgs, list) or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in msgs):
             raise ValueError("not an rk chat transcript: 'messages' must be a list of {role, content}")
         self.messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]

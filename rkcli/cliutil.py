@@ -46,6 +46,8 @@ def run_client(ctx: typer.Context, body: Callable[[Client], T]) -> T:
         raise fail(str(e)) from None
     except BrokenPipeError:
         stdout_gone()
+    except KeyboardInterrupt:  # closing the connection cancels whatever this client still had queued
+        raise fail("interrupted", 130) from None
 
 
 def print_json(obj: Any) -> None:

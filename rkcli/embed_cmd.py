@@ -19,7 +19,9 @@ from rk.cliutil import fail, run_client, stdout_gone
 from rk.client import Client, DaemonError
 from rk.embed_input import Piece, Skipped, Split, missing, pieces
 
+
 def _write_all(fd: int, data: bytes) -> None:
+    """One write(2) in practice; the loop only matters if the kernel takes part of the line."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

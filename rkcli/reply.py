@@ -26,10 +26,6 @@ class Reply:
     text: str
     stats: dict[str, Any] | None
 
-    @property
-    def cancelled(self) -> bool:
-        return self.stats is None
-
 
 def stats_line(stats: dict[str, Any]) -> str:
     """The one dim line after a reply: wait, prefill, generation speed, memory."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from rk.chat_session import Ctx, Session, run_command
-from rk.cliutil import fail, run_client
+from rk.cliutil import fail, model_completer, run_client
 from rk.client import Client, DaemonError
 from rk.reply import ReplyView, stats_line, stream
 
@@ -117,7 +117,8 @@ def answer_once(client: Client, session: Session, prompt: str) -> None:
 
 def chat(
     ctx: typer.Context,
-    model: Optional[str] = typer.Argument(None, help="Chat model (default: the daemon's, smollm2:135m)."),
+    model: Optional[str] = typer.Argument(None, help="Chat model (default: the daemon's, smollm2:135m).",
+                                         autocompletion=model_completer("chat")),
     system: Optional[str] = typer.Option(None, "--system", "-s", help="System prompt."),
     raw: bool = typer.Option(False, "--raw", help="Print replies as plain text instead of rendering Markdown."),
     max_tokens: Optional[int] = MAX_TOKENS,
@@ -140,7 +141,7 @@ def chat(
 
 def run(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m."),
+    model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m.", autocompletion=model_completer("chat")),
     prompt: Optional[str] = typer.Argument(None, help="The prompt; read from stdin when omitted."),
     max_tokens: Optional[int] = MAX_TOKENS,
     temperature: Optional[float] = TEMPERATURE,

@@ -7,7 +7,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import typer
 
-from rk.client import Client, DaemonError, DaemonUnavailable
+from rk.client import Client, DaemonError, DaemonUnavailable, Endpoint
 
 T = TypeVar("T")
 
@@ -56,3 +56,16 @@ def print_json(obj: Any) -> None:
 
     sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
     sys.stdout.flush()
+
+
+def model_completer(kind: str | None = None) -> Callable[[typer.Context, str], list[str]]:
+    """Tab completion of model names (of one kind), asked from the daemon; nothing when none answers."""
+    def complete(ctx: typer.Context, incomplete: str) -> list[str]:
+        opts = ctx.find_root().params
+        try:
+            with Client(Endpoint.resolve(opts.get("socket"), opts.get("host"), opts.get("api_key")), 1.0) as c:
+                found = c.call("models")["models"]
+        except (OSError, DaemonError):
+            return []
+        return [m["name"] for m in found if m["name"].startswith(incomplete) and kind in (None, m.get("kind"))]
+    return complete

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import typer
 
-from rk.cliutil import fail, run_client, stdout_gone
+from rk.cliutil import fail, model_completer, run_client, stdout_gone
 from rk.client import Client, DaemonError
 from rk.embed_input import Piece, Skipped, Split, missing, pieces
 
@@ -131,8 +131,9 @@ def _warn(skipped: Skipped) -> None:
 
 def embed(
     ctx: typer.Context,
-    paths: list[str] = typer.Argument(..., help="Files, directories (recursive) or - for stdin."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Embedding model (default: the daemon's, all-minilm:l6-v2)."),
+    paths: list[str] = typer.Argument(..., metavar="PATH", help="Files, directories (recursive) or - for stdin."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Embedding model (default: the daemon's, all-minilm:l6-v2).",
+                                         autocompletion=model_completer("embed")),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here instead of stdout (needed for --resume)."),
     resume: bool = typer.Option(False, "--resume", help="Append to --output, skipping ids it already holds."),
     glob: list[str] = typer.Option([], "--glob", "-g", help="In directories, only file names matching this pattern (repeatable), e.g. '*.md'."),

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import typer
 
-from rk.cliutil import print_json, run_client
+from rk.cliutil import model_completer, print_json, run_client
 
 if TYPE_CHECKING:
     from rich.table import Table
 
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+MODEL = typer.Argument(..., help="Model name.", autocompletion=model_completer())
 
 
 def _body(ev: dict[str, Any]) -> dict[str, Any]:
@@ -75,10 +76,10 @@ def _print(*renderables: Any) -> None:
 
 def _progress(job: dict[str, Any]) -> str:
     p = job.get("progress") or {}
-    done, total = p.get("done", 0), p.get("total")
-    text = f"{done}/{total} {p.get('unit', '')}" if total else f"{done} {p.get('unit', '')}"
+    done, total, unit = p.get("done", 0), p.get("total"), {"tokens": "tok"}.get(p.get("unit", ""), p.get("unit", ""))
+    text = f"{done}/{total} {unit}" if total else f"{done} {unit}"
     if job.get("tokens_per_s"):
-        text += f" · {job['tokens_per_s']:.1f} tok/s"
+        text += f" · {job['tokens_per_s']:.0f}/s"
     return text.strip()
 
 
@@ -112,7 +113,7 @@ def models(ctx: typer.Context, json_out: bool = JSON) -> None:
     _print(_table(["NAME", "KIND", "BACKEND", "SIZE", "CONTEXT", "STATE"], rows) if rows else "no models", *notes)
 
 
-def show(ctx: typer.Context, model: str = typer.Argument(..., help="Model name."), json_out: bool = JSON) -> None:
+def show(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> None:
     """A model's manifest: backend, family, size, context, files, template."""
     info = _body(run_client(ctx, lambda c: c.call("show", model=model)))
     if json_out:
@@ -129,7 +130,7 @@ def show(ctx: typer.Context, model: str = typer.Argument(..., help="Model name."
     _print(_grid(rows))
 
 
-def load(ctx: typer.Context, model: str = typer.Argument(..., help="Model name."),
+def load(ctx: typer.Context, model: str = MODEL,
          keep_alive: Optional[float] = typer.Option(None, "--keep-alive", help="Seconds to stay loaded when idle (<0 forever)."),
          json_out: bool = JSON) -> None:
     """Load a model now (it waits its turn in the queue), so the first reply does not pay for it."""
@@ -147,7 +148,7 @@ def load(ctx: typer.Context, model: str = typer.Argument(..., help="Model name."
     typer.echo(f"loaded {model} · {_mb(result['memory_mb'])} · {load_ms:.0f} ms · unloads {_until(result['expires_at'])}")
 
 
-def unload(ctx: typer.Context, model: str = typer.Argument(..., help="Model name."), json_out: bool = JSON) -> None:
+def unload(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> None:
     """Unload a model, freeing its (NPU) memory; it waits its turn in the queue."""
     run_client(ctx, lambda c: c.call("unload", model=model))
     if json_out:

@@ -37,6 +37,12 @@ def test_completion_callback_lists_commands():
     assert rk(env=env).stdout.split() == ["models"]
 
 
+def test_model_names_complete_from_the_daemon(syn_daemon):
+    env = dict(os.environ, _RK_COMPLETE="complete_bash", RK_SOCKET=str(syn_daemon.socket))
+    assert rk(env=env | {"COMP_WORDS": "rk show syn:", "COMP_CWORD": "2"}).stdout.split() == ["syn:chat", "syn:embed", "syn:slow"]
+    assert rk(env=env | {"COMP_WORDS": "rk embed -m syn", "COMP_CWORD": "3"}).stdout.split() == ["syn:embed"]
+
+
 def test_fast_commands_import_nothing_heavy(syn_daemon):
     for args in (["--help"], ["ps"], ["status"]):
         probe = ("import sys\nsys.argv = ['rk', *%r]\nfrom rk.app import main\ntry:\n    main()\nexcept SystemExit as e:\n"

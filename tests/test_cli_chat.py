@@ -96,9 +96,10 @@ def test_multiline_input_and_system_prompt(syn_daemon, tmp_path):
 
 
 def test_ctrl_c_cancels_the_reply_and_keeps_the_prompt(syn_daemon, tmp_path):
-    with syn_daemon.client() as other:  # occupy the queue so the chat job waits behind it
-        other.send("chat", model="syn:slow", messages=[{"role": "user", "content": "busy"}], options={"max_tokens": 10})
-        child = spawn_chat(syn_daemon, tmp_path, "syn:slow")
+    child = spawn_chat(syn_daemon, tmp_path, "syn:slow")
+    with syn_daemon.client() as other:  # occupy the queue for 2 s so the chat job waits behind it
+        busy = other.send("chat", model="syn:slow", messages=[{"role": "user", "content": "busy"}], options={"max_tokens": 40})
+        next(ev for ev in other.events(busy) if ev["ev"] == "started")
         child.sendline("word")  # syn:slow repeats it until cancelled
         child.expect_exact("queued · 1 ahead")
         child.expect("word word word")

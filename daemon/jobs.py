@@ -22,6 +22,7 @@ class GenOptions:
     stop: tuple[str, ...] = ()
     repeat_penalty: float | None = None
     num_ctx: int | None = None
+    cache_prompt: bool | None = None  # reuse the KV cache of a shared prefix (llama.cpp's name); None = model default
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v not in (None, ())}

@@ -310,6 +310,7 @@ class Scheduler:
             if t.finished:
                 continue
             t.emit(Vectors(start, share, ntok))
+            t.stats.extra["batch_jobs"] = max(len(batch), t.stats.extra.get("batch_jobs", 1))
             t.cursor = end
             t.stats.prompt_tokens += ntok
             t.stats.prefill_tokens += ntok

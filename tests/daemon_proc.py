@@ -1,6 +1,7 @@
 """Start and stop a real `rk serve` subprocess on a temporary socket, for end-to-end tests."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -14,6 +15,12 @@ from typing import Any
 import orjson
 
 from rk.client import Client, Endpoint
+
+
+def _die_with_test_process() -> None:
+    """Linux: the daemon gets SIGTERM if the test process dies, so an aborted run leaves no daemons."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -90,7 +97,8 @@ def start_daemon(tmp: Path, *, models_dir: Path | None = None, tcp: bool = False
     args = [sys.executable, "-m", "rk", "serve"] + (["--tcp", str(port)] if port else []) + (extra_args or [])
     log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
     logf = open(log_path, "wb")
-    proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+    proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+                            preexec_fn=_die_with_test_process)
     d = DaemonProc(sock, models, log_path, proc, port, full_env.get("RK_API_KEY"), full_env)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

@@ -46,6 +46,8 @@ def integer(d: dict[str, Any], key: str, *, lo: int | None = None, hi: int | Non
     if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
         raise bad(key, "must be an integer")
     v = int(v)
+    if not -(2**63) <= v < 2**63:  # 1e30 would pass is_integer() but cannot reach the runner (64-bit JSON ints)
+        raise bad(key, "is out of range")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise bad(key, f"must be between {lo} and {hi}")
     return v
@@ -127,6 +129,7 @@ def gen_options(o: dict[str, Any], *, max_tokens_keys: tuple[str, ...] = ("max_t
         stop=stop_list(o),
         repeat_penalty=number(o, "repeat_penalty", lo=0),
         num_ctx=integer(o, "num_ctx", lo=1),
+        cache_prompt=o["cache_prompt"] if isinstance(o.get("cache_prompt"), bool) else None,
     )
 
 

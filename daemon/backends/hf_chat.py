@@ -1,7 +1,7 @@
 """Chat on the CPU with transformers: a token loop over a KV cache that keeps the last sequence's prefix.
 
 A follow-up turn shares its whole history with the previous sequence, so only the new tokens are
-prefilled (`params.prefix_cache`, on by default). Text is streamed through an incremental detokeniser
+prefilled (`params.prefix_cache`, on by default; the `cache_prompt` option overrides it per job). Text is streamed through an incremental detokeniser
 that never splits a multi-byte character.
 """
 from __future__ import annotations
@@ -55,7 +55,11 @@ class HFChatModel:
         if "gguf" in manifest.files:
             (gguf,) = check_files(manifest, "gguf")
             ensure_converted(gguf, weights)
-        dtype = getattr(torch, manifest.params.get("dtype", "bfloat16"))
+        # float32 by default: prefix reuse then gives the same greedy text as a cold prefill (bf16
+        # rounding differs between batched and one-token passes), and the Cortex-A76/A55 cores of
+        # RK3588/RK3576 have no bf16 arithmetic anyway. `params.dtype: bfloat16` trades that for speed
+        # on CPUs with AVX512_BF16.
+        dtype = getattr(torch, manifest.params.get("dtype", "float32"))
         self.tok = AutoTokenizer.from_pretrained(str(weights))
         self.model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=dtype).eval()
         eos = self.model.generation_config.eos_token_id
@@ -74,11 +78,11 @@ class HFChatModel:
         text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
-    def _prepare_cache(self, ids: list[int]) -> int:
+    def _prepare_cache(self, ids: list[int], reuse: bool) -> int:
         """Reuse the cached KV of the longest shared prefix (at least one token is always prefilled)."""
         from transformers import DynamicCache
 
-        keep = common_prefix(self._cached_ids, ids[:-1]) if self.prefix_cache and self._cache is not None else 0
+        keep = common_prefix(self._cached_ids, ids[:-1]) if reuse and self._cache is not None else 0
         if keep == 0:
             self._cache = DynamicCache()
         elif len(self._cached_ids) > keep:
@@ -103,7 +107,7 @@ class HFChatModel:
         gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
         t0 = time.perf_counter()
         try:
-            keep = self._prepare_cache(ids)
+            keep = self._prepare_cache(ids, self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
             logits = self._forward(ids[keep:])
         except BaseException:
             self._cache, self._cached_ids = None, []

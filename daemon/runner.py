@@ -18,6 +18,7 @@ import orjson
 
 from rk.daemon.backends.base import RunnerConfig
 from rk.daemon.errors import RkError
+from rk.daemon.procinfo import rss_mb
 
 log = logging.getLogger("rk.daemon.runner")
 _EOF: dict[str, Any] = {"ev": "_eof"}
@@ -138,14 +139,4 @@ class Runner:
 
     def rss_mb(self) -> float:
         """Resident memory of the runner process (the models' real footprint on a CPU or NPU board)."""
-        pid = self.pid
-        if pid is None:
-            return 0.0
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
+        return rss_mb(self.pid) if self.pid is not None else 0.0

@@ -26,19 +26,9 @@ from rk.daemon.backends.rkllm._version import open_library, select_abi
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions
 from rk.daemon.models import Manifest
+from rk.daemon.procinfo import rss_mb
 
 _RUNTIME_ERROR = "the RKLLM runtime reported an error during the run (its log on stderr says why)"
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class _Generation:
@@ -83,10 +73,10 @@ class _Generation:
         if self.perf is not None:
             p = self.perf
             return GenResult(p.prefill_time_ms, p.prefill_tokens, p.generate_time_ms, p.generate_tokens,
-                             p.memory_usage_mb or _rss_mb(), finish)
+                             p.memory_usage_mb or rss_mb(), finish)
         assert self.t_first is not None
         return GenResult((self.t_first - self.t0) * 1000, self.prompt_tokens or 0,
-                         (time.perf_counter() - self.t_first) * 1000, self.tokens, _rss_mb(), finish)
+                         (time.perf_counter() - self.t_first) * 1000, self.tokens, rss_mb(), finish)
 
 
 class _Hidden:
@@ -177,7 +167,7 @@ class RkllmModel:
         self._handle.abort()
 
     def memory_mb(self) -> float:
-        return self._memory or _rss_mb()
+        return self._memory or rss_mb()
 
     def close(self) -> None:
         self._handle.close()

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from rk import __version__, chat, embed_cmd, models_cmd
+from rk.import_cmd import import_model
 from rk.client import Client, DaemonError, DaemonUnavailable, Endpoint
 from rk.cliutil import connect, fail, run_client  # noqa: F401  (the helpers other command modules use)
 
@@ -61,6 +62,7 @@ def serve(
     max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Jobs that may wait at once (default 512)."),
     keep_alive: Optional[float] = typer.Option(None, "--keep-alive", help="Seconds an idle model stays loaded (default 300, <0 forever)."),
     rkllm_lib: Optional[str] = typer.Option(None, "--rkllm-lib", envvar="RK_RKLLM_LIB", help="Path of librkllmrt.so."),
+    rkllm_version: Optional[str] = typer.Option(None, "--rkllm-version", envvar="RK_RKLLM_VERSION", help="Force the RKLLM runtime ABI (1.2 or 1.3) when it cannot be detected."),
 ) -> None:
     """Run the daemon: the Unix socket always, TCP when asked. Ollama and OpenAI clients connect here."""
     from rk.daemon.server import run
@@ -68,7 +70,7 @@ def serve(
 
     settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
                                  socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
-                                 rkllm_lib=rkllm_lib)
+                                 rkllm_lib=rkllm_lib, rkllm_version=rkllm_version)
     raise typer.Exit(run(settings))
 
 
@@ -92,7 +94,7 @@ def main() -> None:
     app(prog_name="rk")
 
 
-@app.command()
+@app.command(rich_help_panel=MODELS)
 def top(ctx: typer.Context, once: bool = typer.Option(False, "--once", help="Print one snapshot with Rich and exit (for scripts and bug reports).")) -> None:
     """Live dashboard of the queue, the running job, timings, NPU load and memory (q quits, ? lists keys)."""
     if once:
@@ -105,6 +107,5 @@ def top(ctx: typer.Context, once: bool = typer.Option(False, "--once", help="Pri
     run_dashboard(ctx.obj)
 
 
-from rk.import_cmd import import_model  # noqa: E402  (light: typer only; the daemon's modules load inside the command)
 
-app.command("import")(import_model)
+app.command("import", rich_help_panel=MODELS)(import_model)

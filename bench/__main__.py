@@ -1,0 +1,4 @@
+"""`python -m bench`: run the suite (see bench/README.md)."""
+from bench.run import main
+
+main()

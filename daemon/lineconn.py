@@ -11,7 +11,7 @@ from typing import Any
 from rk.daemon import watch
 from rk.daemon.adapters import lineproto
 from rk.daemon.errors import RkError
-from rk.daemon.scheduler import Ticket
+from rk.daemon.ticket import Ticket
 from rk.daemon.service import Service
 
 log = logging.getLogger("rk.daemon.lineconn")

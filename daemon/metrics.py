@@ -7,7 +7,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rk.daemon.errors import RkError
-from rk.daemon.scheduler import Scheduler, Ticket
+from rk.daemon.scheduler import Scheduler
+from rk.daemon.ticket import Ticket
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 

@@ -15,7 +15,7 @@ import typer
 from rk import __version__, chat, embed_cmd, models_cmd
 from rk.import_cmd import import_model
 from rk.client import Client, DaemonError, DaemonUnavailable, Endpoint
-from rk.cliutil import connect, fail, run_client  # noqa: F401  (the helpers other command modules use)
+from rk.cliutil import run_client
 
 COMPLETE_VAR = "_RK_COMPLETE"  # the click shell-completion protocol: completions/rk.* call back with it
 USE, MODELS, DAEMON = "Chat and embeddings", "Models and queue", "Daemon"

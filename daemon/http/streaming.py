@@ -19,7 +19,7 @@ from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed, Token, Vectors
 from rk.daemon.http.wire import SERVICE
 from rk.daemon.jobs import Job, JobStats
-from rk.daemon.listener import peer_name
+from rk.daemon.deadlines import peer_name
 
 log = logging.getLogger("rk.daemon.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

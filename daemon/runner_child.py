@@ -49,6 +49,8 @@ class Child:
         self._lock = threading.Lock()
         self.models: dict[str, LoadedModel] = {}
         self._current: tuple[int, LoadedModel | None] | None = None
+        self._dropped: set[int] = set()  # cancelled before they began
+        self._cancel_lock = threading.Lock()
         self._stop = threading.Event()
         self._cancelled = False
         self._commands: "queue.Queue[dict[str, Any] | None]" = queue.Queue()
@@ -64,12 +66,15 @@ class Child:
         for line in stream:
             cmd = orjson.loads(line)
             if cmd.get("op") == "cancel":
-                cur = self._current
-                if cur is not None and cur[0] == cmd.get("seq"):
+                with self._cancel_lock:
+                    cur = self._current
+                    if cur is None or cur[0] != cmd.get("seq"):
+                        self._dropped.add(int(cmd.get("seq", 0)))  # still queued: skip it when its turn comes
+                        continue
                     self._cancelled = True
                     self._stop.set()
-                    if cur[1] is not None:
-                        cur[1].abort()
+                if cur[1] is not None:
+                    cur[1].abort()
             else:
                 self._commands.put(cmd)
         self._commands.put(None)
@@ -96,10 +101,19 @@ class Child:
             raise RkError("internal", f"model {name} is not loaded in the runner")
         return m
 
+    def _begin(self, seq: int, model: LoadedModel | None) -> None:
+        """Make `seq` the command in flight, unless it was cancelled while it waited its turn."""
+        with self._cancel_lock:
+            self._stop.clear()
+            self._cancelled = False
+            self._current = (seq, model)
+            if seq in self._dropped:
+                self._dropped.discard(seq)
+                raise RkError("cancelled", "cancelled")
+
     def _run(self, cmd: dict[str, Any], seq: int) -> dict[str, Any]:
         op = cmd["op"]
-        self._stop.clear()
-        self._cancelled = False
+        self._begin(seq, self.models.get(cmd["model"]) if op in ("generate", "embed") else None)
         if op == "load":
             manifest = Manifest.from_dict(cmd["manifest"], Path(cmd["dir"]))
             t0 = time.perf_counter()
@@ -113,7 +127,6 @@ class Child:
                 m.close()
             return {"ev": "unloaded"}
         model = self._model(cmd["model"])
-        self._current = (seq, model)
         if op == "generate":
             return self._generate(model, cmd, seq)
         if op == "embed":

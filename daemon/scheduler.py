@@ -1,7 +1,8 @@
 """ONE first-in-first-out queue for every job from every protocol, and the residency of models in the runner.
 
 A job's place is fixed at arrival; its position (jobs ahead of it, the running ones included, + 1)
-is pushed to it whenever it changes. One runner call runs at a time. Embedding work is cut into
+is pushed to it whenever it changes. The runner runs one command at a time; the next chat's command is
+sent ahead while the current one generates, so the accelerator never waits on the daemon between jobs. Embedding work is cut into
 slices that go back to the tail, and consecutive embedding jobs for the same model at the head of
 the queue share one runner call, so FIFO order as clients see it never changes.
 """
@@ -91,7 +92,7 @@ class Scheduler:
         elif t in self.running:
             t.cancel_requested = True
             if len(self.running) == 1:
-                self.runner.cancel()
+                self.runner.cancel(t.sent)
             else:  # one job of a shared embedding batch: drop its share, let the others finish
                 self._finish(t, RkError("cancelled", reason))
         return True
@@ -156,6 +157,8 @@ class Scheduler:
         lead = batch[0][0]
         try:
             load_ms = await self._ensure_loaded(lead)
+            if lead.cancel_requested:  # cancelled while its model loaded: nothing to abort in the runner
+                raise RkError("cancelled", "cancelled")
             for t, _, _ in batch:
                 t.stats.load_ms += load_ms
             if isinstance(lead.job, ChatJob):
@@ -210,9 +213,12 @@ class Scheduler:
                 t.emit(Token(ev["text"]))
             self._changed()
 
+        ref = t.sent if t.sent is not None and self.runner.is_live(t.sent) else await self.runner.send(self._generate_cmd(t))
+        t.sent = ref
+        self._send_ahead(t)
         timer = self._job_timer(t)
         try:
-            final = await self.runner.call({"op": "generate", "model": t.manifest.name, "req": t.job.wire()}, on_event)
+            final = await self.runner.result(ref, on_event)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -225,6 +231,25 @@ class Scheduler:
         s.finish_reason = r.get("finish_reason", "stop")
         self._finish(t, None)
 
+    @staticmethod
+    def _generate_cmd(t: Ticket) -> dict[str, Any]:
+        assert isinstance(t.job, ChatJob)
+        return {"op": "generate", "model": t.manifest.name, "req": t.job.wire()}
+
+    def _send_ahead(self, current: Ticket) -> None:
+        """Queue the next chat's command in the runner now, so it starts the moment this one ends.
+
+        Only for a chat on the same, resident model that stays loaded after this job: the runner
+        then never waits on the daemon between two jobs. The job keeps its place and position in the
+        queue; cancelling it drops the queued command.
+        """
+        nxt = self.waiting[0] if self.waiting else None
+        if (nxt is None or nxt.sent is not None or not isinstance(nxt.job, ChatJob)
+                or nxt.manifest.name != current.manifest.name or current.job.keep_alive_s == 0
+                or nxt.manifest.name not in self.loaded or self.runner.pid is None):
+            return
+        nxt.sent = self.runner.send_nowait(self._generate_cmd(nxt))
+
     async def _embed(self, batch: list[tuple[Ticket, int, int]]) -> None:
         texts: list[str] = []
         for t, start, end in batch:
@@ -234,13 +259,18 @@ class Scheduler:
         self._changed()
         lead = batch[0][0]
         t0 = time.perf_counter()
+        ref = await self.runner.send({"op": "embed", "model": lead.manifest.name, "texts": texts,
+                                      "truncate": all(t.job.truncate for t, _, _ in batch)})  # type: ignore[union-attr]
+        for t, _, _ in batch:
+            t.sent = ref
         timer = self._job_timer(lead) if len(batch) == 1 else None
         try:
-            final = await self.runner.call({"op": "embed", "model": lead.manifest.name, "texts": texts,
-                                            "truncate": all(t.job.truncate for t, _, _ in batch)})  # type: ignore[union-attr]
+            final = await self.runner.result(ref)
         finally:
             if timer is not None:
                 timer.cancel()
+            for t, _, _ in batch:
+                t.sent = None  # a re-queued slice gets a new command next time
         ms = (time.perf_counter() - t0) * 1000
         vectors = np.frombuffer(base64.b64decode(final["data"]), dtype="<f4").reshape(final["shape"])
         tokens: list[int] = final["tokens"]
@@ -279,7 +309,7 @@ class Scheduler:
 
         def fire() -> None:
             t.timed_out = True
-            self.runner.cancel()
+            self.runner.cancel(t.sent)
 
         return asyncio.get_running_loop().call_later(limit, fire)
 
@@ -304,6 +334,8 @@ class Scheduler:
         self._changed()
 
     async def _unload_expired(self) -> None:
+        if self.waiting and self.waiting[0].sent is not None:
+            return  # the next job's command is already in the runner; unload after it
         now = time.monotonic()
         for name in [n for n, r in self.loaded.items() if r.expires <= now]:
             try:
@@ -335,6 +367,8 @@ class Scheduler:
     def _finish(self, t: Ticket, error: RkError | None) -> None:
         if t.finished:
             return
+        if t.sent is not None and t not in self.running:
+            self.runner.discard(t.sent)  # sent ahead, never begun: the runner skips it
         s = t.stats
         s.total_ms = (time.monotonic() - t.arrived) * 1000
         if error is None:

@@ -29,6 +29,7 @@ class Ticket:
     finished: bool = False
     cancel_requested: bool = False
     timed_out: bool = False
+    sent: tuple[int, int] | None = None  # the runner command running this job, or already queued for it
     stats: JobStats = field(default_factory=JobStats)
 
     def emit(self, ev: Event) -> None:

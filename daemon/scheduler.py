@@ -29,6 +29,7 @@ from rk.daemon.ticket import Resident, Ticket
 
 log = logging.getLogger("rk.daemon.scheduler")
 MAX_LOAD_CRASHES = 3
+SEND_AHEAD = 2  # chat commands queued in the runner beyond the running one
 
 
 class Scheduler:
@@ -237,18 +238,20 @@ class Scheduler:
         return {"op": "generate", "model": t.manifest.name, "req": t.job.wire()}
 
     def _send_ahead(self, current: Ticket) -> None:
-        """Queue the next chat's command in the runner now, so it starts the moment this one ends.
+        """Queue the next chats' commands in the runner now, so each starts the moment the one before ends.
 
-        Only for a chat on the same, resident model that stays loaded after this job: the runner
-        then never waits on the daemon between two jobs. The job keeps its place and position in the
-        queue; cancelling it drops the queued command.
+        Only chats on the same, resident model that stays loaded after each job, and at most
+        SEND_AHEAD of them: the runner then never waits on the daemon between jobs, even short ones.
+        The jobs keep their places and positions in the queue; cancelling one makes the runner skip it.
         """
-        nxt = self.waiting[0] if self.waiting else None
-        if (nxt is None or nxt.sent is not None or not isinstance(nxt.job, ChatJob)
-                or nxt.manifest.name != current.manifest.name or current.job.keep_alive_s == 0
-                or nxt.manifest.name not in self.loaded or self.runner.pid is None):
-            return
-        nxt.sent = self.runner.send_nowait(self._generate_cmd(nxt))
+        prev = current
+        for nxt in itertools.islice(self.waiting, SEND_AHEAD):
+            if (not isinstance(nxt.job, ChatJob) or nxt.manifest.name != current.manifest.name
+                    or prev.job.keep_alive_s == 0 or nxt.manifest.name not in self.loaded or self.runner.pid is None):
+                return
+            if nxt.sent is None or not self.runner.is_live(nxt.sent):
+                nxt.sent = self.runner.send_nowait(self._generate_cmd(nxt))
+            prev = nxt
 
     async def _embed(self, batch: list[tuple[Ticket, int, int]]) -> None:
         texts: list[str] = []

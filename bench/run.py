@@ -28,6 +28,7 @@ BENCHES = {  # name -> module; run in this order
     "embed": "bench.b_embed",
     "multiturn": "bench.b_multiturn",
     "startup": "bench.b_startup",
+    "decode": "bench.b_decode",
 }
 
 

@@ -95,6 +95,8 @@ class LineConnection:
                 raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
             ticket = svc.scheduler.submit(req.job, client_id=req.id)
             self.jobs[req.id] = ticket
+            while not ticket.events.empty():  # its position goes out now, not after a burst of arrivals
+                self.send(lineproto.render(req.id, ticket.id, ticket.events.get_nowait()))
             self.spawn(self.stream(req.id, ticket))
         elif req.op == "cancel":
             assert req.target is not None

@@ -20,6 +20,9 @@ from rk.daemon.lineconn import LineConnection
 from rk.daemon.service import Service
 
 log = logging.getLogger("rk.daemon.listener")
+# Connections the kernel holds for us before we accept them. asyncio's default of 100 makes a burst
+# of clients on the Unix socket fail (EINVAL after a "successful" connect); Linux caps this at somaxconn.
+BACKLOG = 4096
 
 
 class Sniffer(asyncio.Protocol):
@@ -103,7 +106,7 @@ async def open_unix(path: Path, factory: Callable[[], asyncio.Protocol], group: 
     prepare_socket_path(path)
     old = os.umask(0o177)  # the socket is born 0600: no window in which others could connect
     try:
-        server = await asyncio.get_running_loop().create_unix_server(factory, str(path))
+        server = await asyncio.get_running_loop().create_unix_server(factory, str(path), backlog=BACKLOG)
     finally:
         os.umask(old)
     if group:
@@ -116,4 +119,4 @@ async def open_unix(path: Path, factory: Callable[[], asyncio.Protocol], group: 
 
 
 async def open_tcp(host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
-    return await asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True)
+    return await asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True, backlog=BACKLOG)

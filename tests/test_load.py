@@ -49,19 +49,11 @@ def ok_http_body(kind: str, body: dict[str, Any]) -> bool:
     return bool(body.get("embeddings") or body.get("data"))
 
 
-CONNECTING = 50  # connects in flight at once: the daemon's listen backlog is asyncio's default of 100
-_connecting: asyncio.Semaphore | None = None
-
-
 async def open_conn(d: DaemonProc, tcp: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection; at most CONNECTING pending at once, because a Unix socket connect beyond a full
-    backlog is reported as done by asyncio and then fails with EINVAL (TCP retries the SYN instead)."""
-    global _connecting
-    _connecting = _connecting or asyncio.Semaphore(CONNECTING)
-    async with _connecting:
-        if tcp:
-            return await asyncio.open_connection("127.0.0.1", d.tcp_port, limit=2**22)
-        return await asyncio.open_unix_connection(str(d.socket), limit=2**22)
+    """A connection; all 1,000 connect at once (the daemon listens with a backlog of 4096)."""
+    if tcp:
+        return await asyncio.open_connection("127.0.0.1", d.tcp_port, limit=2**22)
+    return await asyncio.open_unix_connection(str(d.socket), limit=2**22)
 
 
 async def line_client(d: DaemonProc, i: int, tcp: bool, go: asyncio.Event, held: list[int]) -> Outcome:

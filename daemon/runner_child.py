@@ -7,6 +7,7 @@ A reader thread handles `cancel` at once, while the main thread runs one command
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import os
 import queue
@@ -14,6 +15,8 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
@@ -23,7 +26,6 @@ from rk.daemon.backends.base import GenRequest, LoadedModel, RunnerConfig
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions
 from rk.daemon.models import Manifest
-from pathlib import Path
 from rk.daemon.textstream import StopFilter
 
 log = logging.getLogger("rk.runner")
@@ -54,6 +56,9 @@ class Child:
         self._stop = threading.Event()
         self._cancelled = False
         self._commands: "queue.Queue[dict[str, Any] | None]" = queue.Queue()
+        # Templating and tokenising of queued chats runs here while the current job generates.
+        self._prepare = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rk-prepare")
+        self._prepared: dict[int, Future[Any]] = {}
 
     def send(self, obj: dict[str, Any]) -> None:
         line = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
@@ -76,8 +81,16 @@ class Child:
                 if cur[1] is not None:
                     cur[1].abort()
             else:
+                self._prepare_ahead(cmd)
                 self._commands.put(cmd)
         self._commands.put(None)
+
+    def _prepare_ahead(self, cmd: dict[str, Any]) -> None:
+        """Start a queued chat's `prepare` now, so its turn begins with the prompt already tokenised."""
+        model = self.models.get(cmd.get("model", "")) if cmd.get("op") == "generate" else None
+        prepare = getattr(model, "prepare", None)
+        if prepare is not None:
+            self._prepared[int(cmd["seq"])] = self._prepare.submit(prepare, gen_request(cmd))
 
     def serve(self) -> None:
         self.send({"ev": "ready", "pid": os.getpid()})
@@ -92,6 +105,7 @@ class Child:
                 self.send({"ev": "error", "seq": seq, "code": "internal", "message": f"{type(e).__name__}: {e}"})
             finally:
                 self._current = None
+                self._prepared.pop(seq, None)
         for m in self.models.values():
             m.close()
 
@@ -136,9 +150,8 @@ class Child:
         raise RkError("bad_request", f"runner: unknown op {op!r}")
 
     def _generate(self, model: LoadedModel, cmd: dict[str, Any], seq: int) -> dict[str, Any]:
-        r = cmd["req"]
-        opts = GenOptions.from_dict(r.get("options") or {})
-        req = GenRequest(messages=r.get("messages") or [], prompt=r.get("prompt"), raw=bool(r.get("raw")), options=opts)
+        req = dataclasses.replace(gen_request(cmd), prepared=self._prepared.pop(seq, None))
+        opts = req.options
         filt = StopFilter(_Forward(self, seq), opts.stop, self._stop)
         result = model.generate(req, filt, self._stop)
         if self._cancelled:
@@ -147,6 +160,13 @@ class Child:
         if filt.hit:
             result.finish_reason = "stop"
         return {"ev": "done", "result": result.to_dict()}
+
+
+def gen_request(cmd: dict[str, Any]) -> GenRequest:
+    """The backend's view of a `generate` command."""
+    r = cmd["req"]
+    return GenRequest(messages=r.get("messages") or [], prompt=r.get("prompt"), raw=bool(r.get("raw")),
+                      options=GenOptions.from_dict(r.get("options") or {}))
 
 
 OFFLINE_ENV = {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +31,9 @@ class GenRequest:
     prompt: str | None = None
     raw: bool = False
     options: GenOptions = GenOptions()
+    # The backend's own `prepare(req)` result (e.g. token ids), computed on another thread while the
+    # job before this one generated; None when the backend has no `prepare` or it was not run ahead.
+    prepared: Future[Any] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -60,7 +64,8 @@ class EmbedResult:
 
 
 class LoadedModel(Protocol):
-    """A model resident in a runner. `abort` is the only method called from another thread."""
+    """A model resident in a runner. `abort` is called from another thread, and so is the optional
+    `prepare(req)` (tokenise and template ahead of time; its result arrives as `req.prepared`)."""
 
     manifest: Manifest
 

@@ -69,7 +69,8 @@ class HFChatModel:
         self._cache: Any = None
         self._cached_ids: list[int] = []
 
-    def encode(self, req: GenRequest) -> list[int]:
+    def prepare(self, req: GenRequest) -> list[int]:
+        """Template and tokenise the prompt (the runner calls this ahead, while the job before generates)."""
         if req.prompt is not None and req.raw:
             return list(self.tok(req.prompt)["input_ids"])
         messages = list(req.messages) or [{"role": "user", "content": req.prompt or ""}]
@@ -98,7 +99,7 @@ class HFChatModel:
     @torch.inference_mode()
     def generate(self, req: GenRequest, sink: Sink, stop: threading.Event) -> GenResult:
         opts = resolve_options(self.manifest, req.options)
-        ids = self.encode(req)
+        ids = req.prepared.result() if req.prepared is not None else self.prepare(req)
         ctx = min(opts.num_ctx or self.manifest.context_length, self.manifest.context_length)
         if len(ids) >= ctx:
             raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a context of {ctx}", param="messages")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon_proc import write_manifest
+
 NATIVE = Path(__file__).parent / "native"
 HEADERS = {"1.2": "rkllm_1_2.h", "1.3": "rkllm_1_3.h"}
 # name -> (header ABI, banner version or None for a library that announces no version)
@@ -55,3 +57,12 @@ def rkllm_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("rkllm-layout")
     return {api: subprocess.run([str(build_layout(out, api))], check=True, capture_output=True, text=True).stdout
             for api in HEADERS}
+
+
+def register_npu_models(models: Path) -> None:
+    """`npu:chat` and `npu:embed` on the rkllm backend, each with a placeholder .rkllm file for the double."""
+    write_manifest(models, "npu:chat", backend="rkllm", kind="chat", context_length=4096, files={"model": "m.rkllm"})
+    write_manifest(models, "npu:embed", backend="rkllm", kind="embed", context_length=512, files={"model": "m.rkllm"},
+                   params={"pooling": "mean"})
+    for d in ("npu/chat", "npu/embed"):
+        (models / d / "m.rkllm").write_bytes(b"RKLLM fake weights")

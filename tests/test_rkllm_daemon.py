@@ -8,27 +8,19 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon, write_manifest
-from native_build import rkllm_libs  # noqa: F401  (fixture)
+from daemon_proc import DaemonProc, start_daemon
+from native_build import register_npu_models, rkllm_libs  # noqa: F401  (fixture)
 from rk.client import Client, DaemonError
 
 TOKEN_DELAY_MS = 4
 LONG = " ".join(f"w{i}" for i in range(400))  # ~1.6 s of tokens at the double's delay
 
 
-def register(models: Path) -> None:
-    write_manifest(models, "npu:chat", backend="rkllm", kind="chat", context_length=4096, files={"model": "m.rkllm"})
-    write_manifest(models, "npu:embed", backend="rkllm", kind="embed", context_length=512, files={"model": "m.rkllm"},
-                   params={"pooling": "mean"})
-    for d in ("npu/chat", "npu/embed"):
-        (models / d / "m.rkllm").write_bytes(b"RKLLM fake weights")
-
-
 @pytest.fixture(scope="module", params=["1.2", "1.3"])
 def npu_daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                rkllm_libs: dict[str, Path]) -> Iterator[DaemonProc]:
     tmp = tmp_path_factory.mktemp(f"npu-{request.param}")
-    register(tmp / "models")
+    register_npu_models(tmp / "models")
     d = start_daemon(tmp, models_dir=tmp / "models", bundled=False,
                      env={"RK_RKLLM_LIB": str(rkllm_libs[request.param]), "FAKE_RKLLM_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS)})
     yield d

@@ -1,0 +1,86 @@
+"""The same daemon scenarios over every real backend: hf (the bundled models, CPU) and rkllm over each
+C double of librkllmrt.so. Chat streams with figures, embeddings are unit vectors, jobs finish in
+arrival order with falling positions, and a cancelled waiting job leaves the rest to finish."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from daemon_proc import DaemonProc, start_daemon
+from native_build import register_npu_models, rkllm_libs  # noqa: F401  (fixture)
+from rk.client import Client
+
+
+@dataclass
+class Backend:
+    daemon: DaemonProc
+    chat: str
+    embed: str
+
+
+@pytest.fixture(scope="module", params=["hf", "rkllm-1.2", "rkllm-1.3"])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    if request.param == "hf":
+        yield Backend(request.getfixturevalue("real_daemon"), "smollm2:135m", "all-minilm:l6-v2")
+        return
+    libs: dict[str, Path] = request.getfixturevalue("rkllm_libs")
+    tmp = tmp_path_factory.mktemp(request.param)
+    register_npu_models(tmp / "models")
+    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False,
+                     env={"RK_RKLLM_LIB": str(libs[request.param.split("-")[1]]), "FAKE_RKLLM_TOKEN_DELAY_MS": "20"})
+    yield Backend(d, "npu:chat", "npu:embed")
+    d.stop()
+
+
+def chat(c: Client, b: Backend, rid: str, text: str, max_tokens: int) -> str:
+    return c.send("chat", rid=rid, model=b.chat, messages=[{"role": "user", "content": text}],
+                  options={"max_tokens": max_tokens, "temperature": 0})
+
+
+def until_final(c: Client, rid: str) -> list[dict[str, Any]]:
+    out = []
+    while True:
+        ev = c._next_for(rid)
+        out.append(ev)
+        if ev["ev"] in ("done", "error"):
+            return out
+
+
+def test_chat_streams_with_figures(backend: Backend) -> None:
+    with backend.daemon.client(timeout=300) as c:
+        evs = until_final(c, chat(c, backend, "a", "Say hello to the sea and the sky", 6))
+    assert evs[-1]["ev"] == "done" and sum(e["ev"] == "token" for e in evs) >= 2
+    s = evs[-1]["stats"]
+    assert s["prefill_ms"] > 0 and s["generate_tokens"] > 0 and s["generate_ms"] > 0
+
+
+def test_embed_gives_unit_vectors_in_order(backend: Backend) -> None:
+    texts = ["first text", "a second, longer text", "first text"]
+    with backend.daemon.client(timeout=300) as c:
+        evs = until_final(c, c.send("embed", model=backend.embed, input=texts))
+    vec = np.array([v for e in evs if e["ev"] == "vectors" for v in e["embeddings"]])
+    assert vec.shape[0] == 3 and np.allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(vec[0], vec[2], atol=1e-5) and not np.allclose(vec[0], vec[1])
+
+
+def test_fifo_positions_and_cancel_of_a_waiting_job(backend: Backend) -> None:
+    with backend.daemon.client(timeout=300) as c:
+        until_final(c, chat(c, backend, "warm", "warm up", 1))  # the model is loaded before timing matters
+        rids = [chat(c, backend, f"j{i}", f"job number {i} says words", 4) for i in range(4)]
+        c.send("cancel", target="j2")
+        events = {r: until_final(c, r) for r in rids}
+        recent = c.call("status")["recent"]
+    assert events["j2"][-1]["code"] == "cancelled"
+    firsts = [events[r][0]["position"] for r in rids]
+    assert firsts == [1, 2, 3, 4]
+    for r in ("j0", "j1", "j3"):
+        assert events[r][-1]["ev"] == "done"
+        pos = [e["position"] for e in events[r] if e["ev"] == "queued"]
+        assert pos == sorted(pos, reverse=True)
+    jobs = {r: events[r][0]["job"] for r in rids}
+    finished = [x["id"] for x in reversed(recent) if x["id"] in (jobs["j0"], jobs["j1"], jobs["j3"])]
+    assert finished == [jobs["j0"], jobs["j1"], jobs["j3"]]

@@ -33,6 +33,16 @@ def syn_daemon(daemon_factory: Callable[..., DaemonProc]) -> DaemonProc:
     return daemon_factory(tcp=True)
 
 
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[DaemonProc]:
+    """One synthetic daemon (Unix socket + TCP) shared by a module's many small, read-only cases."""
+    tmp = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    synthetic_models(tmp / "models")
+    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
+    yield d
+    d.stop()
+
+
 @pytest.fixture(scope="session")
 def real_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One models dir per test session, so the bundled chat model is converted from GGUF only once."""

@@ -7,18 +7,9 @@ import numpy as np
 import ollama
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
+from daemon_proc import DaemonProc
 
 HELLO = [{"role": "user", "content": "hello there world"}]
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    tmp = tmp_path_factory.mktemp("ollama")
-    synthetic_models(tmp / "models")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
-    yield d
-    d.stop()
 
 
 @pytest.fixture

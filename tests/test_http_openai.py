@@ -1,27 +1,16 @@
 """The `openai` package against a real daemon: chat (plain and streamed), completions, embeddings, models, errors."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import openai
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
+from daemon_proc import DaemonProc
 
 ONE_TWO_THREE = [{"role": "user", "content": "one two three"}]
 ALPHABET = " ".join("abcdefghijklmnopqrstuvwxyz")
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    """One synthetic daemon for the module: these tests only read, and each job is a few milliseconds."""
-    tmp = tmp_path_factory.mktemp("openai")
-    synthetic_models(tmp / "models")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
-    yield d
-    d.stop()
 
 
 @pytest.fixture

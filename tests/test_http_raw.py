@@ -15,20 +15,10 @@ import numpy as np
 import orjson
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
+from daemon_proc import DaemonProc
 
 Factory = Callable[..., DaemonProc]
 CHAT = {"model": "syn:chat", "messages": [{"role": "user", "content": "one two three"}]}
-
-
-@pytest.fixture(scope="module")
-def syn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    """One synthetic daemon for the module's many small cases; tests that fill the queue empty it again."""
-    tmp = tmp_path_factory.mktemp("raw")
-    synthetic_models(tmp / "models")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
-    yield d
-    d.stop()
 
 
 @pytest.fixture

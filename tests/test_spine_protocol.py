@@ -6,17 +6,7 @@ import socket
 import orjson
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
-
-
-@pytest.fixture(scope="module")
-def shared_daemon(tmp_path_factory: pytest.TempPathFactory):
-    """One daemon for the table of bad lines: each case opens its own connection."""
-    tmp = tmp_path_factory.mktemp("proto")
-    synthetic_models(tmp / "models")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False)
-    yield d
-    d.stop()
+from daemon_proc import DaemonProc
 
 
 def raw_exchange(sock: socket.socket, f, line: bytes) -> dict:
@@ -46,9 +36,9 @@ def raw_exchange(sock: socket.socket, f, line: bytes) -> dict:
     (b'[1,2,3]', "bad_request"),
     (b'"just a string"', "bad_request"),
 ])
-def test_bad_lines_get_error_events_and_connection_survives(shared_daemon: DaemonProc, line: bytes, code: str) -> None:
+def test_bad_lines_get_error_events_and_connection_survives(syn: DaemonProc, line: bytes, code: str) -> None:
     with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(shared_daemon.socket))
+        s.connect(str(syn.socket))
         f = s.makefile("rb")
         assert raw_exchange(s, f, b'{"id":"v0","op":"version"}')["ev"] == "version"
         ev = raw_exchange(s, f, line)

@@ -283,6 +283,8 @@ class Scheduler:
             share = vectors[offset:offset + n]
             ntok = int(sum(tokens[offset:offset + n]))
             offset += n
+            if t.cancel_requested:  # a slice cannot be interrupted; its vectors go to no one
+                self._finish(t, RkError("cancelled", "cancelled"))
             if t.finished:
                 continue
             t.emit(Vectors(start, share, ntok))

@@ -94,3 +94,18 @@ def test_large_embed_job_is_sliced_so_a_chat_waits_one_slice(daemon_factory: Any
     assert [v["index"] for v in vectors] == list(range(0, 80, 8))
     # the chat finished while the embedding job still had slices to run
     assert any(e["ev"] == "queued" for e in big[1:])
+
+
+def test_cancelling_a_running_embedding_job_ends_it_cancelled(daemon_factory: Any) -> None:
+    d = daemon_factory(env={"RK_EMBED_SLICE": "4"})
+    with d.client() as c:
+        c.send("embed", rid="big", model="syn:embed", input=[f"text {i}" for i in range(400)])
+        for ev in c.events("big"):
+            if ev["ev"] == "vectors":
+                break
+        c.send("cancel", rid="k", target="big")
+        rest = drain(c, "big")
+        status = c.call("status")
+    assert rest[-1] == {"ev": "error", "code": "cancelled"}
+    assert sum(len(e["embeddings"]) for e in rest if e["ev"] == "vectors") < 396
+    assert status["queue"] == []

@@ -115,14 +115,20 @@ def _clear(ctx: Ctx, arg: str) -> bool:
     return True
 
 
+def _file_arg(ctx: Ctx, arg: str, command_name: str) -> Path | None:
+    """The FILE of `/save FILE` and `/load FILE`, or None after printing the usage line."""
+    if not arg:
+        ctx.console.print(f"usage: /{command_name} FILE", style="yellow")
+        return None
+    return Path(arg).expanduser()
+
+
 @command("save", "/save FILE  write the conversation as a JSON transcript")
 def _save(ctx: Ctx, arg: str) -> bool:
     import orjson
 
-    if not arg:
-        ctx.console.print("usage: /save FILE", style="yellow")
+    if (path := _file_arg(ctx, arg, "save")) is None:
         return True
-    path = Path(arg).expanduser()
     try:
         path.write_bytes(orjson.dumps(ctx.session.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     except OSError as e:
@@ -136,10 +142,8 @@ def _save(ctx: Ctx, arg: str) -> bool:
 def _load(ctx: Ctx, arg: str) -> bool:
     import orjson
 
-    if not arg:
-        ctx.console.print("usage: /load FILE", style="yellow")
+    if (path := _file_arg(ctx, arg, "load")) is None:
         return True
-    path = Path(arg).expanduser()
     try:
         ctx.session.load_json(orjson.loads(path.read_bytes()))
     except (OSError, ValueError) as e:  # orjson.JSONDecodeError is a ValueError

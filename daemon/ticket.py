@@ -1,14 +1,16 @@
-"""A job in the queue (its event channel, state and figures) and a model resident in the runner."""
+"""A job in the queue: its event channel, state and figures."""
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from rk.daemon.events import FINAL, Event
 from rk.daemon.jobs import EmbedJob, Job, JobStats
 from rk.daemon.models import Manifest
+
+if TYPE_CHECKING:
+    from rk.daemon.runner.proxy import Call
 
 
 @dataclass(eq=False)
@@ -29,7 +31,8 @@ class Ticket:
     finished: bool = False
     cancel_requested: bool = False
     timed_out: bool = False
-    sent: tuple[int, int] | None = None  # the runner command running this job, or already queued for it
+    retries: int = 0  # times it was sent again because the runner died before it began
+    sent: Call | None = None  # the runner command running this job, or already queued for it
     stats: JobStats = field(default_factory=JobStats)
 
     def emit(self, ev: Event) -> None:
@@ -55,15 +58,3 @@ class Ticket:
     @property
     def total(self) -> int:
         return len(self.job.texts) if isinstance(self.job, EmbedJob) else 0
-
-
-@dataclass
-class Resident:
-    """A model loaded in the runner."""
-
-    name: str
-    backend: str
-    loaded_at: float
-    memory_mb: float
-    expires: float = math.inf  # monotonic time; inf = kept until unloaded
-    wall_expires: float = math.inf

@@ -100,7 +100,7 @@ def top(ctx: typer.Context, once: bool = typer.Option(False, "--once", help="Pri
     if once:
         from rk.tui.render import print_snapshot
 
-        print_snapshot(run_client(ctx, lambda c: c.call("watch")))
+        print_snapshot(run_client(ctx, lambda c: next(c.events(c.send("watch")))))  # the first snapshot
         return
     from rk.tui.app import run_dashboard
 

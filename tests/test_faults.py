@@ -93,7 +93,7 @@ def test_runner_fault_fails_only_the_job_in_flight(daemon_factory: Factory, mark
 def test_model_crashing_on_every_load_is_marked_failed(daemon_factory: Factory, tmp_path: Path) -> None:
     """Three crashed loads mark the model failed with the reason; no endless restarts; others still run."""
     models = tmp_path / "models"
-    write_manifest(models, "syn:crashy", backend="synthetic", kind="chat", context_length=512,
+    write_manifest(models, "syn:crashy", backend="synthetic", capabilities=["completion"], context_length=512,
                    params={"crash_on_load": True})
     d = daemon_factory(models_dir=models)
     with connect(d) as c:

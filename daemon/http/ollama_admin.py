@@ -1,6 +1,8 @@
 """Ollama metadata and model-store routes: answered at once, never behind the job queue."""
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from rk.daemon.adapters import fields as f
@@ -31,12 +33,12 @@ async def ps(request: web.Request) -> web.Response:
     """Loaded models with their measured memory and the wall-clock time their keep-alive ends."""
     svc = request.app[SERVICE]
     models = []
-    for name, res in list(svc.scheduler.loaded.items()):
+    for res in svc.status().loaded:
         try:
-            m = svc.store.get(name)
+            m = svc.store.get(res.name)
         except RkError:
             continue  # deleted while loaded
-        models.append(ollama.ps_entry(m, res.memory_mb, res.wall_expires))
+        models.append(ollama.ps_entry(m, res.memory_mb, math.inf if res.expires_at is None else res.expires_at))
     return json_response({"models": models})
 
 

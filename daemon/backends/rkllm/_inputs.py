@@ -8,9 +8,9 @@ from ctypes import Structure, c_int32
 from dataclasses import dataclass
 from typing import Any
 
-from rk.daemon.backends.base import GenRequest
 from rk.daemon.backends.rkllm._lib import RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN, Abi
 from rk.daemon.errors import RkError
+from rk.daemon.jobs import GenSpec, Message
 from rk.daemon.models import Manifest
 
 
@@ -33,15 +33,15 @@ class InputBuilder:
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(manifest.path("tokenizer")))
 
-    def chat(self, req: GenRequest, context: int) -> RunInput:
-        messages = self._messages(req)
-        role = "tool" if messages and messages[-1].get("role") == "tool" else "user"
+    def chat(self, spec: GenSpec, context: int) -> RunInput:
+        messages = spec.chat_messages(self.manifest.system)
+        role = "tool" if messages[-1].role == "tool" else "user"
         if self.tokenizer is None:
-            return self._prompt(req.prompt if req.prompt is not None else _flatten(messages), role)
-        if req.prompt is not None and req.raw:
-            ids = list(self.tokenizer(req.prompt)["input_ids"])
+            return self._prompt(spec.prompt if spec.prompt is not None else _flatten(messages), role)
+        if spec.prompt is not None and spec.raw:
+            ids = list(self.tokenizer(spec.prompt)["input_ids"])
         else:
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+            text = self.tokenizer.apply_chat_template([m.template_dict() for m in messages], add_generation_prompt=True, tokenize=False,
                                                       enable_thinking=self.thinking)
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(ids) >= context:
@@ -62,12 +62,6 @@ class InputBuilder:
             ids = ids[:context]
         return self._tokens(ids, "user")
 
-    def _messages(self, req: GenRequest) -> list[dict[str, str]]:
-        messages = list(req.messages) or [{"role": "user", "content": req.prompt or ""}]
-        if self.manifest.system and not any(m.get("role") == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": self.manifest.system})
-        return messages
-
     def _base(self, role: str, input_type: int) -> Structure:
         inp = self.abi.RKLLMInput()
         inp.role, inp.enable_thinking, inp.input_type = role.encode(), self.thinking, input_type
@@ -87,13 +81,13 @@ class InputBuilder:
         return RunInput(inp, (buf,), len(ids))
 
 
-def _flatten(messages: list[dict[str, str]]) -> str:
+def _flatten(messages: list[Message]) -> str:
     """One prompt for the runtime's own template: a lone user turn as is, a longer conversation as a transcript.
 
     Each run is independent (keep_history=0), so earlier turns have to travel in the prompt itself.
     """
     if len(messages) == 1:
-        return messages[0].get("content", "")
-    head = "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages[:-1])
-    return f"{head}\n{messages[-1].get('content', '')}"
+        return messages[0].content
+    head = "\n".join(f"{m.role}: {m.content}" for m in messages[:-1])
+    return f"{head}\n{messages[-1].content}"
 

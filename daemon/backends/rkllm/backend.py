@@ -12,10 +12,11 @@ import ctypes
 import threading
 import time
 from ctypes import Structure, pointer
+from typing import Any
 
 import numpy as np
 
-from rk.daemon.backends.base import EmbedResult, GenRequest, GenResult, RunnerConfig, Sink, check_files, l2_normalise, resolve_options
+from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, l2_normalise
 from rk.daemon.backends.rkllm._handle import Handle
 from rk.daemon.backends.rkllm._inputs import InputBuilder
 from rk.daemon.backends.rkllm._lib import (ABIS, CALLBACK_CONTINUE, CALLBACK_PAUSE, RKLLM_INFER_GENERATE,
@@ -24,7 +25,7 @@ from rk.daemon.backends.rkllm._lib import (ABIS, CALLBACK_CONTINUE, CALLBACK_PAU
                                            RKLLMSamplingParam, Abi, bind)
 from rk.daemon.backends.rkllm._version import open_library, select_abi
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions
+from rk.daemon.jobs import GenOptions, GenSpec
 from rk.daemon.models import Manifest
 from rk.daemon.procinfo import rss_mb
 
@@ -72,11 +73,13 @@ class _Generation:
         finish = "length" if self.tokens >= self.limit else "stop"
         if self.perf is not None:
             p = self.perf
-            return GenResult(p.prefill_time_ms, p.prefill_tokens, p.generate_time_ms, p.generate_tokens,
-                             p.memory_usage_mb or rss_mb(), finish)
+            return GenResult(prefill_ms=p.prefill_time_ms, prefill_tokens=p.prefill_tokens,
+                             generate_ms=p.generate_time_ms, generate_tokens=p.generate_tokens,
+                             memory_mb=p.memory_usage_mb or rss_mb(), finish_reason=finish)
         assert self.t_first is not None
-        return GenResult((self.t_first - self.t0) * 1000, self.prompt_tokens or 0,
-                         (time.perf_counter() - self.t_first) * 1000, self.tokens, rss_mb(), finish)
+        return GenResult(prefill_ms=(self.t_first - self.t0) * 1000, prefill_tokens=self.prompt_tokens or 0,
+                         generate_ms=(time.perf_counter() - self.t_first) * 1000, generate_tokens=self.tokens,
+                         memory_mb=rss_mb(), finish_reason=finish)
 
 
 class _Hidden:
@@ -126,9 +129,9 @@ class RkllmModel:
     def abi(self) -> Abi:
         return self._handle.abi
 
-    def generate(self, req: GenRequest, sink: Sink, stop: threading.Event) -> GenResult:
-        opts = resolve_options(self.manifest, req.options)
-        run_input = self._inputs.chat(req, self.context)
+    def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult:
+        opts = spec.options
+        run_input = self._inputs.chat(spec, self.context)
         limit = self.max_new if opts.max_tokens is None else max(1, min(opts.max_tokens, self.max_new))
         infer = self.abi.RKLLMInferParam(mode=RKLLM_INFER_GENERATE, keep_history=0)
         if self.abi.sampling_per_run:
@@ -188,7 +191,7 @@ def configure(param: Structure, manifest: Manifest) -> Structure:
         param.n_keep = int(p["n_keep"])
     param.skip_special_token = True
     param.is_async = False
-    _sampling(GenOptions.from_dict({k: v for k, v in manifest.defaults.items() if k in GenOptions.__dataclass_fields__}), param)
+    _sampling(GenOptions().over(manifest.defaults), param)
     ext = param.extend_param
     ext.n_batch = 1
     ext.base_domain_id = int(p.get("base_domain_id", 0))
@@ -202,9 +205,9 @@ def configure(param: Structure, manifest: Manifest) -> Structure:
 
 def load(manifest: Manifest, config: RunnerConfig) -> RkllmModel:
     (model_file,) = check_files(manifest, "model")
-    lib, path = open_library(config.rkllm_lib)
+    lib, path = open_library(config.rkllm.lib)
     choice = manifest.params.get("runtime")
-    version = select_abi(path, lib, manifest_choice=str(choice) if choice else None, setting=config.rkllm_version)
+    version = select_abi(path, lib, manifest_choice=str(choice) if choice else None, setting=config.rkllm.version)
     abi = ABIS[version]
     bind(lib, abi)
     param = configure(lib.rkllm_createDefaultParam(), manifest)

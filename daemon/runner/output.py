@@ -1,0 +1,94 @@
+"""The per-token path inside the runner: backend text -> stop strings -> the model family's parser -> events.
+
+Everything streams: text is passed on the moment it arrives, and only what could be the beginning of
+a stop string or a parser's marker is held back (never a fixed-size buffer).
+"""
+from __future__ import annotations
+
+import re
+import threading
+from typing import Callable
+
+from rk.daemon.jobs import GenSpec
+from rk.daemon.models import Manifest
+from rk.daemon.parsers.base import Call, OutputParser, Piece, Plain, Text, Thinking, held_suffix, proper_prefixes
+from rk.daemon.runner import wire
+
+
+class StopStrings:
+    """Cuts the text at the first stop string, which may span token boundaries.
+
+    One compiled pattern finds any stop string and one prefix set decides what to hold back, so the
+    cost per token does not grow with the number of stop strings.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        stops = tuple(s for s in stops if s)
+        self._pattern = re.compile("|".join(re.escape(s) for s in sorted(stops, key=len, reverse=True))) if stops else None
+        self._prefixes = proper_prefixes(stops)
+        self._longest = max((len(s) for s in stops), default=0)
+        self._held = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        """The text that is certainly not part of a stop string; after a hit, nothing."""
+        if self.hit or self._pattern is None:
+            return "" if self.hit else text
+        buf = self._held + text
+        m = self._pattern.search(buf)
+        if m is not None:
+            self._held, self.hit = "", True
+            return buf[:m.start()]
+        hold = held_suffix(buf, self._prefixes, self._longest - 1)
+        self._held = buf[len(buf) - hold:] if hold else ""
+        return buf[:len(buf) - hold]
+
+    def flush(self) -> str:
+        held, self._held = ("" if self.hit else self._held), ""
+        return held
+
+
+def parser_for(manifest: Manifest, spec: GenSpec) -> OutputParser:
+    """The output parser for this model family and request (plain text until a family registers one)."""
+    return Plain()
+
+
+class Pipeline:
+    """The Sink a backend writes to for one generation; it emits the command's typed events."""
+
+    def __init__(self, seq: int, send: Callable[[wire.Event], None], stops: tuple[str, ...], stop: threading.Event,
+                 parser: OutputParser) -> None:
+        self._seq, self._send, self._stop = seq, send, stop
+        self._stops = StopStrings(stops)
+        self._parser = parser
+
+    @property
+    def hit_stop(self) -> bool:
+        return self._stops.hit
+
+    def prefill(self, ms: float, tokens: int, cached: int = 0) -> None:
+        self._send(wire.Prefill(self._seq, ms, tokens, cached))
+
+    def token(self, text: str) -> None:
+        if self._stops.hit:
+            return
+        safe = self._stops.feed(text)
+        if self._stops.hit:
+            self._stop.set()  # the backend ends at its next token
+        if safe:
+            self._emit(self._parser.feed(safe))
+
+    def finish(self) -> None:
+        """End of generation: release held text, then whatever the parser still holds."""
+        tail = self._stops.flush()
+        self._emit((self._parser.feed(tail) if tail else []) + self._parser.finish())
+
+    def _emit(self, pieces: list[Piece]) -> None:
+        for p in pieces:
+            match p:
+                case Text(text=t):
+                    self._send(wire.Token(self._seq, t))
+                case Thinking(text=t):
+                    self._send(wire.Thinking(self._seq, t))
+                case Call(call=c):
+                    self._send(wire.Called(self._seq, c))

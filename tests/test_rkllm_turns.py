@@ -176,15 +176,44 @@ def test_an_unknown_pooling_is_refused(tmp_path: Path, rkllm_libs: dict[str, Pat
         load(manifest(tmp_path, pooling="max"), RunnerConfig(rkllm_lib=str(rkllm_libs["1.3"])))
 
 
+WORDS = {"[UNK]": 0, "user": 1, "assistant": 2, "system": 3, "hello": 5, "world": 6, "JUNK": 7, "how": 8, "are": 9,
+         "you": 10, "fine": 11}
+
+
 def word_tokenizer(path: Path) -> Path:
-    """A tiny word-level tokenizer directory, as a manifest ships one."""
+    """A tiny word-level tokenizer directory with a chat template, as a manifest ships one."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 5, "world": 6, "JUNK": 7}, unk_token="[UNK]"))
+    tok = Tokenizer(models.WordLevel(WORDS, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(path))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    fast.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+                          "{% if add_generation_prompt %}assistant {% endif %}")
+    fast.save_pretrained(str(path))
     return path
+
+
+def test_token_mode_sends_only_the_new_tokens_when_the_cache_holds_the_rest(tmp_path: Path) -> None:
+    """Token mode's key is the token ids: prompt plus the reply's ids as generated."""
+    from rk.daemon.backends.rkllm._inputs import InputBuilder
+    from rk.daemon.backends.rkllm._lib import ABIS
+
+    word_tokenizer(tmp_path / "tok")
+    m = manifest(tmp_path)
+    m.files["tokenizer"] = "tok"
+    b = InputBuilder(m, ABIS["1.3"])
+    first = b.chat(GenRequest(messages=[{"role": "user", "content": "hello"}]), 512, None)
+    assert first.reused == 0 and list(first.key) == [1, 5, 2]  # "user hello assistant"
+    held = first.key + b.reply_key("fine", [11])
+    history = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "fine"},
+               {"role": "user", "content": "how are you"}]
+    second = b.chat(GenRequest(messages=history), 512, held)
+    assert second.reused == 4 and second.run.tokens == 5  # "user how are you assistant"
+    ids = second.run.struct.token_input.input_ids
+    assert [ids[i] for i in range(5)] == [1, 8, 9, 10, 2]
+    history[1]["content"] = "world"  # another reply than the one generated: everything again
+    assert b.chat(GenRequest(messages=history), 512, held).reused == 0
 
 
 def test_the_tokenizer_callback_reads_exactly_text_len_bytes(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:

@@ -76,6 +76,17 @@ def test_a_per_request_temperature_reaches_the_runtime(model: RkllmModel) -> Non
         assert model.reinits == 0 and hot["inits"] == default["inits"]
 
 
+def test_a_failed_reinit_fails_the_job_and_keeps_the_model(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
+    m = load(manifest(tmp_path), RunnerConfig(rkllm_lib=str(rkllm_libs["1.2"])))
+    try:
+        with pytest.raises(RkError, match="rkllm_init failed") as e:
+            sampling(m, top_p=1.5)  # the double's rkllm_init refuses it, as the runtime refuses bad values
+        assert e.value.code == "model_failed"
+        assert sampling(m)["top_p"] == pytest.approx(0.9)
+    finally:
+        m.close()
+
+
 def test_a_reinit_forgets_the_conversation_and_the_next_turn_is_still_right(model: RkllmModel) -> None:
     a = Conversation(model, "A")
     a.say()

@@ -122,6 +122,10 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         fprintf(stderr, "E rkllm: n_batch must be between 1 and 100, but got %d\n", param->extend_param.n_batch);
         return -1;
     }
+    if (param->top_k < 0 || param->top_p < 0 || param->top_p > 1) {
+        fprintf(stderr, "E rkllm: invalid sampling parameters (top_k %d, top_p %f)\n", param->top_k, param->top_p);
+        return -1;
+    }
     if (param->extend_param.enabled_cpus_num != __builtin_popcount(param->extend_param.enabled_cpus_mask)) {
         fprintf(stderr, "E rkllm: enabled_cpus_num does not match enabled_cpus_mask\n");
         return -1;

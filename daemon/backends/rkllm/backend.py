@@ -266,8 +266,13 @@ class RkllmModel:
         """1.2: sampling is fixed at rkllm_init, so a job that wants other values gets a new handle."""
         t0 = time.perf_counter()
         self._forget()
-        self._handle.close()
-        self._handle = self._open(param)
+        previous = self._handle.param
+        self._handle.close()  # first: a board may not hold the model twice
+        try:
+            self._handle = self._open(param)
+        except RkError:
+            self._handle = self._open(previous)  # the model stays usable with the sampling it had
+            raise
         self.reinits += 1
         log.info("re-initialised the RKLLM handle for sampling %s in %.1f ms (runtime 1.2 fixes sampling at init)",
                  dict(zip(SAMPLING_FIELDS, sampling_of(param))), (time.perf_counter() - t0) * 1000)

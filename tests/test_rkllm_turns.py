@@ -13,6 +13,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from native_build import rkllm_libs  # noqa: F401  (fixture)
 from rk.daemon.backends.base import GenRequest, GenResult, RunnerConfig
@@ -239,3 +241,39 @@ def test_the_tokenizer_callback_reads_exactly_text_len_bytes(tmp_path: Path, rkl
         model.close()
     with pytest.raises(RkError, match="tokenizer_callback needs .* runtime 1.3"):
         load(m, RunnerConfig(rkllm_lib=str(rkllm_libs["1.2"])))
+
+
+# ---- property: any interleaving of conversations, embeddings and cut replies ------------------------------
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           rkllm_libs: dict[str, Path]) -> Iterator[RkllmModel]:
+    """One model for every example: each starts from whatever cache the previous one left."""
+    m = load(manifest(tmp_path_factory.mktemp("shared")), RunnerConfig(rkllm_lib=str(rkllm_libs[request.param])))
+    yield m
+    m.close()
+
+
+_STEP = st.one_of(st.tuples(st.sampled_from("ABC"), st.sampled_from(["say", "cut", "no-reuse"])),
+                  st.just(("-", "embed")))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_STEP, min_size=1, max_size=12))
+def test_no_interleaving_leaks_context(shared: RkllmModel, steps: list[tuple[str, str]]) -> None:
+    convs = {tag: Conversation(shared, f"{tag}{id(steps)}") for tag in "ABC"}  # fresh tags per example
+    for tag, action in steps:
+        if action == "embed":
+            shared.embed(["some text"], truncate=True)
+            continue
+        conv = convs[tag]
+        if action == "cut":  # a reply cut by max_tokens: the client keeps what it got
+            conv.turns += 1
+            conv.history.append({"role": "user", "content": f"#{conv.tag}{conv.turns} [[ctx]]"})
+            text, result = run(shared, conv.history, max_tokens=1)
+            assert result.finish_reason == "length" and text == "ctx=#" + ",#".join(
+                f"{conv.tag}{i}" for i in range(1, conv.turns + 1))
+            conv.history.append({"role": "assistant", "content": text})
+            continue
+        text, _ = conv.say(**({"cache_prompt": False} if action == "no-reuse" else {}))
+        assert text == conv.expected()

@@ -59,48 +59,6 @@ def chat(m: RkllmModel, text: str, stop: threading.Event | None = None, **option
     return sink, result
 
 
-# ---- version detection ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_version_is_detected_from_the_library(version: str, tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
-    m = load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs[version]))))
-    try:
-        assert m.abi.version == version
-    finally:
-        m.close()
-
-
-@pytest.mark.parametrize("binding,library", [("1.2", "1.3"), ("1.3", "1.2")])
-def test_a_binding_pointed_at_the_other_runtime_is_refused(binding: str, library: str, tmp_path: Path,
-                                                           rkllm_libs: dict[str, Path]) -> None:
-    lib = str(rkllm_libs[library])
-    with pytest.raises(RkError, match=f"refusing to bind the {binding} header") as e:
-        load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=lib, version=binding)))
-    assert e.value.code == "model_failed"
-    with pytest.raises(RkError, match="refusing"):
-        load(manifest(tmp_path, runtime=binding), RunnerConfig(rkllm=RkllmOptions(lib=lib)))
-
-
-def test_an_unannounced_version_needs_an_explicit_choice(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
-    lib = str(rkllm_libs["silent"])
-    with pytest.raises(RkError, match="RK_RKLLM_VERSION=1.2\\|1.3"):
-        load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=lib)))
-    m = load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=lib, version="1.3")))
-    try:
-        assert chat(m, "still works")[0].text == "still works "
-    finally:
-        m.close()
-
-
-def test_unsupported_versions_and_conflicting_choices_are_refused(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
-    with pytest.raises(RkError, match="runtime 1.2.0; supported"):
-        load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs["1.2.0"]))))
-    with pytest.raises(RkError, match="use 1.2 or 1.3"):
-        load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs["1.3"]), version="2.0")))
-    with pytest.raises(RkError, match="asks for runtime 1.3 but RK_RKLLM_VERSION says 1.2"):
-        load(manifest(tmp_path, runtime="1.3"), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs["1.3"]), version="1.2")))
-
-
 def test_a_library_without_the_1_2_1_functions_is_refused(tmp_path: Path) -> None:
     libc = next(p for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6")
                 if Path(p).exists())

@@ -122,7 +122,8 @@ class RKLLMInferParam12(Structure):
 # typedef int (*LLMGetEmbedCallback)(void* userdata, int32_t* tokens, uint64_t num_tokens, void* embed, uint64_t len);
 LLMGetEmbedCallback = CFUNCTYPE(c_int, c_void_p, POINTER(c_int32), c_uint64, c_void_p, c_uint64)
 # typedef int (*LLMTokenizerCallback)(void* userdata, const char* text, int32_t text_len, int32_t* tokens, int32_t n_tokens_max);
-LLMTokenizerCallback = CFUNCTYPE(c_int, c_void_p, c_char_p, c_int32, POINTER(c_int32), c_int32)
+# `text` is c_void_p, not c_char_p: it is not NUL-terminated, exactly text_len bytes are read (ctypes.string_at).
+LLMTokenizerCallback = CFUNCTYPE(c_int, c_void_p, c_void_p, c_int32, POINTER(c_int32), c_int32)
 
 
 class RKLLMParam13(Structure):
@@ -179,9 +180,15 @@ class Abi:
         """The C type of rkllm_init's third argument."""
         return POINTER(RKLLMCallback) if self.callback_struct else LLMResultCallback
 
-    def init_callback(self, callback: Any) -> Any:
-        """What to pass as that argument for `callback` (the caller keeps it alive as long as the handle)."""
-        return RKLLMCallback(result_callback=callback) if self.callback_struct else callback
+    def init_callback(self, callback: Any, tokenizer: Any = None) -> Any:
+        """What to pass as that argument for `callback` and, on 1.3, an optional LLMTokenizerCallback
+        (the caller keeps both alive as long as the handle)."""
+        if not self.callback_struct:
+            return callback
+        cb = RKLLMCallback(result_callback=callback)
+        if tokenizer is not None:
+            cb.tokenizer_callback = tokenizer
+        return cb
 
     def structs(self) -> dict[str, type[Structure]]:
         """Every struct of this header by its C name (for the layout test)."""
@@ -204,10 +211,13 @@ ABIS: dict[str, Abi] = {
                callback_struct=True, sampling_per_run=True),
 }
 
-# Exported by 1.2.1+ and 1.3.0 alike; 1.1.x and 1.2.0 (whose callback returns void) lack the last three.
-REQUIRED_SYMBOLS = ("rkllm_createDefaultParam", "rkllm_init", "rkllm_run", "rkllm_abort", "rkllm_destroy",
-                    "rkllm_clear_kv_cache", "rkllm_set_chat_template", "rkllm_get_kv_cache_size",
-                    "rkllm_set_function_tools", "rkllm_set_cross_attn_params")
+# The header's whole function list, in declaration order: every real 1.2.1+ and 1.3.0 build exports all of
+# it; 1.1.x and 1.2.0 (whose callback returns void) lack get_kv_cache_size, set_function_tools and
+# set_cross_attn_params.
+EXPORTS = ("rkllm_createDefaultParam", "rkllm_init", "rkllm_load_lora", "rkllm_load_prompt_cache",
+           "rkllm_release_prompt_cache", "rkllm_destroy", "rkllm_run", "rkllm_run_async", "rkllm_abort",
+           "rkllm_is_running", "rkllm_clear_kv_cache", "rkllm_get_kv_cache_size", "rkllm_set_chat_template",
+           "rkllm_set_function_tools", "rkllm_set_cross_attn_params")
 
 
 def bind(lib: ctypes.CDLL, abi: Abi) -> ctypes.CDLL:

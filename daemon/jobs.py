@@ -36,6 +36,24 @@ class GenOptions:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made: `arguments` is the parsed JSON object; `id` is unique per reply."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call, as both APIs describe it (`parameters` is a JSON schema)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ChatJob:
     """A text generation: `messages` go through the model's chat template; `prompt` with raw=True does not."""
 

@@ -29,7 +29,7 @@ class _Parser:
     def feed(self, text: str) -> list[Piece]:
         self._buf += text
         out: list[Piece] = []
-        while self._buf and self._step(out):
+        while self._step(out):  # each step returns False once it must wait for more text
             pass
         return out
 
@@ -56,11 +56,16 @@ class HermesParser(_Parser):
             self._body += safe
             if marker is None:
                 return False
-            piece = self._call(marker == self.CLOSE)
-            out.append(piece)
+            body, self._body = self._body, ""
+            call = self._calls.from_json(body.strip())
+            if marker == self.OPEN and call is None:
+                # Inside the arguments (a string that mentions the marker), not a new block.
+                self._body = body + marker
+                return True
+            out.append(Call(call) if call else Text(self.OPEN + body + self.CLOSE))
             if marker == self.CLOSE:
                 # The line break between calls is not answer text; after a failed block it is.
-                self._in_call, self._lead = False, LeadingSpace("drop" if isinstance(piece, Call) else None)
+                self._in_call, self._lead = False, LeadingSpace("drop" if call else None)
             return True
         buf = self._lead.settle(self._buf)
         if buf is None:
@@ -74,16 +79,11 @@ class HermesParser(_Parser):
             self._lead = LeadingSpace("drop")
         return marker is not None
 
-    def _call(self, closed: bool) -> Piece:
-        body, self._body = self._body, ""
-        call = self._calls.from_json(body.strip())
-        return Call(call) if call else Text(self.OPEN + body + (self.CLOSE if closed else ""))
-
     def finish(self) -> list[Piece]:
         if self._in_call:
-            self._body += self._buf
-            self._buf, self._in_call = "", False
-            return [self._call(False)]
+            body, self._body, self._buf, self._in_call = self._body + self._buf, "", "", False
+            call = self._calls.from_json(body.strip())
+            return [Call(call) if call else Text(self.OPEN + body)]
         rest, self._buf = self._lead.flush(self._buf), ""
         return [Text(rest)] if rest else []
 

@@ -260,8 +260,19 @@ def test_registry_picks_by_template_then_family(family: str, name: str | None, t
         assert type(p) is kind
         return
     assert isinstance(p, ThinkingParser)
-    assert p._thinking is start
-    assert (type(p._inner) if p._inner is not None else None) is kind
+    assert p.markers[2:] == (kind.markers if kind else ())
+    # Whether the output is taken to start inside the reasoning block:
+    assert isinstance(run(p, ["r", p.markers[1], "a"])[0], Thinking) is start
+
+
+def test_markers_name_what_a_backend_must_decode_literally() -> None:
+    assert parser_for("qwen3", template("Qwen-Qwen3-0.6B.jinja"), tools=True, think=None).markers == (
+        "<think>", "</think>", "<tool_call>", "</tool_call>")
+    assert parser_for("", template("mistralai-Ministral-3-14B-Reasoning-2512.jinja"), tools=True, think=None).markers == (
+        "[THINK]", "[/THINK]", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")
+    assert parser_for("llama", template("meta-llama-Llama-3.1-8B-Instruct.jinja"), tools=True, think=None).markers == (
+        "<|python_tag|>",)
+    assert parser_for("llama", template("meta-llama-Llama-3.1-8B-Instruct.jinja"), tools=False, think=None).markers == ()
 
 
 def test_registry_parsers_work_end_to_end_on_their_templates() -> None:

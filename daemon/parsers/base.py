@@ -45,6 +45,9 @@ class OutputParser(Protocol):
     # True when the generation finished inside a reasoning block (no closing marker ever came: the
     # RKLLM 1.3.0 quirk). Meaningful after `finish()`; the answer is then missing, not empty.
     ended_in_thinking: bool
+    # Every marker this parser looks for. A backend must decode these literally, even where they are
+    # special tokens (`<|python_tag|>`, `[TOOL_CALLS]`, `[THINK]`), or the parser never sees them.
+    markers: tuple[str, ...]
 
     def feed(self, text: str) -> list[Piece]:
         """Take one decoded token delta; return the pieces that are now certain."""
@@ -59,6 +62,7 @@ class PlainParser:
     """Identity: every delta is answer text (no tools, no thinking)."""
 
     ended_in_thinking = False
+    markers: tuple[str, ...] = ()
 
     def feed(self, text: str) -> list[Piece]:
         return [Text(text)] if text else []

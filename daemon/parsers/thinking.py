@@ -28,6 +28,7 @@ class ThinkingParser:
         self._lead = LeadingSpace("drop") if start_in_thinking else LeadingSpace("hold", (open_tag,))
         self._strip_open = start_in_thinking
         self.ended_in_thinking = False
+        self.markers = (open_tag, close_tag, *(inner.markers if inner is not None else ()))
 
     def feed(self, text: str) -> list[Piece]:
         self._buf += text

@@ -18,7 +18,8 @@ _AFTER_CALL = " \t\r\n"
 class _Parser:
     """The feed/finish loop the dialects share: `_step` consumes the buffer until it must wait."""
 
-    openers: tuple[str, ...] = ()
+    openers: tuple[str, ...] = ()  # markers that start a call: they also end a reasoning block
+    markers: tuple[str, ...] = ()
     ended_in_thinking = False
 
     def __init__(self) -> None:
@@ -43,7 +44,7 @@ class HermesParser(_Parser):
     end of generation."""
 
     OPEN, CLOSE = "<tool_call>", "</tool_call>"
-    openers = (OPEN,)
+    openers, markers = (OPEN,), (OPEN, CLOSE)
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,7 +95,7 @@ class Llama3Parser(_Parser):
     Bare JSON counts only at the start of the reply: a JSON object in the middle of prose is text."""
 
     TAG = "<|python_tag|>"
-    openers = (TAG,)
+    openers = markers = (TAG,)
 
     def __init__(self) -> None:
         super().__init__()
@@ -170,7 +171,7 @@ class MistralParser(_Parser):
     (Mistral Small 3.2); the model's own ids are replaced by fresh unique ones."""
 
     TAG, ARGS, CALL_ID = "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
-    openers = (TAG,)
+    openers, markers = (TAG,), (TAG, ARGS, CALL_ID)
 
     def __init__(self) -> None:
         super().__init__()

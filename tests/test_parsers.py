@@ -8,6 +8,7 @@ depends on the cuts, no marker reaches the answer text, and every call comes out
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,8 @@ TEMPLATES = Path(__file__).parent / "fixtures" / "templates"
 MARKERS = ("<think>", "</think>", "[THINK]", "[/THINK]", "<tool_call>", "</tool_call>", "<|python_tag|>",
            "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")
 ID = re.compile(r"^call_[a-z0-9]{8}$")
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# RK_PROPERTY_EXAMPLES=3000 for a deeper search than the default run.
+PROPERTY = settings(max_examples=int(os.environ.get("RK_PROPERTY_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def template(name: str) -> str:
@@ -100,7 +102,7 @@ def test_answer_without_reasoning_keeps_its_leading_space() -> None:
 
 
 def test_answer_text_streams_without_waiting() -> None:
-    p = ThinkingParser(HermesParser(), interrupts=HermesParser.openers)
+    p = ThinkingParser(HermesParser())
     assert p.feed("Hi") == [Text("Hi")]
     assert p.feed(" there") == [Text(" there")]
     assert p.feed(" <") == [Text(" ")]  # only the possible marker start waits
@@ -226,9 +228,16 @@ def test_qwen3_thinks_then_calls_a_tool() -> None:
 
 
 def test_a_tool_call_inside_the_reasoning_ends_it() -> None:
-    make = lambda: ThinkingParser(HermesParser(), interrupts=HermesParser.openers)  # noqa: E731
+    make = lambda: ThinkingParser(HermesParser())  # noqa: E731
     text = '<think>I will call f.\n<tool_call>{"name": "f", "arguments": {}}</tool_call>\n</think>\nok'
     assert both_ways(make, text) == [("thinking", "I will call f."), call("f"), ("text", "ok")]
+
+
+def test_reasoning_markers_inside_call_arguments_belong_to_the_call() -> None:
+    text = '<think>x</think><tool_call>{"name": "f", "arguments": {"q": "<think>a</think>"}}</tool_call>'
+    assert both_ways(lambda: ThinkingParser(HermesParser()), text) == [("thinking", "x"), call("f", q="<think>a</think>")]
+    text = '{"name": "f", "parameters": {"q": "</think>"}}'
+    assert both_ways(lambda: ThinkingParser(Llama3Parser()), text) == [call("f", q="</think>")]
 
 
 @pytest.mark.parametrize(("family", "name", "tools", "think", "kind", "start"), [
@@ -380,7 +389,7 @@ def test_property_hermes(data: st.DataObject, items: list) -> None:
 @given(data=st.data(), thinking=answer_text, start=st.booleans(), items=hermes_items)
 def test_property_thinking_with_hermes(data: st.DataObject, thinking: str, start: bool, items: list) -> None:
     text = ("" if start else "<think>") + thinking + "</think>" + hermes_render(items)
-    make = lambda: ThinkingParser(HermesParser(), start_in_thinking=start, interrupts=HermesParser.openers)  # noqa: E731
+    make = lambda: ThinkingParser(HermesParser(), start_in_thinking=start)  # noqa: E731
     check(make, text, data.draw(cuts(text)), [("thinking", thinking), *items])
 
 

@@ -9,9 +9,9 @@ from rk.daemon import capabilities
 from rk.daemon.capabilities import ToolDialect
 from rk.daemon.parsers.base import OutputParser, PlainParser
 from rk.daemon.parsers.thinking import ThinkingParser
-from rk.daemon.parsers.tools import HermesParser, Llama3Parser, MistralParser
+from rk.daemon.parsers.tools import HermesParser, Llama3Parser, MistralParser, ToolParser
 
-_TOOL_PARSERS: dict[ToolDialect, type[HermesParser] | type[Llama3Parser] | type[MistralParser]] = {
+_TOOL_PARSERS: dict[ToolDialect, type[ToolParser]] = {
     "hermes": HermesParser, "llama3": Llama3Parser, "mistral": MistralParser,
 }
 
@@ -46,11 +46,10 @@ def parser_for(family: str, template: str | None, *, tools: bool, think: bool | 
         start = capabilities.opens_thinking(template, think)
     else:
         start = fam.startswith(_OPENING_FAMILIES)
-    return ThinkingParser(inner, start_in_thinking=start, open_tag=tags[0], close_tag=tags[1],
-                          interrupts=inner.openers if inner is not None else ())
+    return ThinkingParser(inner, start_in_thinking=start, open_tag=tags[0], close_tag=tags[1])
 
 
-def _tool_parser(family: str, template: str | None) -> OutputParser:
+def _tool_parser(family: str, template: str | None) -> ToolParser:
     dialect = capabilities.tool_dialect(template)
     if dialect is None:
         dialect = next((d for prefix, d in _FAMILY_DIALECTS if family.startswith(prefix)), "hermes")

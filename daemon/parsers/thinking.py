@@ -5,23 +5,24 @@ has tools. Whitespace right inside the block and the blank line after it are dro
 """
 from __future__ import annotations
 
-from rk.daemon.parsers.base import LeadingSpace, OutputParser, Piece, Text, Thinking, split_at_marker
+from rk.daemon.parsers.base import LeadingSpace, Piece, Text, Thinking, split_at_marker
+from rk.daemon.parsers.tools import ToolParser
 
 
 class ThinkingParser:
     """Splits reasoning from the answer.
 
     `start_in_thinking`: the chat template already opened the block in the prompt, so the output
-    starts with reasoning and only the closing marker arrives. `interrupts`: markers of the inner
-    parser (e.g. `<tool_call>`) that also end the reasoning, for models that call a tool without
-    closing it. If the generation ends inside the block, `ended_in_thinking` is set by `finish()`.
+    starts with reasoning and only the closing marker arrives. A call marker of the `inner` parser
+    (e.g. `<tool_call>`) also ends the reasoning, for models that call a tool without closing it.
+    If the generation ends inside the block, `ended_in_thinking` is set by `finish()`.
     """
 
-    def __init__(self, inner: OutputParser | None = None, *, start_in_thinking: bool = False,
-                 open_tag: str = "<think>", close_tag: str = "</think>", interrupts: tuple[str, ...] = ()) -> None:
+    def __init__(self, inner: ToolParser | None = None, *, start_in_thinking: bool = False,
+                 open_tag: str = "<think>", close_tag: str = "</think>") -> None:
         self._inner = inner
         self._open, self._close = open_tag, close_tag
-        self._interrupts = interrupts
+        self._interrupts = inner.openers if inner is not None else ()
         self._thinking = start_in_thinking
         self._buf = ""
         # A block the template opened may still start with its own opening marker; it is dropped.
@@ -90,7 +91,9 @@ class ThinkingParser:
         self._buf = rest
         if marker is None:
             return False
-        if marker == self._open:
+        if self._inner is not None and self._inner.in_call:
+            out += self._inner.feed(marker)  # the marker is inside a call's arguments
+        elif marker == self._open:
             self._thinking, self._lead = True, LeadingSpace("drop")
         else:
             # A closing marker with no block open: reasoning the template opened without saying so.

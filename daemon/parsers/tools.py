@@ -15,7 +15,7 @@ from rk.daemon.parsers.base import (Call, CallMaker, JsonEnd, LeadingSpace, Piec
 _AFTER_CALL = " \t\r\n"
 
 
-class _Parser:
+class ToolParser:
     """The feed/finish loop the dialects share: `_step` consumes the buffer until it must wait."""
 
     openers: tuple[str, ...] = ()  # markers that start a call: they also end a reasoning block
@@ -34,11 +34,17 @@ class _Parser:
             pass
         return out
 
+    @property
+    def in_call(self) -> bool:
+        """Inside a call's text: what comes next is arguments, not answer (an outer parser must not
+        look for its own markers there)."""
+        raise NotImplementedError
+
     def _step(self, out: list[Piece]) -> bool:
         raise NotImplementedError
 
 
-class HermesParser(_Parser):
+class HermesParser(ToolParser):
     """`<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`, one block per call (Qwen2.5, Qwen3,
     Hermes, RKLLM's function calling). An unclosed block ends at the next opening marker or at the
     end of generation."""
@@ -50,6 +56,10 @@ class HermesParser(_Parser):
         super().__init__()
         self._in_call = False
         self._body = ""
+
+    @property
+    def in_call(self) -> bool:
+        return self._in_call
 
     def _step(self, out: list[Piece]) -> bool:
         if self._in_call:
@@ -89,7 +99,7 @@ class HermesParser(_Parser):
         return [Text(rest)] if rest else []
 
 
-class Llama3Parser(_Parser):
+class Llama3Parser(ToolParser):
     """Llama 3.1+: `<|python_tag|>{json}` or a reply that is a bare JSON object with `name` and
     `parameters` (or `arguments`). Several calls may follow each other, separated by `;` or spaces.
     Bare JSON counts only at the start of the reply: a JSON object in the middle of prose is text."""
@@ -104,6 +114,10 @@ class Llama3Parser(_Parser):
         self._prefix = ""  # what precedes the candidate: given back as text if it is not a call
         self._block = ""
         self._end: JsonEnd | None = None
+
+    @property
+    def in_call(self) -> bool:
+        return self._in_json
 
     def _step(self, out: list[Piece]) -> bool:
         if self._in_json:
@@ -165,7 +179,7 @@ class Llama3Parser(_Parser):
         return [Text(rest)] if rest else []
 
 
-class MistralParser(_Parser):
+class MistralParser(ToolParser):
     """Mistral: `[TOOL_CALLS] [{"name": …, "arguments": {…}}, …]` (v0.3, Nemo) and the newer
     `[TOOL_CALLS]name[ARGS]{…}` (Ministral 3, Magistral), optionally `name[CALL_ID]id[ARGS]{…}`
     (Mistral Small 3.2); the model's own ids are replaced by fresh unique ones."""
@@ -181,6 +195,10 @@ class MistralParser(_Parser):
         self._at = 0
         self._name = ""
         self._end: JsonEnd | None = None
+
+    @property
+    def in_call(self) -> bool:
+        return self._in_calls
 
     def _step(self, out: list[Piece]) -> bool:
         if self._in_calls:

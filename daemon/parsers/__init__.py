@@ -2,7 +2,7 @@
 from rk.daemon.parsers.base import Call, OutputParser, Piece, PlainParser, Text, Thinking, coalesce
 from rk.daemon.parsers.registry import parser_for
 from rk.daemon.parsers.thinking import ThinkingParser
-from rk.daemon.parsers.tools import HermesParser, Llama3Parser, MistralParser
+from rk.daemon.parsers.tools import HermesParser, Llama3Parser, MistralParser, ToolParser
 
 __all__ = ["Call", "HermesParser", "Llama3Parser", "MistralParser", "OutputParser", "Piece", "PlainParser",
-           "Text", "Thinking", "ThinkingParser", "coalesce", "parser_for"]
+           "Text", "Thinking", "ThinkingParser", "ToolParser", "coalesce", "parser_for"]

@@ -72,6 +72,7 @@ class LoadedModel(Protocol):
     """
 
     manifest: Manifest
+    chat_template: str | None  # the Jinja template the model was taught with (its output parser reads it); None: unknown
 
     def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult: ...
 

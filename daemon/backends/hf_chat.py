@@ -65,6 +65,7 @@ class HFChatModel:
         dtype = getattr(torch, manifest.params.get("dtype", "float32"))
         self.tok = AutoTokenizer.from_pretrained(str(weights))
         self.model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=dtype).eval()
+        self.chat_template: str | None = self.tok.chat_template
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
         self.eos.discard(None)

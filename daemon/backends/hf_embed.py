@@ -44,6 +44,7 @@ class HFEmbedModel:
         self.tok = AutoTokenizer.from_pretrained(weights)
         self.model = AutoModel.from_pretrained(weights).eval()
         self.max_len = int(manifest.context_length)
+        self.chat_template: str | None = None
 
     @torch.inference_mode()
     def embed(self, texts: list[str], truncate: bool) -> EmbedResult:

@@ -25,6 +25,7 @@ class SyntheticModel:
         self.manifest = manifest
         self._rate = float(manifest.params.get("tokens_per_s", 2000.0))
         self._dim = int(manifest.params.get("dim", 64))
+        self.chat_template: str | None = manifest.template
         if manifest.params.get("crash_on_load"):
             os.abort()
 

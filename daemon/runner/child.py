@@ -22,7 +22,7 @@ from rk.daemon.backends.base import LoadedModel, RunnerConfig
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec
 from rk.daemon.runner import wire
-from rk.daemon.runner.output import Pipeline, parser_for
+from rk.daemon.runner.output import Pipeline, output_parser
 
 log = logging.getLogger("rk.runner")
 
@@ -149,13 +149,17 @@ class Child:
         spec = self._spec(model, cmd)
         ahead = self._prepared.pop(cmd.seq, None)
         prepared = ahead.result() if ahead is not None else None
-        pipe = Pipeline(cmd.seq, self.send, spec.options.stop, self._stop, parser_for(model.manifest, spec))
+        parser = output_parser(model.manifest, model.chat_template, spec)
+        pipe = Pipeline(cmd.seq, self.send, spec, self._stop, parser)
         result = model.generate(spec, pipe, self._stop, prepared)
         if self._cancelled:
             raise RkError("cancelled", "cancelled")
         pipe.finish()
         if pipe.hit_stop:
             result.finish_reason = "stop"
+        elif pipe.ended_in_thinking and result.finish_reason == "stop":
+            raise RkError("model_failed", f"{model.manifest.name} ended its reply inside its reasoning and gave no "
+                          "answer (a known RKLLM 1.3.0 behaviour); retry with thinking off (think: false)")
         return wire.Finished(cmd.seq, result)
 
 

@@ -11,8 +11,16 @@ from typing import Callable
 
 from rk.daemon.jobs import GenSpec
 from rk.daemon.models import Manifest
-from rk.daemon.parsers.base import Call, OutputParser, Piece, Plain, Text, Thinking, held_suffix, proper_prefixes
+from rk.daemon.parsers import Call, OutputParser, Piece, PlainParser, Text, Thinking, parser_for
 from rk.daemon.runner import wire
+
+
+def _longest_held(buf: str, prefixes: frozenset[str], longest: int) -> int:
+    """Length of the longest end of `buf` in `prefixes`: at most `longest` set lookups, whatever their number."""
+    for n in range(min(longest, len(buf)), 0, -1):
+        if buf[-n:] in prefixes:
+            return n
+    return 0
 
 
 class StopStrings:
@@ -25,7 +33,7 @@ class StopStrings:
     def __init__(self, stops: tuple[str, ...]) -> None:
         stops = tuple(s for s in stops if s)
         self._pattern = re.compile("|".join(re.escape(s) for s in sorted(stops, key=len, reverse=True))) if stops else None
-        self._prefixes = proper_prefixes(stops)
+        self._prefixes = frozenset(s[:i] for s in stops for i in range(1, len(s)))
         self._longest = max((len(s) for s in stops), default=0)
         self._held = ""
         self.hit = False
@@ -39,7 +47,7 @@ class StopStrings:
         if m is not None:
             self._held, self.hit = "", True
             return buf[:m.start()]
-        hold = held_suffix(buf, self._prefixes, self._longest - 1)
+        hold = _longest_held(buf, self._prefixes, self._longest - 1)
         self._held = buf[len(buf) - hold:] if hold else ""
         return buf[:len(buf) - hold]
 
@@ -48,19 +56,24 @@ class StopStrings:
         return held
 
 
-def parser_for(manifest: Manifest, spec: GenSpec) -> OutputParser:
-    """The output parser for this model family and request (plain text until a family registers one)."""
-    return Plain()
+def output_parser(manifest: Manifest, template: str | None, spec: GenSpec) -> OutputParser:
+    """The model family's parser for this request; a raw prompt is continued as plain text."""
+    if spec.raw:
+        return PlainParser()
+    tools = bool(spec.tools) and spec.tool_choice != "none"
+    return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think)
 
 
 class Pipeline:
     """The Sink a backend writes to for one generation; it emits the command's typed events."""
 
-    def __init__(self, seq: int, send: Callable[[wire.Event], None], stops: tuple[str, ...], stop: threading.Event,
+    def __init__(self, seq: int, send: Callable[[wire.Event], None], spec: GenSpec, stop: threading.Event,
                  parser: OutputParser) -> None:
         self._seq, self._send, self._stop = seq, send, stop
-        self._stops = StopStrings(stops)
+        self._stops = StopStrings(spec.options.stop)
         self._parser = parser
+        self._show_thinking = spec.think is not False  # a thinking model asked not to: its reasoning is dropped
+        self.answered = False  # any answer text or tool call went out
 
     @property
     def hit_stop(self) -> bool:
@@ -83,12 +96,20 @@ class Pipeline:
         tail = self._stops.flush()
         self._emit((self._parser.feed(tail) if tail else []) + self._parser.finish())
 
+    @property
+    def ended_in_thinking(self) -> bool:
+        """The model stopped inside its reasoning and never answered (reported of RKLLM 1.3.0)."""
+        return self._parser.ended_in_thinking and not self.answered
+
     def _emit(self, pieces: list[Piece]) -> None:
         for p in pieces:
             match p:
                 case Text(text=t):
+                    self.answered = True
                     self._send(wire.Token(self._seq, t))
                 case Thinking(text=t):
-                    self._send(wire.Thinking(self._seq, t))
+                    if self._show_thinking:
+                        self._send(wire.Thinking(self._seq, t))
                 case Call(call=c):
+                    self.answered = True
                     self._send(wire.Called(self._seq, c))

@@ -170,6 +170,8 @@ class RkllmModel:
     def __init__(self, manifest: Manifest, lib: ctypes.CDLL, detected: Detected, param: Structure,
                  inputs: InputBuilder) -> None:
         self.manifest, self._lib, self.detected, self._inputs = manifest, lib, detected, inputs
+        # The runtime keeps its template inside the .rkllm file; a shipped tokenizer's is the one we know.
+        self.chat_template: str | None = getattr(inputs.tokenizer, "chat_template", None)
         self.pooling = str(manifest.params.get("pooling", "last"))
         if self.pooling not in _POOLINGS:
             raise RkError("model_failed", f"{manifest.name}: params.pooling must be one of {', '.join(_POOLINGS)}")

@@ -181,8 +181,8 @@ class Scheduler:
         except NotBegun as e:
             self._retry(batch, e)
         except RkError as e:
-            if e.code == "cancelled" and lead.timed_out:
-                e = RkError("timeout", f"the job ran longer than {self.settings.job_timeout_s:.0f} s")
+            if e.code == "cancelled" and lead.stop_reason is not None:
+                e = lead.stop_reason
             elif e.code == "cancelled" and self.closing:
                 e = RkError("shutting_down", "the daemon is shutting down; the job was stopped")
             for t in batch:
@@ -227,7 +227,28 @@ class Scheduler:
                 timer.cancel()
         self._finish(t, None)
 
+    def _stop(self, t: Ticket, why: RkError) -> None:
+        """The daemon ends a running job itself; it finishes with `why` instead of `cancelled`."""
+        t.stop_reason = why
+        self.runner.cancel(t.sent)
+
+    def _watch_backlog(self, t: Ticket) -> None:
+        """A client that leaves too many events unread for too long has its job stopped (`slow_client`),
+        so its memory stays bounded and the queue moves on; a client that catches up is forgiven."""
+        if t.unread <= self.settings.client_backlog:
+            t.backlog_since = None
+            return
+        now = time.monotonic()
+        if t.backlog_since is None:
+            t.backlog_since = now
+        elif now - t.backlog_since > self.settings.slow_client_grace_s and t.stop_reason is None:
+            log.warning("job %s: its client left %d events unread for %.0f s; stopping it", t.id, t.unread,
+                        self.settings.slow_client_grace_s)
+            self._stop(t, RkError("slow_client", f"the client read nothing for {self.settings.slow_client_grace_s:.0f} s "
+                                                 f"while {t.unread} events waited; the job was stopped"))
+
     def _on_generation_event(self, t: Ticket, e: wire.Progress | wire.Finished) -> None:
+        self._watch_backlog(t)
         s = t.stats
         match e:
             case wire.Prefill(ms=ms, tokens=n, cached=cached):
@@ -328,8 +349,7 @@ class Scheduler:
             return None
 
         def fire() -> None:
-            t.timed_out = True
-            self.runner.cancel(t.sent)
+            self._stop(t, RkError("timeout", f"the job ran longer than {limit:.0f} s"))
 
         return asyncio.get_running_loop().call_later(limit, fire)
 

@@ -43,6 +43,8 @@ class Settings:
     header_timeout_s: float = _opt(10.0, "RK_HEADER_TIMEOUT", "a connection that sends no complete request in this time is closed")
     idle_timeout_s: float = _opt(300.0, "RK_IDLE_TIMEOUT", "an idle keep-alive connection is closed after this many seconds")
     keep_alive_s: float = _opt(300.0, "RK_KEEP_ALIVE", "how long an idle model stays loaded, seconds (negative = forever)")
+    client_backlog: int = _opt(1024, "RK_CLIENT_BACKLOG", "events a job may hold for a client that is not reading")
+    slow_client_grace_s: float = _opt(10.0, "RK_SLOW_CLIENT_GRACE", "how long a client may stay over that backlog before its job is stopped (slow_client)")
     embed_slice: int = _opt(64, "RK_EMBED_SLICE", "texts an embed job runs before going back to the queue tail")
     embed_batch_tokens: int = _opt(8192, "RK_EMBED_BATCH_TOKENS", "token budget of one merged embedding batch")
     shutdown_grace_s: float = _opt(10.0, "RK_SHUTDOWN_GRACE", "on SIGTERM, how long the running job may finish")

@@ -5,6 +5,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, AsyncIterator
 
+from rk.daemon.errors import RkError
 from rk.daemon.events import FINAL, Event
 from rk.daemon.jobs import EmbedJob, Job, JobStats
 from rk.daemon.models import Manifest
@@ -30,10 +31,16 @@ class Ticket:
     generated: int = 0
     finished: bool = False
     cancel_requested: bool = False
-    timed_out: bool = False
+    stop_reason: RkError | None = None  # why the daemon itself stopped this running job (timeout, slow client)
+    backlog_since: float | None = None  # when its client started leaving more than BACKLOG_LIMIT events unread
     retries: int = 0  # times it was sent again because the runner died before it began
     sent: Call | None = None  # the runner command running this job, or already queued for it
     stats: JobStats = field(default_factory=JobStats)
+
+    @property
+    def unread(self) -> int:
+        """Events produced but not yet taken by the client's connection."""
+        return self.events.qsize()
 
     def emit(self, ev: Event) -> None:
         if self.finished:

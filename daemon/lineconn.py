@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import orjson
 import logging
 from typing import Any
 
-from rk.daemon import watch
+from rk.daemon import accesslog, watch
+from rk.daemon.events import Done, Failed
 from rk.daemon.adapters import lineproto
 from rk.daemon.errors import RkError
 from rk.daemon.importer import import_model
@@ -134,8 +136,13 @@ class LineConnection:
         task.add_done_callback(self.tasks.discard)
 
     async def stream(self, rid: str, ticket: Ticket) -> None:
+        outcome = "disconnected"
         try:
             async for ev in ticket.stream():
+                if isinstance(ev, Failed):
+                    outcome = ev.error.code
+                elif isinstance(ev, Done):
+                    outcome = "done"
                 self.send(lineproto.render(rid, ticket.id, ev))
                 if self.writer.is_closing():
                     break
@@ -143,6 +150,8 @@ class LineConnection:
         except ConnectionError:
             pass
         finally:
+            accesslog.job(self.peer, ticket.kind, ticket.manifest.name, outcome,
+                          (time.monotonic() - ticket.arrived) * 1000, rid, ticket.id)
             self.jobs.pop(rid, None)
             if not ticket.finished:
                 self.service.scheduler.cancel(ticket.id, "the client disconnected")

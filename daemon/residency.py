@@ -79,6 +79,7 @@ class Residency:
         self.failed.pop(m.name, None)  # a load that worked clears an earlier failure
         self._pid = self.runner.pid
         self.loaded[m.name] = Resident(m, time.time(), ev.memory_mb)
+        log.info("loaded %s (%s) in %.0f ms, %.0f MB", m.name, m.backend, ev.ms, ev.memory_mb)
         return ev.ms
 
     async def unload(self, name: str) -> None:

@@ -140,6 +140,8 @@ def raise_fd_limit() -> None:
 def run(settings: Settings) -> int:
     """Blocking entry point: uvloop when installed, plain asyncio otherwise."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rk %(levelname)s %(message)s")
+    if settings.quiet:
+        logging.getLogger("rk.access").setLevel(logging.WARNING)
     raise_fd_limit()
     try:
         import uvloop

@@ -55,6 +55,7 @@ class Settings:
     default_chat_model: str = _opt("smollm2:135m", "RK_CHAT_MODEL", "model used when a chat names none")
     default_embed_model: str = _opt("all-minilm:l6-v2", "RK_EMBED_MODEL", "model used when an embedding names none")
     bundled: bool = _opt(True, "RK_BUNDLED", "register the bundled default models")
+    quiet: bool = _opt(False, "RK_QUIET", "no access log (one line per HTTP request and per line-protocol job)")
 
     def __post_init__(self) -> None:
         if self.socket is None:

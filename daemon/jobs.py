@@ -45,7 +45,8 @@ class GenOptions:
 
     def over(self, defaults: dict[str, Any]) -> "GenOptions":
         """These options on top of a model's defaults (unknown default keys are ignored)."""
-        known = {k: (tuple(v) if k == "stop" else v) for k, v in defaults.items() if k in GenOptions.__dataclass_fields__}
+        known: dict[str, Any] = {k: (tuple(v) if k == "stop" else v) for k, v in defaults.items()
+                                 if k in GenOptions.__dataclass_fields__}
         return replace(GenOptions(**known), **self.set())
 
 

@@ -8,19 +8,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-
-def default_socket_path() -> Path:
-    """`$XDG_RUNTIME_DIR/rk/rk.sock`, else `/tmp/rk-$UID/rk.sock`: a per-user private directory."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) / "rk" if runtime else Path(f"/tmp/rk-{os.getuid()}")
-    return base / "rk.sock"
-
-
-def default_models_dir() -> Path:
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "rk" / "models"
+from rk.paths import default_models_dir, default_socket_path
 
 
 def _opt(default: Any, env: str, help: str) -> Any:
@@ -64,12 +54,12 @@ class Settings:
             object.__setattr__(self, "models_dir", default_models_dir())
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Defaults, then `RK_*` variables, then explicit overrides (the CLI's flags) that are not None."""
-        environ = os.environ if environ is None else environ
+        env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = environ.get(f.metadata["env"])
+            raw = env.get(f.metadata["env"])
             if raw is not None and raw != "":
                 values[f.name] = _parse(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from rk.daemon.settings import default_socket_path
+from rk.paths import default_socket_path
 from rk.protocol import DaemonError, check, decode_event, encode_request, is_final
 
 __all__ = ["Client", "DaemonError", "DaemonUnavailable", "Endpoint"]

@@ -8,7 +8,7 @@ cancels the handler, or a write fails), the job is cancelled so the queue moves 
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Protocol, TypeAlias, Union
 
 import numpy as np
 import orjson
@@ -25,7 +25,7 @@ log = logging.getLogger("rk.daemon.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
 SSE_DONE = b"data: [DONE]\n\n"
-Output = Token | ThinkingText | ToolCalled | Vectors | Done
+Output: TypeAlias = Union[Token, ThinkingText, ToolCalled, Vectors, Done]
 
 
 def ndjson_line(obj: dict[str, Any]) -> bytes:

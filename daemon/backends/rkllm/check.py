@@ -104,8 +104,8 @@ def check(lib_path: str | None, model: Path, runtime: str | None, prompt: str, c
 
         _step("embed (the same handle, last-token hidden state)")
         try:
-            e = m.embed(["The NPU runs the model.", "A lighthouse stands by the sea."], truncate=True)
-            print(f"OK dim {e.vectors.shape[1]}, tokens {e.tokens}, cosine {float(e.vectors[0] @ e.vectors[1]):.3f}")
+            vec = m.embed(["The NPU runs the model.", "A lighthouse stands by the sea."], truncate=True)
+            print(f"OK dim {vec.vectors.shape[1]}, tokens {vec.tokens}, cosine {float(vec.vectors[0] @ vec.vectors[1]):.3f}")
         except RkError as err:
             failed += 1
             print(f"FAIL {err.message}")

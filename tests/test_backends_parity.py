@@ -25,7 +25,7 @@ class Backend:
     embed: str
 
 
-@pytest.fixture(scope="module", params=["hf", "rkllm-1.2", "rkllm-1.3"])
+@pytest.fixture(scope="module", params=[pytest.param("hf", marks=pytest.mark.slow), "rkllm-1.2", "rkllm-1.3"])
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     if request.param == "hf":
         yield Backend(request.getfixturevalue("real_daemon"), "smollm2:135m", "all-minilm:l6-v2")

@@ -29,7 +29,8 @@ from rk.daemon.ticket import Ticket
 
 log = logging.getLogger("rk.daemon.scheduler")
 SEND_AHEAD = 2  # chat commands queued in the runner beyond the running one
-MAX_RETRIES = 2  # a job whose runner died before it began runs again, at most this often
+MAX_RETRIES = 2
+BACKLOG_CAP = 8  # unread events a job may hold, in multiples of the client backlog, before it is stopped at once  # a job whose runner died before it began runs again, at most this often
 
 
 def required_capabilities(job: Job) -> list[tuple[str, str]]:
@@ -234,14 +235,16 @@ class Scheduler:
 
     def _watch_backlog(self, t: Ticket) -> None:
         """A client that leaves too many events unread for too long has its job stopped (`slow_client`),
-        so its memory stays bounded and the queue moves on; a client that catches up is forgiven."""
+        so its memory stays bounded and the queue moves on; a client that catches up is forgiven.
+        However fast the backend, a job never holds more than BACKLOG_CAP times the backlog."""
         if t.unread <= self.settings.client_backlog:
             t.backlog_since = None
             return
         now = time.monotonic()
         if t.backlog_since is None:
             t.backlog_since = now
-        elif now - t.backlog_since > self.settings.slow_client_grace_s and t.stop_reason is None:
+        elif t.stop_reason is None and (now - t.backlog_since > self.settings.slow_client_grace_s
+                                        or t.unread > BACKLOG_CAP * self.settings.client_backlog):
             log.warning("job %s: its client left %d events unread for %.0f s; stopping it", t.id, t.unread,
                         self.settings.slow_client_grace_s)
             self._stop(t, RkError("slow_client", f"the client read nothing for {self.settings.slow_client_grace_s:.0f} s "

@@ -228,6 +228,8 @@ class ModelStore:
                 amend(copy)
             self._write_manifest(copy, staging)
             self._swap_in(staging, dst_dir)
+        except OSError as e:  # shutil.Error included: a file that cannot be read, a full disk
+            raise RkError("model_failed", f"could not copy {src.name} to {full}: {str(e)[:300]}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return self.get(full)

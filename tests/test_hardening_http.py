@@ -157,7 +157,7 @@ def test_slow_body_gets_408_and_the_connection_closes(daemon_factory: Callable[.
     got, closed_after = _stalled_post(d.tcp_port, b'{"model": "syn:chat", ', 100_000, trickle)  # type: ignore[arg-type]
     assert got.startswith(b"HTTP/1.1 408"), got[:200]
     assert b"RK_BODY_TIMEOUT" in got
-    assert closed_after < 25, "the connection stayed open after the 408"
+    assert closed_after < 9, "the connection stayed open after the 408 (aiohttp lingers 10 s unless told)"
     with httpx.Client(base_url=d.base_url, timeout=10) as h:  # and the daemon serves others as before
         assert h.post("/api/chat", json=CHAT).status_code == 200
 

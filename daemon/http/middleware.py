@@ -84,6 +84,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except RkError as e:
+        if e.code == "request_timeout":
+            return await hang_up_after(request, rk_error_response(request, e))
         return rk_error_response(request, e)
     except web.HTTPException as e:
         if e.status < 400:
@@ -95,6 +97,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception as e:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return rk_error_response(request, RkError("internal", f"internal error: {e}"))
+
+
+async def hang_up_after(request: web.Request, resp: web.Response) -> web.Response:
+    """Send the answer, then close at once: the rest of a stalled body may never come, and aiohttp
+    would otherwise linger 10 s more reading it."""
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    request.protocol.force_close()  # the transport flushes the reply before it closes
+    return resp
 
 
 @web.middleware

@@ -42,12 +42,8 @@ def error_response(request: web.Request, status: int, message: str, code: str | 
     """An error before the first byte: the status code, and the body in the route's own shape."""
     headers = {"Retry-After": RETRY_AFTER_S} if code in ("queue_full", "shutting_down") else None
     if dialect(request) == "openai":
-        resp = json_response(openai.error(status, message, code, param), status, headers)
-    else:
-        resp = json_response(ollama.error(message), status, headers)
-    if status == 408:
-        resp.force_close()  # the rest of a stalled body may never come: do not wait to read past it
-    return resp
+        return json_response(openai.error(status, message, code, param), status, headers)
+    return json_response(ollama.error(message), status, headers)
 
 
 def rk_error_response(request: web.Request, e: RkError) -> web.Response:

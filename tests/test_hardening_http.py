@@ -188,3 +188,20 @@ def test_malformed_requests_log_one_line_each(d: DaemonProc) -> None:
     assert "Traceback" not in "\n".join(added), "\n".join(added)
     assert len([ln for ln in added if "Error handling request" in ln]) == len(MALFORMED), added
     assert len(added) <= len(MALFORMED) + 2, added
+
+
+# ---- in-process: the pure checks -----------------------------------------------------------------
+
+
+def test_host_names_are_parsed_and_judged() -> None:
+    from rk.daemon.http.middleware import host_allowed, host_name
+    from rk.daemon.settings import Settings
+
+    assert [host_name(h) for h in ("[::1]:8080", "Box.LAN.:80", "localhost", "10.0.0.7:11434", "")] == \
+        ["::1", "box.lan", "localhost", "10.0.0.7", ""]
+    plain = Settings(tcp="0.0.0.0:11434")
+    assert all(host_allowed(h, plain) for h in ("127.0.0.1:1", "[::1]", "192.168.1.9", "a.localhost", "", "LOCALHOST"))
+    assert not any(host_allowed(h, plain) for h in ("evil.example", "127.0.0.1.evil.example", "0x7f000001", "local"))
+    named = Settings(tcp="rk.box.lan:11434", hosts="*.home.arpa")
+    assert host_allowed("rk.box.lan:11434", named) and host_allowed("x.home.arpa", named)
+    assert not host_allowed("home.arpa.evil.example", named)

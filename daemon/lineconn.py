@@ -18,6 +18,7 @@ from rk.daemon.ticket import Ticket
 from rk.daemon.service import Service
 
 log = logging.getLogger("rk.daemon.lineconn")
+MAX_KEY_FAILURES = 5  # lines without the right key before a TCP peer is hung up on
 
 
 class LineConnection:
@@ -29,6 +30,7 @@ class LineConnection:
         self.peer = peer
         self.authed = not needs_key
         self.local = peer == "unix" or peer.startswith(("127.", "[::1]", "::1:"))
+        self.key_failures = 0
         self.jobs: dict[str, Ticket] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -43,6 +45,9 @@ class LineConnection:
                 try:
                     line = await self._next_line()
                 except asyncio.TimeoutError:
+                    if not self.authed:
+                        log.info("closing %s: no complete authenticated line in %.0f s", self.peer,
+                                 self.service.settings.header_timeout_s)
                     break  # idle with nothing in flight: a half-open or forgotten connection
                 except asyncio.IncompleteReadError as e:
                     line = e.partial  # the last line, without a newline, then EOF
@@ -51,9 +56,12 @@ class LineConnection:
                 except asyncio.LimitOverrunError as e:
                     await self.reader.readexactly(e.consumed)  # drop what we have of it
                     if not skipping:
+                        self.key_failures += not self.authed  # a stranger's endless line is a miss too
                         self.send(lineproto.error(None, RkError(
                             "request_too_large", f"line longer than {self.service.settings.max_body_bytes} bytes")))
                     skipping = True
+                    if self._too_many_key_failures():
+                        break
                     continue
                 except ConnectionError:
                     break
@@ -63,17 +71,34 @@ class LineConnection:
                 if line.strip():
                     self.handle(line)
                 await self.writer.drain()
+                if self._too_many_key_failures():
+                    break
         finally:
             await self.close()
 
+    def _too_many_key_failures(self) -> bool:
+        if self.key_failures < MAX_KEY_FAILURES:
+            return False
+        log.info("closing %s: %d lines without the right API key", self.peer, self.key_failures)
+        return True
+
     async def _next_line(self) -> bytes:
-        """The next line; a connection with no job or watch in flight may idle only so long."""
+        """The next line; a connection with no job or watch in flight may idle only so long.
+
+        Until a TCP peer has shown the key, each line must arrive whole within the header timeout,
+        like an HTTP request head: a stranger cannot park a large partial line for the idle timeout.
+        """
+        settings = self.service.settings
+        if not self.authed:
+            return await asyncio.wait_for(self.reader.readuntil(b"\n"), settings.header_timeout_s)
         if self.tasks:
             return await self.reader.readuntil(b"\n")
-        return await asyncio.wait_for(self.reader.readuntil(b"\n"), self.service.settings.idle_timeout_s)
+        return await asyncio.wait_for(self.reader.readuntil(b"\n"), settings.idle_timeout_s)
 
     def handle(self, line: bytes) -> None:
         svc = self.service
+        if not self.authed and not self.authenticate(line):
+            return
         try:
             req = lineproto.parse_line(line, svc.settings, self.peer)
         except RkError as e:
@@ -82,15 +107,27 @@ class LineConnection:
                 rid = lineproto.request_id(orjson.loads(line))
             self.send(lineproto.error(rid, e))
             return
-        if not self.authed:
-            if not svc.key_ok(req.key):
-                self.send(lineproto.error(req.id, RkError("unauthorized", "this daemon needs an API key on TCP (--api-key / RK_API_KEY)")))
-                return
-            self.authed = True
         try:
             self.dispatch(req)
         except RkError as e:
             self.send(lineproto.error(req.id, e))
+
+    def authenticate(self, line: bytes) -> bool:
+        """The key is checked before anything else in a line is looked at; each miss counts."""
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = None
+        key = obj.get("key") if isinstance(obj, dict) else None
+        if isinstance(key, str) and self.service.key_ok(key):
+            self.authed = True
+            return True
+        self.key_failures += 1
+        left = MAX_KEY_FAILURES - self.key_failures
+        self.send(lineproto.error(lineproto.request_id(obj), RkError(
+            "unauthorized", "this daemon needs an API key on TCP (--api-key / RK_API_KEY)"
+            + ("" if left > 0 else "; closing the connection"))))
+        return False
 
     def dispatch(self, req: lineproto.Request) -> None:
         svc = self.service

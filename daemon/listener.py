@@ -12,6 +12,7 @@ import grp
 import logging
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -76,16 +77,23 @@ class Sniffer(asyncio.Protocol):
 
 
 class SocketInUse(RuntimeError):
-    """Another daemon is alive on the socket we were asked to serve."""
+    """The socket path is taken: by a live daemon, or by something that is not a socket at all."""
 
 
 def prepare_socket_path(path: Path) -> None:
-    """Create the private directory; replace a stale socket, refuse a live one."""
+    """Create the private directory; replace a stale socket, refuse a live one and anything that is not a socket.
+
+    `--socket ~/notes.txt` must fail, not delete the file: only a socket is ever unlinked.
+    """
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)
         os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
-    if not path.exists() and not path.is_symlink():
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        raise SocketInUse(f"{path} exists and is not a socket; refusing to replace it (pick another --socket)")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
@@ -93,7 +101,7 @@ def prepare_socket_path(path: Path) -> None:
     except OSError as e:
         if e.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
             log.info("removing stale socket %s", path)
-            path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # lstat said socket; a symlink is never followed here
             return
         raise
     else:

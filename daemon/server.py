@@ -18,6 +18,7 @@ from aiohttp import web
 
 from rk.daemon.http.app import build_app
 from rk.daemon.instance import InstanceBusy, InstanceLock
+from rk.daemon.http.middleware import OneLineErrors
 from rk.daemon.listener import Sniffer, SocketInUse, open_tcp, open_unix
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings, parse_hostport
@@ -43,6 +44,7 @@ class Daemon:
         t0 = time.perf_counter()
         s = self.settings
         self.http = web.AppRunner(build_app(self.service), access_log=None, handle_signals=False,
+                                  logger=OneLineErrors(logging.getLogger("rk.daemon.http"), {}),
                                   keepalive_timeout=s.idle_timeout_s, shutdown_timeout=s.shutdown_grace_s,
                                   handler_cancellation=True)  # a client that hangs up cancels its job
         await self.http.setup()

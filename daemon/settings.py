@@ -5,6 +5,7 @@ The CLI only overrides fields; the daemon receives a `Settings`, never a CLI con
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +25,15 @@ class Settings:
     socket_group: str | None = _opt(None, "RK_SOCKET_GROUP", "group allowed to use the socket (mode 0660 instead of 0600)")
     models_dir: Path = _opt(None, "RK_MODELS", "models directory")
     api_key: str | None = _opt(None, "RK_API_KEY", "API key required on TCP (Authorization: Bearer KEY)")
-    cors_origins: str = _opt("", "RK_ORIGINS", "comma-separated origins allowed by CORS (like OLLAMA_ORIGINS), '*' for any")
+    cors_origins: str = _opt("", "RK_ORIGINS", "comma-separated extra origins whose web pages may call the API (like OLLAMA_ORIGINS; local pages always may), '*' for any")
+    hosts: str = _opt("", "RK_HOSTS", "comma-separated extra Host names accepted on keyless TCP (IP addresses, localhost and this machine's name always are), '*' for any")
     max_queue: int = _opt(512, "RK_MAX_QUEUE", "jobs that may wait at once; more get queue_full")
     max_body_bytes: int = _opt(8 * 1024 * 1024, "RK_MAX_BODY", "largest HTTP body or protocol line, bytes")
     queue_timeout_s: float = _opt(0.0, "RK_QUEUE_TIMEOUT", "longest a job may wait in the queue, seconds (0 = no limit)")
     job_timeout_s: float = _opt(0.0, "RK_JOB_TIMEOUT", "longest a job may run, seconds (0 = no limit)")
     stall_timeout_s: float = _opt(300.0, "RK_STALL_TIMEOUT", "a runner silent this long while busy is killed (timeout)")
     header_timeout_s: float = _opt(10.0, "RK_HEADER_TIMEOUT", "a connection that sends no complete request in this time is closed")
+    body_timeout_s: float = _opt(60.0, "RK_BODY_TIMEOUT", "an HTTP request body not complete in this many seconds is answered 408 and closed")
     idle_timeout_s: float = _opt(300.0, "RK_IDLE_TIMEOUT", "an idle keep-alive connection is closed after this many seconds")
     keep_alive_s: float = _opt(300.0, "RK_KEEP_ALIVE", "how long an idle model stays loaded, seconds (negative = forever)")
     client_backlog: int = _opt(1024, "RK_CLIENT_BACKLOG", "events a job may hold for a client that is not reading")
@@ -52,6 +55,10 @@ class Settings:
             object.__setattr__(self, "socket", default_socket_path())
         if self.models_dir is None:
             object.__setattr__(self, "models_dir", default_models_dir())
+        for f in dataclasses.fields(self):  # "nan" or "inf" would make a timeout that never ends
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.metadata['env']} must be a finite number, not {value!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from rk.client import Client, Endpoint
+from rk.daemon.models import dir_name, normalize_name
 
 
 def _die_with_test_process() -> None:
@@ -29,12 +30,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_manifest(models_dir: Path, name: str, **fields: Any) -> None:
-    """Register a model by writing its manifest, the way `rk import` and `/api/create` do."""
-    base, _, tag = name.partition(":")
-    d = models_dir / base / (tag or "latest")
+def write_manifest(models_dir: Path, name: str, **fields: Any) -> Path:
+    """Register a model by writing its manifest, the way `rk import` and `/api/create` do; returns its directory."""
+    d = models_dir / dir_name(normalize_name(name))
     d.mkdir(parents=True, exist_ok=True)
     (d / "manifest.json").write_bytes(orjson.dumps({"name": name, **fields}))
+    return d
 
 
 def synthetic_models(models_dir: Path, tokens_per_s: float = 2000.0) -> None:

@@ -78,8 +78,8 @@ def rkllm_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def register_npu_models(models: Path) -> None:
     """`npu:chat` and `npu:embed` on the rkllm backend, each with a placeholder .rkllm file for the double."""
-    write_manifest(models, "npu:chat", backend="rkllm", kind="chat", context_length=4096, files={"model": "m.rkllm"})
-    write_manifest(models, "npu:embed", backend="rkllm", kind="embed", context_length=512, files={"model": "m.rkllm"},
-                   params={"pooling": "mean"})
-    for d in ("npu/chat", "npu/embed"):
-        (models / d / "m.rkllm").write_bytes(b"RKLLM fake weights")
+    dirs = [write_manifest(models, "npu:chat", backend="rkllm", kind="chat", context_length=4096, files={"model": "m.rkllm"}),
+            write_manifest(models, "npu:embed", backend="rkllm", kind="embed", context_length=512,
+                           files={"model": "m.rkllm"}, params={"pooling": "mean"})]
+    for d in dirs:
+        (d / "m.rkllm").write_bytes(b"RKLLM fake weights")

@@ -190,7 +190,7 @@ def test_line_client_gone_cancels_its_jobs(daemon_factory: Factory) -> None:
 
 def raw_http(d: DaemonProc, body: bytes, path: str = "/api/chat") -> socket.socket:
     s = socket.create_connection(("127.0.0.1", d.tcp_port), timeout=10)
-    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     return s
 

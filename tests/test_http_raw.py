@@ -305,7 +305,7 @@ def test_streaming_client_disconnect_cancels_and_next_starts_fast(syn: DaemonPro
     d = syn
     body = orjson.dumps(slow_chat(200))  # 10 s of tokens at 20 tok/s
     s = socket.create_connection(("127.0.0.1", d.tcp_port))
-    s.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Request-Id: gone-1\r\n"
+    s.sendall(b"POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nX-Request-Id: gone-1\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     got = b""
     while b'"content":"w ' not in got:  # the first token arrived
@@ -333,7 +333,7 @@ def test_client_that_leaves_while_waiting_is_dequeued(syn: DaemonProc, path: str
         wait_for(lambda: len(queue_of(d)) == 1)
         body = orjson.dumps(slow_chat(5) | {"stream": False})
         s = socket.create_connection(("127.0.0.1", d.tcp_port))
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                   % (path.encode(), len(body), body))
         wait_for(lambda: len(queue_of(d)) == 2)
         s.close()

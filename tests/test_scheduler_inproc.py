@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import orjson
 import pytest
 
+from daemon_proc import write_manifest
 from fake_runner import FakeRunner
 from rk.daemon import events as ev
 from rk.daemon.errors import RkError
@@ -23,10 +23,7 @@ LIMIT = 10.0  # seconds any single wait may take before the test fails: generous
 
 
 def manifest(models: Path, name: str, **fields: Any) -> None:
-    base, _, tag = name.partition(":")
-    d = models / base / tag
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "manifest.json").write_bytes(orjson.dumps({"name": name, "backend": "synthetic", **fields}))
+    write_manifest(models, name, backend="synthetic", **fields)
 
 
 @pytest.fixture

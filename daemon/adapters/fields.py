@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from typing import Any
 
 import orjson
@@ -38,6 +39,8 @@ def number(d: dict[str, Any], key: str, *, lo: float | None = None, hi: float | 
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise bad(key, "must be a number")
+    if not math.isfinite(v):  # orjson reads 1e400 as inf; NaN compares false with every bound
+        raise bad(key, "must be a finite number")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise bad(key, f"must be between {lo} and {hi}")
     return float(v)
@@ -227,6 +230,34 @@ def json_format(v: Any, key: str = "format") -> Format:
     raise bad(key, 'must be "json" or a JSON schema object')
 
 
+# Bounds that keep every sampler's arithmetic finite, fp16 logits (the NPU) included: logits are
+# divided by the temperature and by the repeat penalty, so neither may be tiny. Below
+# MIN_TEMPERATURE sampling is already argmax in all but name (a logit gap of 0.1 is a factor of
+# e^10), so such temperatures become 0, greedy, the limit they approach. A repeat penalty scales
+# logits by at most 1/MIN_REPEAT_PENALTY = 100, which keeps |logits| < 655 inside fp16's 65504.
+MIN_TEMPERATURE = 0.01
+MAX_TEMPERATURE = 100.0
+MIN_REPEAT_PENALTY = 0.01
+MAX_REPEAT_PENALTY = 100.0
+
+
+def temperature(o: dict[str, Any]) -> float | None:
+    """0 (greedy) .. 100; positive values below MIN_TEMPERATURE are greedy too (see above)."""
+    t = number(o, "temperature", lo=0, hi=MAX_TEMPERATURE)
+    return 0.0 if t is not None and t < MIN_TEMPERATURE else t
+
+
+def repeat_penalty(o: dict[str, Any]) -> float | None:
+    """1 = off; 0 also means off (the hf sampler always read it so); else MIN..MAX_REPEAT_PENALTY."""
+    p = number(o, "repeat_penalty", lo=0, hi=MAX_REPEAT_PENALTY)
+    if p == 0:
+        return 1.0
+    if p is not None and p < MIN_REPEAT_PENALTY:
+        raise bad("repeat_penalty", f"must be 0 (off) or between {MIN_REPEAT_PENALTY} and {MAX_REPEAT_PENALTY}: "
+                  "smaller penalties overflow the logits")
+    return p
+
+
 def gen_options(o: dict[str, Any], *, max_tokens_keys: tuple[str, ...] = ("max_tokens",)) -> GenOptions:
     """The sampling options every API shares, read from one flat dict."""
     max_tokens = None
@@ -239,13 +270,13 @@ def gen_options(o: dict[str, Any], *, max_tokens_keys: tuple[str, ...] = ("max_t
         max_tokens = None  # Ollama: -1 = no limit, -2 = fill the context
     return GenOptions(
         max_tokens=max_tokens,
-        temperature=number(o, "temperature", lo=0, hi=100),
+        temperature=temperature(o),
         top_p=number(o, "top_p", lo=0, hi=1),
         top_k=integer(o, "top_k", lo=0),
         min_p=number(o, "min_p", lo=0, hi=1),
         seed=integer(o, "seed"),
         stop=stop_list(o),
-        repeat_penalty=number(o, "repeat_penalty", lo=0),
+        repeat_penalty=repeat_penalty(o),
         num_ctx=integer(o, "num_ctx", lo=1),
         cache_prompt=o["cache_prompt"] if isinstance(o.get("cache_prompt"), bool) else None,
     )

@@ -69,7 +69,17 @@ def model_name(d: dict[str, Any]) -> str:
 
 
 def keep_alive(v: Any) -> float | None:
-    """Seconds from a Go duration string ("5m", "1h30m", "-1m") or a number of seconds; negative = forever."""
+    """Seconds from a Go duration string ("5m", "1h30m", "-1m") or a number of seconds; negative = forever.
+
+    Only finite values: "nan" or "inf" would pin a model that can never expire (and break /api/ps).
+    """
+    seconds = _seconds(v)
+    if seconds is not None and not math.isfinite(seconds):
+        raise f.bad("keep_alive", "must be a finite duration (a negative one keeps the model loaded forever)")
+    return seconds
+
+
+def _seconds(v: Any) -> float | None:
     if v is None:
         return None
     if isinstance(v, (int, float)) and not isinstance(v, bool):

@@ -65,19 +65,17 @@ async def create(request: web.Request) -> web.StreamResponse:
     req = ollama.parse_create(await read_json(request))
     store = request.app[SERVICE].store
     base = store.get(req.base)
-    target = normalize_name(req.model)
-    if target != base.name:
-        try:
-            store.delete(target)  # re-creating a name replaces it, as Ollama does
-        except RkError as e:
-            if e.code != "model_not_found":
-                raise
-        store.copy(base.name, target)
-    m: Manifest = store.get(target)
-    if req.system is not None:
-        m.system = req.system
-    m.defaults = {**m.defaults, **req.defaults}
-    store.save(m)
+
+    def amend(m: Manifest) -> None:
+        if req.system is not None:
+            m.system = req.system
+        m.defaults = {**m.defaults, **req.defaults}
+
+    if normalize_name(req.model) == base.name:
+        amend(base)
+        store.save(base)
+    else:  # re-creating a name replaces it, as Ollama does, but only once the new model is complete
+        store.copy(base.name, req.model, replace=True, amend=amend)
     return await _status_reply(request, req.stream, ["using existing layers", "writing manifest"])
 
 

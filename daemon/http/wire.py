@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Literal
 
@@ -49,15 +50,41 @@ def rk_error_response(request: web.Request, e: RkError) -> web.Response:
     return error_response(request, e.status, e.message, e.code, e.param)
 
 
+# What a web page can send without a CORS preflight (the "simple" content types) is refused from
+# pages; `curl -d` sends form-urlencoded and scripts often send no type, and neither sends an Origin.
+_JSON_TYPES = ("application/json",)
+_NO_ORIGIN_TYPES = ("", "application/x-www-form-urlencoded")
+
+
+def check_json_type(request: web.Request) -> None:
+    """JSON bodies come as application/json (or `+json`); pages may send nothing else.
+
+    A page's `fetch` or `<form>` can POST text/plain, form-urlencoded, multipart or untyped bodies
+    without asking first; only application/json needs the preflight the Origin check answers.
+    """
+    ctype = request.content_type if "Content-Type" in request.headers else ""
+    if ctype in _JSON_TYPES or ctype.endswith("+json"):
+        return
+    if ctype in _NO_ORIGIN_TYPES and "Origin" not in request.headers:
+        return
+    raise RkError("unsupported_media_type", f"the request body must be JSON sent as Content-Type: application/json, "
+                  f"not {ctype or 'untyped'}")
+
+
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON; too large -> 413 `request_too_large`, empty or malformed -> 400 `bad_request`."""
-    limit = request.app[SERVICE].settings.max_body_bytes
+    """The body as JSON; too large -> 413, too slow -> 408 (and the connection closes), malformed -> 400."""
+    settings = request.app[SERVICE].settings
+    check_json_type(request)
+    limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise RkError("request_too_large", f"the request body is larger than the limit of {limit} bytes")
     try:
-        raw = await request.read()
+        raw = await asyncio.wait_for(request.read(), settings.body_timeout_s)
     except web.HTTPRequestEntityTooLarge:
         raise RkError("request_too_large", f"the request body is larger than the limit of {limit} bytes") from None
+    except asyncio.TimeoutError:
+        raise RkError("request_timeout", f"the request body did not arrive within {settings.body_timeout_s:g} s "
+                      "(RK_BODY_TIMEOUT)") from None
     if not raw.strip():
         raise RkError("bad_request", "missing request body: send a JSON object")
     try:

@@ -44,15 +44,20 @@ class StopStrings:
             return "" if self.hit else text
         buf = self._held + text
         m = self._pattern.search(buf)
-        if m is not None:
+        pending = len(buf) - _longest_held(buf, self._prefixes, self._longest - 1)  # where an unfinished stop may begin
+        if m is not None and m.start() <= pending:
             self._held, self.hit = "", True
             return buf[:m.start()]
-        hold = _longest_held(buf, self._prefixes, self._longest - 1)
-        self._held = buf[len(buf) - hold:] if hold else ""
-        return buf[:len(buf) - hold]
+        self._held = buf[pending:]  # a stop that began earlier than a complete one may still finish
+        return buf[:pending]
 
     def flush(self) -> str:
+        """At the end of generation: what was held, cut at a complete stop string inside it."""
         held, self._held = ("" if self.hit else self._held), ""
+        m = self._pattern.search(held) if self._pattern is not None else None
+        if m is not None:
+            self.hit = True
+            return held[:m.start()]
         return held
 
 

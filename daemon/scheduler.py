@@ -99,6 +99,18 @@ class Scheduler:
     def get(self, ticket_id: str) -> Ticket | None:
         return self.queue.get(ticket_id)
 
+    def watch(self) -> asyncio.Event:
+        """An event set whenever the queue's state changes (for `watch`); `unwatch` it when done."""
+        return self.queue.watch()
+
+    def unwatch(self, ev: asyncio.Event) -> None:
+        self.queue.unwatch(ev)
+
+    def stop_running(self, reason: str) -> None:
+        """Stop whatever runs now because the daemon is going away: it ends with `shutting_down`."""
+        for t in list(self.queue.running):
+            self._stop(t, RkError("shutting_down", reason))
+
     def cancel(self, ticket_id: str, reason: str = "cancelled") -> bool:
         """Remove a waiting job at once, or abort a running one; False if it is unknown or finished."""
         t = self.queue.get(ticket_id)
@@ -182,10 +194,8 @@ class Scheduler:
         except NotBegun as e:
             self._retry(batch, e)
         except RkError as e:
-            if e.code == "cancelled" and lead.stop_reason is not None:
-                e = lead.stop_reason
-            elif e.code == "cancelled" and self.closing:
-                e = RkError("shutting_down", "the daemon is shutting down; the job was stopped")
+            if e.code in ("cancelled", "runner_crashed") and lead.stop_reason is not None:
+                e = lead.stop_reason  # the daemon stopped it (timeout, slow client, shutdown), not a fault
             for t in batch:
                 self._finish(t, e)
         self.residency.touch(lead.manifest.name, lead.job.keep_alive_s)
@@ -406,8 +416,7 @@ class Scheduler:
         deadline = time.monotonic() + grace_s
         while self.queue.running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for t in list(self.queue.running):
-            self.cancel(t.id, "the daemon is shutting down")
+        self.stop_running("the daemon is shutting down")
         deadline = time.monotonic() + 2.0
         while self.queue.running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -89,9 +89,9 @@ class Daemon:
         await asyncio.wait({grace, forced}, return_when=asyncio.FIRST_COMPLETED)
         if not grace.done():
             grace.cancel()
+            sched.stop_running("the daemon was stopped")
             await self.service.runner.kill()
-            for t in list(sched.running):
-                sched.cancel(t.id, "the daemon was stopped")
+            await asyncio.sleep(0.05)  # the scheduler turns the dead runner into the jobs' final events
         forced.cancel()
         await asyncio.sleep(0)  # let connection tasks write the final events
         for task in list(self.line_tasks):

@@ -73,8 +73,8 @@ def buffered(conn: "LineConnection") -> int:
 
 async def stream(conn: "LineConnection", rid: str) -> None:
     """Push snapshots to one watcher until its connection closes."""
-    queue = conn.service.scheduler.queue
-    changed = queue.watch()
+    scheduler = conn.service.scheduler
+    changed = scheduler.watch()
     cpu = CpuMeter()
     try:
         while not conn.writer.is_closing():
@@ -86,4 +86,4 @@ async def stream(conn: "LineConnection", rid: str) -> None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(0.0, HEARTBEAT_S - (time.monotonic() - sent)))
     finally:
-        queue.unwatch(changed)
+        scheduler.unwatch(changed)

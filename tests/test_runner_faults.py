@@ -95,3 +95,20 @@ def test_a_second_daemon_on_a_live_socket_is_refused_at_once(tmp_path: Path, dae
     assert time.monotonic() - t0 < 25  # refused, not left waiting for the shutdown grace
     with d.client() as c:
         assert c.call("chat", model="syn:chat", messages=HI)["ev"] == "done"
+
+
+def test_a_second_sigint_stops_the_running_job_at_once(tmp_path: Path) -> None:
+    synthetic_models(tmp_path / "m")
+    d = start_daemon(tmp_path / "d", models_dir=tmp_path / "m", bundled=False, env={"RK_SHUTDOWN_GRACE": "600"})
+    with d.client() as c:
+        c.send("chat", rid="long", model="syn:slow", messages=HI, options={"max_tokens": 100000})
+        while c.read()["ev"] != "prefill":
+            pass
+        d.proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        d.proc.send_signal(signal.SIGINT)  # do not wait out the 600 s grace
+        ev = c.read()
+        while ev["ev"] not in ("done", "error"):
+            ev = c.read()
+    assert d.proc.wait(30) == 0 and ev["ev"] == "error" and ev["code"] in ("shutting_down", "cancelled")
+    assert not d.socket.exists()

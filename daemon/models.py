@@ -20,20 +20,20 @@ import orjson
 from rk.daemon.errors import RkError
 
 _PART = r"[a-z0-9][a-z0-9._-]{0,63}"
-_NAME_RE = re.compile(rf"^(?:({_PART})/)?({_PART})(?::({_PART}))?$")
+# `[host/][namespace/]name[:tag]`: a host part for hub names such as `hf.co/owner/repo:q4_k_m`.
+_NAME_RE = re.compile(rf"^(?:({_PART})/)?(?:({_PART})/)?({_PART})(?::({_PART}))?$")
 MANIFEST = "manifest.json"
 
 
 def normalize_name(name: object) -> str:
-    """`Name` -> `name:latest`; refuses anything that is not `[namespace/]name[:tag]`."""
+    """`Name` -> `name:latest`; refuses anything that is not `[host/][namespace/]name[:tag]`."""
     if not isinstance(name, str) or not name.strip():
         raise RkError("bad_request", "model name is required", param="model")
     clean = name.strip().lower()
     m = _NAME_RE.match(clean)
     if not m or ".." in clean:
-        raise RkError("bad_request", f"invalid model name {name!r}: use [namespace/]name[:tag]", param="model")
-    ns, base, tag = m.groups()
-    return f"{ns + '/' if ns else ''}{base}:{tag or 'latest'}"
+        raise RkError("bad_request", f"invalid model name {name!r}: use [host/][namespace/]name[:tag]", param="model")
+    return "/".join(p for p in m.groups()[:3] if p) + ":" + (m.group(4) or "latest")
 
 
 @dataclass
@@ -41,8 +41,9 @@ class Manifest:
     """What the daemon needs to know to serve one model; backends read their own keys from `files` and `params`."""
 
     name: str
-    backend: Literal["hf", "rkllm", "synthetic"]
+    backend: Literal["hf", "rkllm", "llamacpp", "synthetic"]
     kind: Literal["chat", "embed"]
+    capabilities: tuple[str, ...] = ()  # Ollama's names; empty = derived from `kind`
     files: dict[str, str] = field(default_factory=dict)
     context_length: int = 2048
     family: str = ""
@@ -56,6 +57,9 @@ class Manifest:
     created: str = ""
     bundled: bool = False
     dir: Path = field(default=Path("."), compare=False)
+
+    def __post_init__(self) -> None:
+        self.capabilities = tuple(self.capabilities) or (("embedding",) if self.kind == "embed" else ("completion",))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -150,6 +154,18 @@ class ModelStore:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._bundled = {m.name: m for m in bundled_manifests(root)} if bundled else {}
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Files kept by content digest (pulled layers, uploaded blobs); models hard-link them.
+
+        A dot name: no model name starts with one, so it never clashes with a model's directory."""
+        return self.root / ".blobs"
+
+    @property
+    def temp_dir(self) -> Path:
+        """Partial downloads, kept across restarts so a pull resumes where it stopped."""
+        return self.root / ".partial"
 
     def model_dir(self, name: str) -> Path:
         """Directory of a (normalised) name; the name grammar already rules out escapes, this re-checks."""

@@ -13,6 +13,7 @@ from rk.daemon.deadlines import HeadDeadlines
 from rk.daemon.metrics import Metrics
 from rk.daemon.models import Manifest, ModelStore, modified_at
 from rk.daemon.npu import read_npu
+from rk.daemon.pull.manager import PullManager
 from rk.daemon.runner import Runner
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
@@ -26,6 +27,7 @@ class Service:
     scheduler: Scheduler
     head_deadlines: HeadDeadlines
     metrics: Metrics
+    pulls: PullManager
     started: float = field(default_factory=time.time)
     version: str = __version__
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
@@ -37,7 +39,8 @@ class Service:
                                      rkllm_version=settings.rkllm_version, sysfs_root=str(settings.sysfs_root)),
                         stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)
-        return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), Metrics(scheduler))
+        return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), Metrics(scheduler),
+                   PullManager(store, settings.sysfs_root))
 
     def key_ok(self, presented: str | None) -> bool:
         """Constant-time check of an API key; always true when no key is configured."""
@@ -70,4 +73,4 @@ class Service:
     def status(self) -> dict[str, Any]:
         return self.scheduler.snapshot() | {"version": self.version, "pid": os.getpid(),
                                             "socket": str(self.settings.socket), "tcp": self.settings.tcp,
-                                            "npu": self.npu()}
+                                            "npu": self.npu(), "pulls": self.pulls.describe()}

@@ -1,6 +1,8 @@
 """Ollama metadata and model-store routes: answered at once, never behind the job queue."""
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from rk.daemon.adapters import fields as f
@@ -9,6 +11,8 @@ from rk.daemon.errors import RkError
 from rk.daemon.http.streaming import NDJSON_HEADERS, ndjson_line
 from rk.daemon.http.wire import SERVICE, json_response, read_json
 from rk.daemon.models import Manifest, modified_at, normalize_name
+from rk.daemon.pull.blobs import Blobs
+from rk.daemon.pull.manager import SUCCESS
 
 STATUS_SUCCESS = {"status": "success"}
 
@@ -53,8 +57,12 @@ async def copy(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    store = request.app[SERVICE].store
-    store.delete(ollama.model_name(f.obj(await read_json(request))))
+    """The model, and the blobs it held that no other model uses."""
+    svc = request.app[SERVICE]
+    m = svc.store.get(ollama.model_name(f.obj(await read_json(request))))
+    held = Blobs.inodes(m.dir)
+    svc.store.delete(m.name)
+    svc.pulls.blobs.prune(held)
     return web.Response(status=200)
 
 
@@ -80,18 +88,26 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
-    """No downloads yet: success for a model that is already here, else a clear 501."""
+    """A hub model, streamed as Ollama's statuses; an error after the first line is an `{"error"}` line."""
     body = f.obj(await read_json(request))
     name = ollama.model_name(body)
-    try:
-        request.app[SERVICE].store.get(name)
-    except RkError as e:
-        if e.code != "model_not_found":
-            raise
-        raise RkError("not_implemented", f"pull model manifest: file does not exist: rk cannot download models "
-                      f"yet; import '{name}' with `rk import` or create it from an existing model") from None
-    stream = body.get("stream") is not False
-    return await _status_reply(request, stream, ["pulling manifest"])
+    pulls = request.app[SERVICE].pulls
+    async with contextlib.aclosing(pulls.follow(name)) as events:
+        first = await anext(events)  # a bad name or an unknown repo is still a proper status code
+        if body.get("stream") is False:
+            async for _ in events:
+                pass
+            return json_response(SUCCESS.wire())
+        resp = web.StreamResponse(headers=NDJSON_HEADERS)
+        await resp.prepare(request)
+        await resp.write(ndjson_line(first.wire()))
+        try:
+            async for ev in events:
+                await resp.write(ndjson_line(ev.wire()))
+        except RkError as e:
+            await resp.write(ndjson_line(ollama.error(e.message)))
+        await resp.write_eof()
+        return resp
 
 
 async def _status_reply(request: web.Request, stream: bool, steps: list[str]) -> web.StreamResponse:

@@ -55,6 +55,7 @@ class Manifest:
     template: str | None = None
     system: str | None = None
     created: str = ""
+    source: str = ""  # where the files came from: hf.co/OWNER/REPO@COMMIT for a pulled model
     bundled: bool = False
     dir: Path = field(default=Path("."), compare=False)
 

@@ -93,14 +93,15 @@ async def pull(request: web.Request) -> web.StreamResponse:
     name = ollama.model_name(body)
     pulls = request.app[SERVICE].pulls
     async with contextlib.aclosing(pulls.follow(name)) as events:
-        first = await anext(events)  # a bad name or an unknown repo is still a proper status code
+        # The first byte waits for the hub's listing, so a bad name or an unknown repo is a proper status code.
+        held = [await anext(events), await anext(events)]
         if body.get("stream") is False:
             async for _ in events:
                 pass
             return json_response(SUCCESS.wire())
         resp = web.StreamResponse(headers=NDJSON_HEADERS)
         await resp.prepare(request)
-        await resp.write(ndjson_line(first.wire()))
+        await resp.write(b"".join(ndjson_line(ev.wire()) for ev in held))
         try:
             async for ev in events:
                 await resp.write(ndjson_line(ev.wire()))

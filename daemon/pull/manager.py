@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -113,6 +113,7 @@ class PullManager:
         if ref is None:
             raise RkError("model_not_found", f"pull model manifest: file does not exist: rk pulls from the Hugging "
                           f"Face hub; name a model hf.co/OWNER/REPO[:TAG] (not {raw_name!r})", param="model")
+        ref = self._as_pulled(ref)
         pull = self._pulls.get(ref.name)
         if pull is None:
             pull = self._pulls[ref.name] = _Pull(ref)
@@ -172,6 +173,7 @@ class PullManager:
         for w in wanted:
             self.blobs.link(w.file.digest, directory / w.dest)
         manifest = await asyncio.to_thread(_manifest, ref.name, directory, wanted)
+        manifest.source = f"hf.co/{ref.repo}@{listing.commit}"
         self.store.save(manifest)
         pull.emit(PullEvent("removing any unused layers"))
         keep = {w.dest for w in wanted} | {"manifest.json"}
@@ -202,6 +204,14 @@ class PullManager:
             self.blobs.adopt(partial, d)
         if not lock.locked():
             self._blob_locks.pop(d.filename, None)
+
+    def _as_pulled(self, ref: HubRef) -> HubRef:
+        """Names are lower case, hub repos are not: a model pulled before keeps the hub's spelling."""
+        with contextlib.suppress(RkError):
+            repo = self.store.get(ref.name).source.removeprefix("hf.co/").split("@", 1)[0]
+            if repo.lower() == ref.repo.lower():
+                return replace(ref, repo=repo)
+        return ref
 
     def _present(self, name: str) -> bool:
         with contextlib.suppress(RkError):

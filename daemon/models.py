@@ -54,6 +54,8 @@ class Manifest:
     params: dict[str, Any] = field(default_factory=dict)  # backend-specific settings
     template: str | None = None
     system: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)  # Modelfile MESSAGE turns, {role, content}
+    license: str | None = None
     created: str = ""
     source: str = ""  # where the files came from: hf.co/OWNER/REPO@COMMIT for a pulled model
     bundled: bool = False

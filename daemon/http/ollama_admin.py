@@ -10,8 +10,11 @@ from rk.daemon.adapters import ollama
 from rk.daemon.errors import RkError
 from rk.daemon.http.streaming import NDJSON_HEADERS, ndjson_line
 from rk.daemon.http.wire import SERVICE, json_response, read_json
-from rk.daemon.models import Manifest, modified_at, normalize_name
+from rk.daemon.models import modified_at
+from rk.daemon import modelfile
 from rk.daemon.pull.blobs import Blobs
+from rk.daemon.pull.create import create as create_model
+from rk.daemon.pull.refs import Digest
 from rk.daemon.pull.manager import SUCCESS
 
 STATUS_SUCCESS = {"status": "success"}
@@ -67,24 +70,30 @@ async def delete(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    """A new model from an existing one, with its own system prompt and default parameters."""
-    req = ollama.parse_create(await read_json(request))
-    store = request.app[SERVICE].store
-    base = store.get(req.base)
-    target = normalize_name(req.model)
-    if target != base.name:
-        try:
-            store.delete(target)  # re-creating a name replaces it, as Ollama does
-        except RkError as e:
-            if e.code != "model_not_found":
-                raise
-        store.copy(base.name, target)
-    m: Manifest = store.get(target)
-    if req.system is not None:
-        m.system = req.system
-    m.defaults = {**m.defaults, **req.defaults}
-    store.save(m)
-    return await _status_reply(request, req.stream, ["using existing layers", "writing manifest"])
+    """A model from uploaded blobs or from an existing model (structured fields or a legacy `modelfile`)."""
+    spec = modelfile.from_request(await read_json(request))
+    svc = request.app[SERVICE]
+    statuses = await create_model(svc.store, svc.pulls.blobs, spec)
+    return await _status_reply(request, spec.stream, statuses)
+
+
+def _blob_digest(request: web.Request) -> Digest:
+    return Digest("sha256", modelfile.digest_hex(request.match_info["digest"]))
+
+
+async def blob_head(request: web.Request) -> web.Response:
+    """200 if the daemon holds the blob (a client then skips the upload), else 404."""
+    found = request.app[SERVICE].pulls.blobs.has(_blob_digest(request))
+    return web.Response(status=200 if found else 404)
+
+
+async def blob_upload(request: web.Request) -> web.Response:
+    """Store the body as a blob, refused unless it hashes to the digest in the path."""
+    digest = _blob_digest(request)
+    blobs = request.app[SERVICE].pulls.blobs
+    if not blobs.has(digest):
+        await blobs.ingest(request.content.iter_chunked(1 << 20), digest, request.content_length)
+    return web.Response(status=201)
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
@@ -132,3 +141,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/delete", delete)
     app.router.add_post("/api/create", create)
     app.router.add_post("/api/pull", pull)
+    app.router.add_route("HEAD", "/api/blobs/{digest}", blob_head)
+    app.router.add_post("/api/blobs/{digest}", blob_upload)

@@ -173,6 +173,7 @@ def test_unknown_repo_and_bad_choices_are_clear_errors(start: Callable[..., Daem
     assert r.status_code == 400 and "several model files" in r.json()["error"] and "Q8_0.gguf" in r.json()["error"]
     r = httpx.post(f"{d.base_url}/api/pull", json={"model": "llama3"}, timeout=60)
     assert r.status_code == 404 and "hf.co/OWNER/REPO" in r.json()["error"]
+    assert api_pull(d, "syn:chat") == [{"status": "pulling manifest"}, {"status": "success"}]  # a local model
     with d.client() as c, pytest.raises(DaemonError, match="no repo"):
         c.call("pull", model="hf.co/rk-test/nope")
 

@@ -110,6 +110,10 @@ class PullManager:
 
         Use it with `contextlib.aclosing`: closing it early is this client leaving the pull."""
         ref = parse_ref(raw_name)
+        if ref is None and self._present(raw_name):  # a local model: nothing to fetch, as Ollama offline answers
+            yield PullEvent("pulling manifest")
+            yield SUCCESS
+            return
         if ref is None:
             raise RkError("model_not_found", f"pull model manifest: file does not exist: rk pulls from the Hugging "
                           f"Face hub; name a model hf.co/OWNER/REPO[:TAG] (not {raw_name!r})", param="model")

@@ -15,24 +15,32 @@ NAME = typer.Argument(..., help="hf.co/OWNER/REPO[:TAG]; TAG is a quant (Q4_K_M)
 
 
 class _Bars:
-    """One rich progress bar per file (bytes, rate, ETA); other statuses as plain lines."""
+    """On a terminal, one rich progress bar per file (bytes, rate, ETA); elsewhere (logs, scripts) one
+    line per status and per finished file."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
 
+        self.console = Console(highlight=False)
+        self.live = self.console.is_terminal
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), transient=False)
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=self.console,
+                                 disable=not self.live)
         self.tasks: dict[str, Any] = {}
 
     def show(self, ev: dict[str, Any]) -> None:
-        digest = ev.get("digest")
+        digest, done, total = ev.get("digest"), ev.get("completed") or 0, ev.get("total")
         if digest is None:
-            self.progress.console.print(ev.get("status", ""))
-            return
-        if digest not in self.tasks:
-            self.tasks[digest] = self.progress.add_task(ev["status"], total=ev.get("total"))
-        self.progress.update(self.tasks[digest], completed=ev.get("completed") or 0, total=ev.get("total"))
+            self.console.print(ev.get("status", ""))
+        elif self.live:
+            if digest not in self.tasks:
+                self.tasks[digest] = self.progress.add_task(ev["status"], total=total)
+            self.progress.update(self.tasks[digest], completed=done, total=total)
+        elif total is not None and done >= total and digest not in self.tasks:
+            self.tasks[digest] = True
+            self.console.print(f"{ev['status']}: {total} bytes")
 
 
 def pull(ctx: typer.Context, name: str = NAME) -> None:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import ollama
+import pexpect
 import pytest
 
 from daemon_proc import DaemonProc
@@ -187,8 +190,14 @@ def test_two_clients_share_one_download(start: Callable[..., DaemonProc], hub: F
     for t in threads:
         t.start()
     with d.client() as s:
-        while not [p for p in s.call("status")["pulls"] if p["clients"] == 2]:
+        while not [p for p in s.call("status")["pulls"] if p["clients"] == 2 and p["completed"] == 1 << 20]:
             time.sleep(0.05)
+    name = f"hf.co/{GGUF_REPO}:q4_1".lower()
+    env = dict(os.environ, RK_SOCKET=str(d.socket), COLUMNS="200")
+    ps = subprocess.run([sys.executable, "-m", "rk", "ps"], env=env, capture_output=True, text=True, timeout=60)
+    assert "PULLING" in ps.stdout and name in ps.stdout and f"1/{len(gguf_bytes) / 2**20:.0f} MB" in ps.stdout
+    top = subprocess.run([sys.executable, "-m", "rk", "top", "--once"], env=env, capture_output=True, text=True, timeout=60)
+    assert f"⇣ {name}" in top.stdout, top.stdout
     hub.release()
     for t in threads:
         t.join(120)
@@ -234,3 +243,43 @@ def test_npm_ollama_client_shows_progress(start: Callable[..., DaemonProc], tmp_
     assert parts[0]["status"] == "pulling manifest" and parts[-1]["status"] == "success"
     model = [p for p in parts if p.get("digest") == progress_digest(RKLLM_3576)]
     assert model[-1]["completed"] == model[-1]["total"] == len(RKLLM_3576)
+
+
+def test_rk_pull_shows_a_bar_and_ctrl_c_keeps_a_resumable_partial(start: Callable[..., DaemonProc], hub: FakeHub,
+                                                                  tmp_path: Path) -> None:
+    key, stall = f"{NPU_REPO}/Qwen3-0.6B-rk3588-w8a8.rkllm", len(RKLLM_3588) // 2
+    hub.stall_at[key] = stall
+    models = tmp_path / "models"
+    d = start(models_dir=models)
+    env = dict(os.environ, RK_SOCKET=str(d.socket), COLUMNS="120")
+    cmd = [sys.executable, "-m", "rk", "pull", f"hf.co/{NPU_REPO}:rk3588"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with d.client() as s:
+        while not [p for p in s.call("status")["pulls"] if p["completed"] == stall]:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "pull` to resume" in err
+        while s.call("status")["pulls"]:  # its only client left: the download stopped
+            time.sleep(0.05)
+    assert [p.stat().st_size for p in (models / ".partial").iterdir()] == [stall]
+    hub.release()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()  # not a terminal: plain lines instead of bars
+    assert lines[0] == "pulling manifest" and lines[-1] == "success"
+    assert f"pulling {hashlib.sha256(RKLLM_3588).hexdigest()[:12]}: {len(RKLLM_3588)} bytes" in lines
+    assert hub.served[key] == len(RKLLM_3588)  # the second run fetched only the missing half
+
+
+def test_rk_pull_on_a_terminal_draws_rich_bars(start: Callable[..., DaemonProc]) -> None:
+    d = start()
+    env = dict(os.environ, RK_SOCKET=str(d.socket), COLUMNS="120", TERM="xterm")
+    child = pexpect.spawn(sys.executable, ["-m", "rk", "pull", f"hf.co/{NPU_REPO}:rk3576"], env=env,
+                          encoding="utf-8", timeout=120, dimensions=(40, 120))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    screen = child.before
+    assert "━" in screen and f"{len(RKLLM_3576)}/{len(RKLLM_3576)} bytes" in screen  # bar and byte counts
+    assert "pulling manifest" in screen and "success" in screen

@@ -55,6 +55,7 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.served: Counter[str] = Counter()  # "repo/path" -> bytes sent
         self.requests: list[tuple[str, str]] = []  # (method, path)
+        self.auth: list[str | None] = []  # the Authorization header of every request
         self.stall_at: dict[str, int] = {}  # "repo/path" -> offset where a GET waits for release()
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,6 +121,7 @@ class FakeHub:
         await self._runner.cleanup()
 
     def _repo(self, request: web.Request) -> tuple[str, FakeRepo]:
+        self.auth.append(request.headers.get("Authorization"))
         repo = f"{request.match_info['owner']}/{request.match_info['name']}"
         if repo not in self.repos:  # the hub's answer for a missing (or private) repo
             raise web.HTTPNotFound(headers={"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"},

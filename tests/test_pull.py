@@ -23,7 +23,8 @@ from fake_hub import FakeHub, smollm2_gguf, token_ids, tokenizer_files
 from native_build import rkllm_libs  # noqa: F401  (fixture)
 from rk.client import DaemonError
 
-GGUF_REPO, NPU_REPO, BAD_REPO = "rk-test/SmolLM2-135M-Instruct-GGUF", "rk-test/Qwen3-0.6B-RKLLM", "rk-test/Broken-GGUF"
+GGUF_REPO, NPU_REPO = "rk-test/SmolLM2-135M-Instruct-GGUF", "rk-test/Qwen3-0.6B-RKLLM"
+BAD_REPO, BIG_REPO = "rk-test/Broken-GGUF", "rk-test/Oversized-GGUF"
 GGUF_FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
 RKLLM_3588 = b"RKLLM fake weights for rk3588 " * 40_000  # ~1.2 MB, like a (tiny) converted model
 RKLLM_3576 = b"RKLLM fake weights for rk3576 " * 10
@@ -41,6 +42,7 @@ def hub(gguf_bytes: bytes) -> Iterator[FakeHub]:
     h.add(NPU_REPO, {"Qwen3-0.6B-rk3588-w8a8.rkllm": RKLLM_3588, "Qwen3-0.6B-rk3576-w8a8.rkllm": RKLLM_3576,
                      **tokenizer_files(), "README.md": b"# npu"})
     h.add(BAD_REPO, {"bad-Q4_0.gguf": b"GGUF" + b"\0" * 5000}, corrupt={"bad-Q4_0.gguf": b"GGUF" + b"\1" * 5000})
+    h.add(BIG_REPO, {"big-Q4_0.gguf": b"GGUF" + b"\0" * 5000}, corrupt={"big-Q4_0.gguf": b"GGUF" + b"\0" * 900_000})
     yield h
     h.stop()
 
@@ -166,6 +168,9 @@ def test_bytes_that_do_not_match_the_hub_digest_are_refused(start: Callable[...,
     assert not list((tmp_path / "models" / ".partial").iterdir()) and not (tmp_path / "models" / ".blobs").exists()
     r = httpx.post(f"{d.base_url}/api/pull", json={"model": f"hf.co/{BAD_REPO}", "stream": False}, timeout=60)
     assert r.status_code == 502 and "does not match" in r.json()["error"]
+    big = api_pull(d, f"hf.co/{BIG_REPO}")  # more bytes than the hub's own figure: cut off, not stored
+    assert "larger than the 5004 bytes the hub announced" in big[-1]["error"]
+    assert max(x.get("completed", 0) for x in big) <= 5004 and not list((tmp_path / "models" / ".partial").iterdir())
 
 
 def test_unknown_repo_and_bad_choices_are_clear_errors(start: Callable[..., DaemonProc]) -> None:
@@ -205,14 +210,15 @@ def test_two_clients_share_one_download(start: Callable[..., DaemonProc], hub: F
     assert hub.served[key] == len(gguf_bytes)
 
 
-def test_ollama_python_client_shows_progress(start: Callable[..., DaemonProc]) -> None:
-    d = start()
+def test_ollama_python_client_shows_progress(start: Callable[..., DaemonProc], hub: FakeHub) -> None:
+    d = start(env={"HF_TOKEN": "hf_secret"})
     parts = list(ollama.Client(host=d.base_url).pull(f"hf.co/{NPU_REPO}:rk3576", stream=True))
     assert parts[0].status == "pulling manifest" and parts[-1].status == "success"
     model = [p for p in parts if p.digest == progress_digest(RKLLM_3576)]
     assert model[0].completed == 0 and model[-1].completed == model[-1].total == len(RKLLM_3576)
     assert len({p.digest for p in parts if p.digest}) == 5  # the .rkllm and four tokenizer files
     assert ollama.Client(host=d.base_url).pull(f"hf.co/{NPU_REPO}:rk3576").status == "success"  # stream=False
+    assert hub.auth and set(hub.auth) == {"Bearer hf_secret"}  # HF_TOKEN went with every hub request
 
 
 NODE_PULL = """

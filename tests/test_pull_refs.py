@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rk.daemon.errors import RkError
+from rk.daemon.pull.blobs import check_space
 from rk.daemon.pull.refs import Digest, RepoFile, parse_ref, plan, safe_path
 
 SHA = "a" * 64
@@ -95,3 +96,10 @@ def test_digests_are_checked() -> None:
     with pytest.raises(RkError):
         Digest("sha256", "../../etc")
     assert Digest("git", "b" * 40).filename == "git-" + "b" * 40
+
+
+def test_a_download_the_disk_cannot_hold_is_refused_first(tmp_path) -> None:
+    check_space(tmp_path, 1 << 20)
+    with pytest.raises(RkError, match="not enough disk space") as e:
+        check_space(tmp_path, 1 << 62)
+    assert e.value.code == "insufficient_storage"

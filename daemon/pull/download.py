@@ -58,6 +58,7 @@ async def download(session: aiohttp.ClientSession, url: str, headers: dict[str, 
             with open(partial, "ab") as f:
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     if have + len(chunk) > want.size:
+                        partial.unlink()  # the hub serves something other than it announced: keep none of it
                         raise RkError("hub_unavailable", f"{want.path} is larger than the {want.size} bytes the hub "
                                       "announced; refused")
                     await asyncio.to_thread(_write, f, h, chunk)

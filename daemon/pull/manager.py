@@ -66,6 +66,7 @@ class _Pull:
         self.queues: set[asyncio.Queue[Any]] = set()
         self.task: asyncio.Task[None] | None = None
         self.error: RkError | None = None
+        self.abandoned = False  # its last client left: it is stopping, a new client starts afresh
         self.completed = self.total = 0
         self.started_at = time.time()
         self._last_progress = 0.0
@@ -99,7 +100,7 @@ class PullManager:
         self.blobs = Blobs(store)
         self.sysfs_root = sysfs_root
         self._pulls: dict[str, _Pull] = {}
-        self._blob_locks: dict[str, asyncio.Lock] = {}
+        self._blob_locks: dict[str, asyncio.Lock] = {}  # one per blob ever fetched: two pulls never share a partial
 
     def describe(self) -> tuple[PullView, ...]:
         return tuple(PullView(p.ref.name, p.history[-1].status if p.history else "starting", p.completed, p.total,
@@ -119,7 +120,7 @@ class PullManager:
                           f"Face hub; name a model hf.co/OWNER/REPO[:TAG] (not {raw_name!r})", param="model")
         ref = self._as_pulled(ref)
         pull = self._pulls.get(ref.name)
-        if pull is None:
+        if pull is None or pull.abandoned:
             pull = self._pulls[ref.name] = _Pull(ref)
             pull.task = asyncio.create_task(self._run(pull))
         q: asyncio.Queue[Any] = asyncio.Queue()
@@ -134,6 +135,7 @@ class PullManager:
         finally:
             pull.queues.discard(q)
             if not pull.queues and pull.task is not None and not pull.task.done():
+                pull.abandoned = True
                 pull.task.cancel()  # nobody is waiting: stop, keeping the partial file for next time
 
     async def _run(self, pull: _Pull) -> None:
@@ -141,13 +143,15 @@ class PullManager:
             await self._pull(pull)
         except asyncio.CancelledError:
             log.info("pull of %s stopped: no client left", pull.ref.name)
+            pull.error = RkError("cancelled", "the pull stopped; pull again to resume it")
         except RkError as e:
             pull.error = e
         except Exception as e:  # noqa: BLE001  a bug must end the pull's clients, not hang them
             log.exception("pull of %s failed", pull.ref.name)
             pull.error = RkError("internal", f"pull failed: {e}")
         finally:
-            self._pulls.pop(pull.ref.name, None)
+            if self._pulls.get(pull.ref.name) is pull:
+                del self._pulls[pull.ref.name]
             pull.end()
 
     async def _pull(self, pull: _Pull) -> None:
@@ -206,8 +210,6 @@ class PullManager:
                 raise RkError("digest_mismatch", f"{w.file.path} from hf.co/{pull.ref.repo} does not match the hub's "
                               f"{d.algo} digest {d.hex} (got {got}); refused")
             self.blobs.adopt(partial, d)
-        if not lock.locked():
-            self._blob_locks.pop(d.filename, None)
 
     def _as_pulled(self, ref: HubRef) -> HubRef:
         """Names are lower case, hub repos are not: a model pulled before keeps the hub's spelling."""

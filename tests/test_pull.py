@@ -289,3 +289,14 @@ def test_rk_pull_on_a_terminal_draws_rich_bars(start: Callable[..., DaemonProc])
     screen = child.before
     assert "━" in screen and f"{len(RKLLM_3576)}/{len(RKLLM_3576)} bytes" in screen  # bar and byte counts
     assert "pulling manifest" in screen and "success" in screen
+
+
+def test_a_pull_does_not_wait_behind_the_running_job(start: Callable[..., DaemonProc]) -> None:
+    d = start()
+    with d.client() as c:
+        rid = c.send("chat", model="syn:slow", messages=[{"role": "user", "content": "go"}], options={"max_tokens": 100_000})
+        while next(c.events(rid))["ev"] != "token":
+            pass  # the accelerator is busy now
+        assert api_pull(d, f"hf.co/{NPU_REPO}:rk3576")[-1] == {"status": "success"}
+        assert [j["state"] for j in c.call("status")["queue"]] == ["generating"]  # still running
+        c.send("cancel", target=rid)

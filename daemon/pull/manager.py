@@ -176,13 +176,14 @@ class PullManager:
                 base += w.file.size
         pull.emit(PullEvent("verifying sha256 digest"))  # each file was checked as it completed, before use
         pull.emit(PullEvent("writing manifest"))
-        directory = self.store.model_dir(ref.name)
+        directory, source = self.store.model_dir(ref.name), f"hf.co/{ref.repo}@{listing.commit}"
         before = self.blobs.inodes(directory)
-        for w in wanted:
-            self.blobs.link(w.file.digest, directory / w.dest)
-        manifest = await asyncio.to_thread(_manifest, ref.name, directory, wanted)
-        manifest.source = f"hf.co/{ref.repo}@{listing.commit}"
-        self.store.save(manifest)
+        if not self._current(ref.name, source, directory, wanted):  # else the same commit is already registered
+            for w in wanted:
+                self.blobs.link(w.file.digest, directory / w.dest)
+            manifest = await asyncio.to_thread(_manifest, ref.name, directory, wanted)
+            manifest.source = source
+            self.store.save(manifest)
         pull.emit(PullEvent("removing any unused layers"))
         keep = {w.dest for w in wanted} | {"manifest.json"}
         for p in sorted(directory.rglob("*"), reverse=True):  # files of a previous version of this name
@@ -218,6 +219,13 @@ class PullManager:
             if repo.lower() == ref.repo.lower():
                 return replace(ref, repo=repo)
         return ref
+
+    def _current(self, name: str, source: str, directory: Path, wanted: tuple[Wanted, ...]) -> bool:
+        """The model is registered from this very commit with every file in place (re-reading a GGUF's
+        metadata takes seconds on a board)."""
+        with contextlib.suppress(RkError):
+            return self.store.get(name).source == source and all((directory / w.dest).is_file() for w in wanted)
+        return False
 
     def _present(self, name: str) -> bool:
         with contextlib.suppress(RkError):

@@ -44,7 +44,7 @@ class _Bars:
 
 
 def pull(ctx: typer.Context, name: str = NAME) -> None:
-    """Download a model from the Hugging Face hub (GGUF for the CPU, .rkllm for the NPU) and register it."""
+    """Download a model from the Hugging Face hub: GGUF for the CPU, .rkllm for the NPU."""
     bars = _Bars()
 
     def body(c: Any) -> None:

@@ -99,14 +99,16 @@ class Blobs:
 
     async def ingest(self, chunks: AsyncIterator[bytes], digest: Digest, size_hint: int | None) -> Path:
         """Store an uploaded blob, refused unless its bytes hash to `digest` (then nothing is kept)."""
-        if size_hint is not None:
-            check_space(self.root.parent, size_hint)
+        store_root = self.root.parent
+        check_space(store_root, size_hint or 0)
         tmp = self.temp / f"upload-{digest.filename}-{os.getpid()}-{id(chunks)}"
         self.temp.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
         try:
             with open(tmp, "wb") as f:
                 async for chunk in chunks:
+                    if size_hint is None:
+                        check_space(store_root, len(chunk))  # a body of unknown length must not fill the disk
                     await asyncio.to_thread(_write, f, h, chunk)
             if h.hexdigest() != digest.hex:
                 raise RkError("bad_request", f"the uploaded bytes hash to sha256:{h.hexdigest()}, not {digest.wire}")

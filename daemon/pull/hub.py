@@ -58,7 +58,8 @@ def _list(cfg: HubConfig, ref: HubRef) -> Listing:
             digest = Digest("sha256", lfs.sha256) if lfs is not None else Digest("git", entry.blob_id)
             files.append(RepoFile(entry.path, int(entry.size), digest))
     except GatedRepoError:
-        raise RkError("unauthorized", f"hf.co/{ref.repo} is gated: accept its terms on the hub and set HF_TOKEN") from None
+        raise RkError("bad_request", f"hf.co/{ref.repo} is gated: accept its terms on the hub and set HF_TOKEN "
+                      "for the daemon", param="model") from None
     except (RepositoryNotFoundError, RevisionNotFoundError):
         raise RkError("model_not_found", f"pull model manifest: file does not exist: no repo hf.co/{ref.repo} on "
                       f"{cfg.endpoint} (or it is private: set HF_TOKEN)", param="model") from None

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 
 from rk.daemon.errors import RkError
-from rk.daemon.models import Manifest, ModelStore
+from rk.daemon.models import Manifest, ModelStore, normalize_name
 from rk.daemon.npu import soc
 from rk.daemon.pull import hub
 from rk.daemon.pull.blobs import Blobs, check_space
@@ -111,6 +111,8 @@ class PullManager:
 
         Use it with `contextlib.aclosing`: closing it early is this client leaving the pull."""
         ref = parse_ref(raw_name)
+        if ref is None:
+            normalize_name(raw_name)  # an invalid name is a bad request, not a missing model
         if ref is None and self._present(raw_name):  # a local model: nothing to fetch, as Ollama offline answers
             yield PullEvent("pulling manifest")
             yield SUCCESS

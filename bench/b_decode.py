@@ -22,18 +22,17 @@ def in_process_rate() -> Callable[[], float]:
     """Load the model here once; return a function that decodes TOKENS tokens and gives tokens/s."""
     import torch
 
-    from rk.daemon.backends.base import GenRequest
     from rk.daemon.backends.hf_chat import HFChatModel
-    from rk.daemon.jobs import GenOptions
+    from rk.daemon.jobs import GenOptions, GenSpec, Message
     from rk.daemon.models import bundled_manifests
 
     torch.set_num_threads(torch_threads())
     manifest = next(m for m in bundled_manifests(MODELS) if m.name == CHAT_MODEL)
     model = HFChatModel(manifest)
-    req = GenRequest(messages=PROMPT, options=GenOptions(temperature=0, max_tokens=TOKENS, cache_prompt=False))
+    req = GenSpec(messages=tuple(Message(m["role"], m["content"]) for m in PROMPT), options=GenOptions(temperature=0, max_tokens=TOKENS, cache_prompt=False))
 
     class Quiet:
-        def prefill(self, ms: float, tokens: int) -> None: ...
+        def prefill(self, ms: float, tokens: int, cached: int = 0) -> None: ...
         def token(self, text: str) -> None: ...
 
     def rate() -> float:

@@ -16,15 +16,14 @@ import orjson
 
 from bench.common import STREAM_RATE, Context, Row, chat_line, median, openai_chat, synthetic_daemon
 from rk.daemon.backends.synthetic import SyntheticModel
-from rk.daemon.backends.base import GenRequest
-from rk.daemon.jobs import GenOptions
+from rk.daemon.jobs import GenOptions, GenSpec, Message
 from rk.daemon.models import Manifest
 
 PROMPT = "alpha beta gamma delta epsilon zeta eta theta"
 
 
 class _Null:
-    def prefill(self, ms: float, tokens: int) -> None:
+    def prefill(self, ms: float, tokens: int, cached: int = 0) -> None:
         pass
 
     def token(self, text: str) -> None:
@@ -33,9 +32,9 @@ class _Null:
 
 def backend_alone(rate: float, n: int) -> float:
     """Tokens/s of SyntheticModel.generate with a sink that does nothing."""
-    m = SyntheticModel(Manifest(name="bench:alone", backend="synthetic", kind="chat", context_length=8192,
+    m = SyntheticModel(Manifest(name="bench:alone", backend="synthetic", context_length=8192,
                                 params={"tokens_per_s": rate, "reply_tokens": 1_000_000}, dir=Path(".")))
-    req = GenRequest(messages=[{"role": "user", "content": PROMPT}], options=GenOptions(max_tokens=n))
+    req = GenSpec(messages=(Message("user", PROMPT),), options=GenOptions(max_tokens=n))
     t0 = time.perf_counter()
     r = m.generate(req, _Null(), threading.Event())
     return r.generate_tokens / (time.perf_counter() - t0)

@@ -191,11 +191,11 @@ STREAM_RATE = 2000.0  # tokens/s of the synthetic backend in the streaming bench
 
 def synthetic_bench_models(models_dir: Path) -> None:
     """Synthetic chat models for benchmarks: paced at STREAM_RATE, unthrottled, and a one-token replier."""
-    write_manifest(models_dir, "bench:stream", backend="synthetic", kind="chat", context_length=8192,
+    write_manifest(models_dir, "bench:stream", backend="synthetic", capabilities=["completion"], context_length=8192,
                    params={"tokens_per_s": STREAM_RATE, "reply_tokens": 1_000_000})
-    write_manifest(models_dir, "bench:ceiling", backend="synthetic", kind="chat", context_length=8192,
+    write_manifest(models_dir, "bench:ceiling", backend="synthetic", capabilities=["completion"], context_length=8192,
                    params={"tokens_per_s": 1e12, "reply_tokens": 1_000_000})
-    write_manifest(models_dir, "bench:tiny", backend="synthetic", kind="chat", context_length=8192,
+    write_manifest(models_dir, "bench:tiny", backend="synthetic", capabilities=["completion"], context_length=8192,
                    params={"tokens_per_s": 1e12})
 
 

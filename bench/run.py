@@ -29,6 +29,7 @@ BENCHES = {  # name -> module; run in this order
     "multiturn": "bench.b_multiturn",
     "startup": "bench.b_startup",
     "decode": "bench.b_decode",
+    "npu_reuse": "bench.b_npu_reuse",
 }
 
 

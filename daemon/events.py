@@ -7,7 +7,7 @@ from typing import Union
 import numpy as np
 
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import JobStats
+from rk.daemon.jobs import JobStats, ToolCall
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,16 @@ class Token:
 
 
 @dataclass(frozen=True)
+class ThinkingText:
+    text: str  # reasoning, streamed apart from the answer
+
+
+@dataclass(frozen=True)
+class ToolCalled:
+    call: ToolCall  # one whole call, as soon as it is complete
+
+
+@dataclass(frozen=True)
 class Vectors:
     index: int  # position of the first vector in the job's input
     embeddings: np.ndarray  # float32, shape (n, dim), rows L2-normalised
@@ -53,5 +63,5 @@ class Failed:
     error: RkError
 
 
-Event = Union[Queued, Started, Loading, Prefill, Token, Vectors, Done, Failed]
+Event = Union[Queued, Started, Loading, Prefill, Token, ThinkingText, ToolCalled, Vectors, Done, Failed]
 FINAL = (Done, Failed)

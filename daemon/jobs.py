@@ -1,10 +1,24 @@
-"""What a client asks for, once validated: the job types every adapter produces and the scheduler runs."""
+"""What a client asks for, once validated: the job types every adapter produces and the scheduler runs.
+
+Everything here is a frozen value: adapters build it from wire JSON, the queue holds it, the runner
+codec carries the parts a backend needs. No dicts cross a layer.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+if TYPE_CHECKING:
+    from rk.daemon.backends.base import GenResult
 
 Source = Literal["cli", "openai", "ollama"]
+Role = Literal["system", "user", "assistant", "tool"]
+# Ollama's `think`: None = the model's default (on for a thinking model), True/False, or an effort level.
+Think = Union[bool, Literal["low", "medium", "high"], None]
+# OpenAI's `tool_choice`: "auto" (default), "none", "required", or the name of the one function to call.
+ToolChoice = str
+# Structured output: None (free text), "json" (any JSON object) or a JSON schema.
+Format = Union[Literal["json"], dict[str, Any], None]
 
 
 @dataclass(frozen=True)
@@ -18,41 +32,104 @@ class GenOptions:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     repeat_penalty: float | None = None
     num_ctx: int | None = None
     cache_prompt: bool | None = None  # reuse the KV cache of a shared prefix (llama.cpp's name); None = model default
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v not in (None, ())}
+    def set(self) -> dict[str, Any]:
+        """The options this job sets, by field name (a manifest's defaults use the same names)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) not in (None, ())}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GenOptions":
-        d = dict(d)
-        if "stop" in d:
-            d["stop"] = tuple(d["stop"])
-        return cls(**d)
+    def over(self, defaults: dict[str, Any]) -> "GenOptions":
+        """These options on top of a model's defaults (unknown default keys are ignored)."""
+        known: dict[str, Any] = {k: (tuple(v) if k == "stop" else v) for k, v in defaults.items()
+                                 if k in GenOptions.__dataclass_fields__}
+        return replace(GenOptions(**known), **self.set())
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made: `arguments` is the parsed JSON object; `id` is unique per reply."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call, as both APIs describe it (`parameters` is a JSON schema)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn with every field today's clients send; adapters translate all of them."""
+
+    role: Role
+    content: str = ""
+    images: tuple[bytes, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    thinking: str | None = None
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as Hugging Face / Jinja chat templates expect it (OpenAI's shape, arguments as objects)."""
+        d: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            d["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                               for c in self.tool_calls]
+        if self.tool_call_id:
+            d["tool_call_id"] = self.tool_call_id
+        if self.tool_name:
+            d["name"] = self.tool_name
+        return d
+
+
+@dataclass(frozen=True)
+class GenSpec:
+    """What the model is asked, independent of who asked: the part of a chat job the runner receives."""
+
+    messages: tuple[Message, ...] = ()
+    prompt: str | None = None  # /api/generate and /v1/completions; with raw=True no template is applied
+    raw: bool = False
+    options: GenOptions = GenOptions()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    think: Think = None
+    format: Format = None
+
+    def chat_messages(self, system: str | None = None) -> list[Message]:
+        """The conversation a chat template renders: a bare prompt becomes one user turn; a model's
+        default system prompt goes first unless the request has its own."""
+        msgs = list(self.messages) or [Message("user", self.prompt or "")]
+        if system and not any(m.role == "system" for m in msgs):
+            msgs.insert(0, Message("system", system))
+        return msgs
 
 
 @dataclass(frozen=True)
 class ChatJob:
-    """A text generation: `messages` go through the model's chat template; `prompt` with raw=True does not."""
+    """A text generation: `spec.messages` go through the model's chat template; `spec.prompt` with raw=True does not."""
 
     model: str
-    messages: tuple[dict[str, str], ...] = ()
-    prompt: str | None = None
-    raw: bool = False
-    options: GenOptions = GenOptions()
+    spec: GenSpec = GenSpec()
     keep_alive_s: float | None = None
     source: Source = "cli"
     peer: str = ""
 
     kind = "chat"
 
-    def wire(self) -> dict[str, Any]:
-        """The form sent to the runner process."""
-        return {"messages": list(self.messages), "prompt": self.prompt, "raw": self.raw, "options": self.options.to_dict()}
+    @property
+    def options(self) -> GenOptions:
+        return self.spec.options
 
 
 @dataclass(frozen=True)
@@ -85,23 +162,43 @@ class ModelAction:
 Job = Union[ChatJob, EmbedJob, ModelAction]
 
 
+@dataclass(frozen=True)
+class Generated:
+    """A finished generation as a non-streaming reply renders it."""
+
+    text: str
+    thinking: str
+    tool_calls: tuple[ToolCall, ...]
+    stats: "JobStats"
+
+
 @dataclass
 class JobStats:
-    """Figures for one job; the same numbers feed `done`, Ollama durations, OpenAI usage and metrics."""
+    """Figures for one job; the same numbers feed `done`, Ollama durations, OpenAI usage and metrics.
+
+    `prompt_tokens` counts the whole prompt, cached or not (what usage and cost tracking need);
+    `cached_tokens` is the part served from the KV cache, and `prefill_tokens` the part computed.
+    """
 
     wait_ms: float = 0.0
     load_ms: float = 0.0
     prefill_ms: float = 0.0
     prefill_tokens: int = 0
+    cached_tokens: int = 0
     generate_ms: float = 0.0
     generate_tokens: int = 0
     prompt_tokens: int = 0
     memory_mb: float = 0.0
     total_ms: float = 0.0
     finish_reason: str = "stop"
-    extra: dict[str, Any] = field(default_factory=dict)
+    batch_jobs: int = 1  # embedding jobs that shared a runner call with this one (the most seen)
+
+    def record(self, r: GenResult) -> None:
+        """Take a generation's figures from the backend; the prompt counts whole, cached part included."""
+        self.prefill_ms, self.prefill_tokens, self.cached_tokens = r.prefill_ms, r.prefill_tokens, r.cached_tokens
+        self.prompt_tokens = r.prefill_tokens + r.cached_tokens
+        self.generate_ms, self.generate_tokens = r.generate_ms, r.generate_tokens
+        self.memory_mb, self.finish_reason = r.memory_mb, r.finish_reason
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        d.update(self.extra)
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}

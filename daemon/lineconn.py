@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import orjson
 import logging
 from typing import Any
 
-from rk.daemon import watch
+from rk.daemon import accesslog, watch
+from rk.daemon.events import Done, Failed
 from rk.daemon.adapters import lineproto
 from rk.daemon.errors import RkError
+from rk.daemon.importer import import_model
 from rk.daemon.ticket import Ticket
 from rk.daemon.service import Service
 
@@ -25,6 +28,7 @@ class LineConnection:
         self.writer = writer
         self.peer = peer
         self.authed = not needs_key
+        self.local = peer == "unix" or peer.startswith(("127.", "[::1]", "::1:"))
         self.jobs: dict[str, Ticket] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.pulls: dict[str, asyncio.Task[None]] = {}
@@ -109,12 +113,20 @@ class LineConnection:
                 raise RkError("bad_request", f"no running or waiting job {req.target!r}", param="target")
             self.send({"id": req.id, "ev": "done", "stats": {}})
         elif req.op == "status":
-            self.send({"id": req.id, "ev": "snapshot", **svc.status()})
+            self.send({"id": req.id, "ev": "snapshot", **svc.status().to_dict()})
         elif req.op == "models":
-            self.send({"id": req.id, "ev": "models", "models": [svc.model_info(m) for m in svc.store.list()]})
+            status = svc.status()
+            self.send({"id": req.id, "ev": "models", "models": [svc.model_info(m, status) for m in svc.store.list()]})
         elif req.op == "show":
             m = svc.store.get(req.model or "")
-            self.send({"id": req.id, "ev": "model", **svc.model_info(m), "manifest": m.to_dict()})
+            self.send({"id": req.id, "ev": "model", **svc.model_info(m, svc.status()), "manifest": m.to_dict()})
+        elif req.op == "import":
+            assert req.imported is not None
+            if not self.local:
+                raise RkError("unauthorized", "import reads a file on the daemon's machine: only local clients may "
+                              "(the Unix socket or loopback TCP)")
+            m = import_model(svc.store, req.imported)
+            self.send({"id": req.id, "ev": "model", **svc.model_info(m, svc.status()), "manifest": m.to_dict()})
         elif req.op == "version":
             self.send({"id": req.id, "ev": "version", "version": svc.version, "protocol": lineproto.PROTOCOL_VERSION})
         elif req.op == "watch":  # snapshots until the connection closes; see daemon/watch.py
@@ -151,8 +163,13 @@ class LineConnection:
             self.pulls.pop(rid, None)
 
     async def stream(self, rid: str, ticket: Ticket) -> None:
+        outcome = "disconnected"
         try:
             async for ev in ticket.stream():
+                if isinstance(ev, Failed):
+                    outcome = ev.error.code
+                elif isinstance(ev, Done):
+                    outcome = "done"
                 self.send(lineproto.render(rid, ticket.id, ev))
                 if self.writer.is_closing():
                     break
@@ -160,6 +177,8 @@ class LineConnection:
         except ConnectionError:
             pass
         finally:
+            accesslog.job(self.peer, ticket.kind, ticket.manifest.name, outcome,
+                          (time.monotonic() - ticket.arrived) * 1000, rid, ticket.id)
             self.jobs.pop(rid, None)
             if not ticket.finished:
                 self.service.scheduler.cancel(ticket.id, "the client disconnected")

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from typing import Callable
+
 from rk.daemon.errors import RkError
-from rk.daemon.scheduler import Scheduler
+from rk.daemon.status import Status
 from rk.daemon.ticket import Ticket
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
-    """Counters fed by the scheduler as each job finishes; gauges read the scheduler when scraped."""
+    """Counters fed by the scheduler as each job finishes (`observe`); gauges read the status when scraped."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, status: Callable[[], Status]) -> None:
         self.registry = r = CollectorRegistry()
         self.jobs = Counter("rk_jobs", "Finished jobs by kind and outcome (done, cancelled or an error code)",
                             ["kind", "outcome"], registry=r)
@@ -25,14 +27,13 @@ class Metrics:
         self.wait = Histogram("rk_job_wait_seconds", "Time jobs waited in the queue", registry=r, buckets=_BUCKETS)
         self.prefill = Histogram("rk_job_prefill_seconds", "Prefill time of chat jobs", registry=r, buckets=_BUCKETS)
         self.generate = Histogram("rk_job_generate_seconds", "Generation time of chat jobs", registry=r, buckets=_BUCKETS)
-        Gauge("rk_queue_depth", "Jobs waiting in the queue", registry=r).set_function(lambda: len(scheduler.waiting))
-        Gauge("rk_running_jobs", "Jobs running on the accelerator", registry=r).set_function(lambda: len(scheduler.running))
-        Gauge("rk_loaded_models", "Models resident in the runner", registry=r).set_function(lambda: len(scheduler.loaded))
+        Gauge("rk_queue_depth", "Jobs waiting in the queue", registry=r).set_function(lambda: status().depth)
+        Gauge("rk_running_jobs", "Jobs running on the accelerator", registry=r).set_function(lambda: len(status().running))
+        Gauge("rk_loaded_models", "Models resident in the runner", registry=r).set_function(lambda: len(status().loaded))
         Gauge("rk_runner_restarts", "Times the runner process was restarted", registry=r).set_function(
-            lambda: scheduler.runner.restarts)
+            lambda: status().runner.restarts)
         Gauge("rk_runner_rss_bytes", "Resident memory of the runner process", registry=r).set_function(
-            lambda: scheduler.runner.rss_mb() * 2**20)
-        scheduler.observers.append(self.observe)
+            lambda: status().runner.rss_mb * 2**20)
 
     def observe(self, t: Ticket, error: RkError | None) -> None:
         s = t.stats

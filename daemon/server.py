@@ -1,7 +1,8 @@
 """`rk serve`: wire the service to its listeners, run until a signal, then shut down in stages.
 
-SIGINT/SIGTERM: stop accepting, cancel waiting jobs, let the running job finish within the grace
-period, then abort it and remove the socket. A second SIGINT skips the grace period.
+SIGINT/SIGTERM: stop accepting, refuse waiting jobs (`shutting_down`), let the running job finish within
+the grace period, then abort it, stop the runner and only then remove the socket and let go of the
+instance lock. A second SIGINT skips the grace period.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from rk.daemon.http.app import build_app
+from rk.daemon.instance import InstanceBusy, InstanceLock
 from rk.daemon.listener import Sniffer, SocketInUse, open_tcp, open_unix
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings, parse_hostport
@@ -76,10 +78,9 @@ class Daemon:
         self.stopping.set()
 
     async def shutdown(self) -> None:
-        log.info("shutting down: no new connections; waiting jobs are cancelled")
+        log.info("shutting down: no new connections; waiting jobs are refused")
         for srv in self.servers:
             srv.close()
-        self.settings.socket.unlink(missing_ok=True)
         sched = self.service.scheduler
         grace = asyncio.create_task(sched.shutdown(self.settings.shutdown_grace_s))
         forced = asyncio.create_task(self.forced.wait())
@@ -98,24 +99,34 @@ class Daemon:
         if self.http is not None:
             await self.http.cleanup()
         await self.service.runner.kill()
+        self.settings.socket.unlink(missing_ok=True)  # only now: nothing of this daemon uses the NPU any more
 
 
 async def serve(settings: Settings) -> int:
-    daemon = Daemon(settings)
+    lock = InstanceLock(settings.socket)
     try:
-        await daemon.start()
-    except SocketInUse as e:
+        await asyncio.to_thread(lock.acquire, settings.shutdown_grace_s + 10)
+    except InstanceBusy as e:
         log.error("%s", e)
         return 1
-    except OSError as e:
-        log.error("cannot listen: %s", e)
-        return 1
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, daemon.on_signal)
-    await daemon.stopping.wait()
-    await daemon.shutdown()
-    return 0
+    try:
+        daemon = Daemon(settings)
+        try:
+            await daemon.start()
+        except SocketInUse as e:
+            log.error("%s", e)
+            return 1
+        except OSError as e:
+            log.error("cannot listen: %s", e)
+            return 1
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, daemon.on_signal)
+        await daemon.stopping.wait()
+        await daemon.shutdown()
+        return 0
+    finally:
+        lock.release()
 
 
 def raise_fd_limit() -> None:
@@ -129,6 +140,8 @@ def raise_fd_limit() -> None:
 def run(settings: Settings) -> int:
     """Blocking entry point: uvloop when installed, plain asyncio otherwise."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rk %(levelname)s %(message)s")
+    if settings.quiet:
+        logging.getLogger("rk.access").setLevel(logging.WARNING)
     raise_fd_limit()
     try:
         import uvloop

@@ -8,15 +8,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rk import __version__
-from rk.daemon.backends.base import RunnerConfig
+from rk.daemon.backends.base import CpuOptions, RkllmOptions, RunnerConfig
 from rk.daemon.deadlines import HeadDeadlines
 from rk.daemon.metrics import Metrics
 from rk.daemon.models import Manifest, ModelStore, modified_at
 from rk.daemon.npu import read_npu
 from rk.daemon.pull.manager import PullManager
-from rk.daemon.runner import Runner
+from rk.daemon.runner.proxy import Runner
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
+from rk.daemon.status import Status
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    """The runner's sections of the settings."""
+    return RunnerConfig(sysfs_root=str(settings.sysfs_root), cpu=CpuOptions(threads=settings.threads),
+                        rkllm=RkllmOptions(lib=settings.rkllm_lib, version=settings.rkllm_version))
 
 
 @dataclass
@@ -35,11 +42,11 @@ class Service:
     @classmethod
     def build(cls, settings: Settings) -> "Service":
         store = ModelStore(settings.models_dir, bundled=settings.bundled)
-        runner = Runner(RunnerConfig(threads=settings.threads, rkllm_lib=settings.rkllm_lib,
-                                     rkllm_version=settings.rkllm_version, sysfs_root=str(settings.sysfs_root)),
-                        stall_timeout_s=settings.stall_timeout_s)
+        runner = Runner(runner_config(settings), stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)
-        return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), Metrics(scheduler),
+        metrics = Metrics(scheduler.status)
+        scheduler.observers.append(metrics.observe)
+        return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), metrics,
                    PullManager(store, settings.sysfs_root))
 
     def key_ok(self, presented: str | None) -> bool:
@@ -49,16 +56,17 @@ class Service:
             return True
         return presented is not None and hmac.compare_digest(presented.encode(), want.encode())
 
-    def model_info(self, m: Manifest) -> dict[str, Any]:
+    def model_info(self, m: Manifest, status: Status) -> dict[str, Any]:
         """A model as `models` and `rk models` describe it."""
-        res = self.scheduler.loaded.get(m.name)
+        res = status.loaded_model(m.name)
         return {
-            "name": m.name, "kind": m.kind, "backend": m.backend, "size": m.size,
+            "name": m.name, "capabilities": list(m.capabilities), "backend": m.backend, "size": m.size,
             "context_length": m.context_length, "details": m.details(), "modified_at": modified_at(m),
             "bundled": m.bundled, "loaded": res is not None,
-            "memory_mb": round(res.memory_mb, 1) if res else None,
-            "failed": self.scheduler.failed_models.get(m.name),
-            "default": m.name in (self.settings.default_chat_model, self.settings.default_embed_model),
+            "memory_mb": res.memory_mb if res else None,
+            "failed": status.failed_models.get(m.name),
+            "default": [job for job, name in (("chat", self.settings.default_chat_model),
+                                              ("embed", self.settings.default_embed_model)) if name == m.name],
         }
 
     def npu(self) -> dict[str, Any]:
@@ -70,7 +78,6 @@ class Service:
             self._npu = (now, value)
         return value
 
-    def status(self) -> dict[str, Any]:
-        return self.scheduler.snapshot() | {"version": self.version, "pid": os.getpid(),
-                                            "socket": str(self.settings.socket), "tcp": self.settings.tcp,
-                                            "npu": self.npu(), "pulls": self.pulls.describe()}
+    def status(self) -> Status:
+        return self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
+                                      "tcp": self.settings.tcp, "npu": self.npu(), "pulls": self.pulls.describe()})

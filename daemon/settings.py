@@ -8,19 +8,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-
-def default_socket_path() -> Path:
-    """`$XDG_RUNTIME_DIR/rk/rk.sock`, else `/tmp/rk-$UID/rk.sock`: a per-user private directory."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) / "rk" if runtime else Path(f"/tmp/rk-{os.getuid()}")
-    return base / "rk.sock"
-
-
-def default_models_dir() -> Path:
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "rk" / "models"
+from rk.paths import default_models_dir, default_socket_path
 
 
 def _opt(default: Any, env: str, help: str) -> Any:
@@ -43,6 +33,8 @@ class Settings:
     header_timeout_s: float = _opt(10.0, "RK_HEADER_TIMEOUT", "a connection that sends no complete request in this time is closed")
     idle_timeout_s: float = _opt(300.0, "RK_IDLE_TIMEOUT", "an idle keep-alive connection is closed after this many seconds")
     keep_alive_s: float = _opt(300.0, "RK_KEEP_ALIVE", "how long an idle model stays loaded, seconds (negative = forever)")
+    client_backlog: int = _opt(1024, "RK_CLIENT_BACKLOG", "events a job may hold for a client that is not reading")
+    slow_client_grace_s: float = _opt(10.0, "RK_SLOW_CLIENT_GRACE", "how long a client may stay over that backlog before its job is stopped (slow_client)")
     embed_slice: int = _opt(64, "RK_EMBED_SLICE", "texts an embed job runs before going back to the queue tail")
     embed_batch_tokens: int = _opt(8192, "RK_EMBED_BATCH_TOKENS", "token budget of one merged embedding batch")
     shutdown_grace_s: float = _opt(10.0, "RK_SHUTDOWN_GRACE", "on SIGTERM, how long the running job may finish")
@@ -53,6 +45,7 @@ class Settings:
     default_chat_model: str = _opt("smollm2:135m", "RK_CHAT_MODEL", "model used when a chat names none")
     default_embed_model: str = _opt("all-minilm:l6-v2", "RK_EMBED_MODEL", "model used when an embedding names none")
     bundled: bool = _opt(True, "RK_BUNDLED", "register the bundled default models")
+    quiet: bool = _opt(False, "RK_QUIET", "no access log (one line per HTTP request and per line-protocol job)")
 
     def __post_init__(self) -> None:
         if self.socket is None:
@@ -61,12 +54,12 @@ class Settings:
             object.__setattr__(self, "models_dir", default_models_dir())
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Defaults, then `RK_*` variables, then explicit overrides (the CLI's flags) that are not None."""
-        environ = os.environ if environ is None else environ
+        env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = environ.get(f.metadata["env"])
+            raw = env.get(f.metadata["env"])
             if raw is not None and raw != "":
                 values[f.name] = _parse(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})

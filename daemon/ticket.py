@@ -1,14 +1,17 @@
-"""A job in the queue (its event channel, state and figures) and a model resident in the runner."""
+"""A job in the queue: its event channel, state and figures."""
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
+from rk.daemon.errors import RkError
 from rk.daemon.events import FINAL, Event
 from rk.daemon.jobs import EmbedJob, Job, JobStats
 from rk.daemon.models import Manifest
+
+if TYPE_CHECKING:
+    from rk.daemon.runner.proxy import Call
 
 
 @dataclass(eq=False)
@@ -28,9 +31,16 @@ class Ticket:
     generated: int = 0
     finished: bool = False
     cancel_requested: bool = False
-    timed_out: bool = False
-    sent: tuple[int, int] | None = None  # the runner command running this job, or already queued for it
+    stop_reason: RkError | None = None  # why the daemon itself stopped this running job (timeout, slow client)
+    backlog_since: float | None = None  # when its client started leaving more than BACKLOG_LIMIT events unread
+    retries: int = 0  # times it was sent again because the runner died before it began
+    sent: Call | None = None  # the runner command running this job, or already queued for it
     stats: JobStats = field(default_factory=JobStats)
+
+    @property
+    def unread(self) -> int:
+        """Events produced but not yet taken by the client's connection."""
+        return self.events.qsize()
 
     def emit(self, ev: Event) -> None:
         if self.finished:
@@ -55,15 +65,3 @@ class Ticket:
     @property
     def total(self) -> int:
         return len(self.job.texts) if isinstance(self.job, EmbedJob) else 0
-
-
-@dataclass
-class Resident:
-    """A model loaded in the runner."""
-
-    name: str
-    backend: str
-    loaded_at: float
-    memory_mb: float
-    expires: float = math.inf  # monotonic time; inf = kept until unloaded
-    wall_expires: float = math.inf

@@ -61,7 +61,7 @@ class CpuMeter:
 
 def snapshot(service: "Service", cpu: CpuMeter) -> dict[str, Any]:
     """The daemon's status plus what a dashboard header needs and the scheduler does not know."""
-    return service.status() | {"host": {"name": socket.gethostname(), "time": round(time.time(), 3),
+    return service.status().to_dict() | {"host": {"name": socket.gethostname(), "time": round(time.time(), 3),
                                          "cpu_percent": cpu.percent(), "cpus": os.cpu_count() or 1}}
 
 
@@ -73,8 +73,8 @@ def buffered(conn: "LineConnection") -> int:
 
 async def stream(conn: "LineConnection", rid: str) -> None:
     """Push snapshots to one watcher until its connection closes."""
-    scheduler = conn.service.scheduler
-    changed = scheduler.watch()
+    queue = conn.service.scheduler.queue
+    changed = queue.watch()
     cpu = CpuMeter()
     try:
         while not conn.writer.is_closing():
@@ -86,4 +86,4 @@ async def stream(conn: "LineConnection", rid: str) -> None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(0.0, HEARTBEAT_S - (time.monotonic() - sent)))
     finally:
-        scheduler.unwatch(changed)
+        queue.unwatch(changed)

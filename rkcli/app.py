@@ -65,6 +65,7 @@ def serve(
     keep_alive: Optional[float] = typer.Option(None, "--keep-alive", help="Seconds an idle model stays loaded (default 300, <0 forever)."),
     rkllm_lib: Optional[str] = typer.Option(None, "--rkllm-lib", envvar="RK_RKLLM_LIB", help="Path of librkllmrt.so."),
     rkllm_version: Optional[str] = typer.Option(None, "--rkllm-version", envvar="RK_RKLLM_VERSION", help="Force the RKLLM runtime ABI (1.2 or 1.3) when it cannot be detected."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar="RK_QUIET", help="No access log (one line per request or job)."),
 ) -> None:
     """Run the daemon: the Unix socket always, TCP when asked. Ollama and OpenAI clients connect here."""
     from rk.daemon.server import run
@@ -72,7 +73,7 @@ def serve(
 
     settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
                                  socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
-                                 rkllm_lib=rkllm_lib, rkllm_version=rkllm_version)
+                                 rkllm_lib=rkllm_lib, rkllm_version=rkllm_version, quiet=quiet or None)
     raise typer.Exit(run(settings))
 
 
@@ -102,7 +103,7 @@ def top(ctx: typer.Context, once: bool = typer.Option(False, "--once", help="Pri
     if once:
         from rk.tui.render import print_snapshot
 
-        print_snapshot(run_client(ctx, lambda c: c.call("watch")))
+        print_snapshot(run_client(ctx, lambda c: next(c.events(c.send("watch")))))  # the first snapshot
         return
     from rk.tui.app import run_dashboard
 

@@ -118,7 +118,7 @@ def answer_once(client: Client, session: Session, prompt: str) -> None:
 def chat(
     ctx: typer.Context,
     model: Optional[str] = typer.Argument(None, help="Chat model (default: the daemon's, smollm2:135m).",
-                                         autocompletion=model_completer("chat")),
+                                         autocompletion=model_completer("completion")),
     system: Optional[str] = typer.Option(None, "--system", "-s", help="System prompt."),
     raw: bool = typer.Option(False, "--raw", help="Print replies as plain text instead of rendering Markdown."),
     max_tokens: Optional[int] = MAX_TOKENS,
@@ -141,7 +141,7 @@ def chat(
 
 def run(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m.", autocompletion=model_completer("chat")),
+    model: str = typer.Argument(..., help="Model name, e.g. smollm2:135m.", autocompletion=model_completer("completion")),
     prompt: Optional[str] = typer.Argument(None, help="The prompt; read from stdin when omitted."),
     max_tokens: Optional[int] = MAX_TOKENS,
     temperature: Optional[float] = TEMPERATURE,

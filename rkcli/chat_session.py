@@ -93,7 +93,7 @@ def _model(ctx: Ctx, arg: str) -> bool:
     except DaemonError as e:
         ctx.console.print(f"{e.code}: {e.message}", style="red", markup=False)
         return True
-    if info.get("kind") == "embed":
+    if "completion" not in info.get("capabilities", []):
         ctx.console.print(f"{arg} is an embedding model; chat needs a chat model", style="red")
         return True
     ctx.session.model = info.get("name", arg)

@@ -12,22 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import orjson
+from rk.paths import default_socket_path
+from rk.protocol import DaemonError, check, decode_event, encode_request, is_final
 
-from rk.daemon.settings import default_socket_path
+__all__ = ["Client", "DaemonError", "DaemonUnavailable", "Endpoint"]
 
 
 class DaemonUnavailable(ConnectionError):
     """No daemon answered where we looked."""
-
-
-class DaemonError(RuntimeError):
-    """The daemon answered a request with an `error` event."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -76,6 +68,7 @@ class Client:
         self.file = self.sock.makefile("rb")
         self._ids = itertools.count(1)
         self._backlog: list[dict[str, Any]] = []
+        self._ops: dict[str, str] = {}  # request id -> op, to know which event ends it
 
     def __enter__(self) -> "Client":
         return self
@@ -95,11 +88,9 @@ class Client:
 
     def send(self, op: str, rid: str | None = None, **fields: Any) -> str:
         rid = rid or self.new_id()
-        msg = {"id": rid, "op": op, **{k: v for k, v in fields.items() if v is not None}}
-        if self.endpoint.api_key:
-            msg["key"] = self.endpoint.api_key
+        self._ops[rid] = op
         try:
-            self.sock.sendall(orjson.dumps(msg) + b"\n")
+            self.sock.sendall(encode_request(rid, op, self.endpoint.api_key, fields))
         except OSError:  # a broken socket is the daemon going away, not our stdout closing
             raise DaemonUnavailable("the daemon closed the connection") from None
         return rid
@@ -117,7 +108,7 @@ class Client:
             line = b""
         if not line:
             raise DaemonUnavailable("the daemon closed the connection")
-        return orjson.loads(line)
+        return decode_event(line)
 
     def _next_for(self, rid: str) -> dict[str, Any]:
         for i, ev in enumerate(self._backlog):
@@ -131,17 +122,23 @@ class Client:
 
     def events(self, rid: str) -> Iterator[dict[str, Any]]:
         """Events of one request until its final one; raises DaemonError on `error`."""
-        while True:
-            ev = self._next_for(rid)
-            if ev.get("ev") == "error":
-                raise DaemonError(ev.get("code", "error"), ev.get("message", ""))
-            yield ev
-            if ev.get("ev") in ("done", "snapshot", "models", "model", "version"):
-                return
+        op = self._ops.get(rid, "")
+        try:
+            while True:
+                ev = check(self._next_for(rid))
+                yield ev
+                if is_final(op, ev):
+                    return
+        finally:
+            self._ops.pop(rid, None)
+
+    def wait(self, rid: str) -> dict[str, Any]:
+        """The final event of a request sent earlier (its other events are passed over)."""
+        last: dict[str, Any] = {}
+        for last in self.events(rid):
+            pass
+        return last
 
     def call(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send a request and return its final event."""
-        last: dict[str, Any] = {}
-        for last in self.events(self.send(op, **fields)):
-            pass
-        return last
+        return self.wait(self.send(op, **fields))

@@ -58,8 +58,8 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def model_completer(kind: str | None = None) -> Callable[[typer.Context, str], list[str]]:
-    """Tab completion of model names (of one kind), asked from the daemon; nothing when none answers."""
+def model_completer(capability: str | None = None) -> Callable[[typer.Context, str], list[str]]:
+    """Tab completion of model names (with one capability), asked from the daemon; nothing when none answers."""
     def complete(ctx: typer.Context, incomplete: str) -> list[str]:
         opts = ctx.find_root().params
         try:
@@ -67,5 +67,5 @@ def model_completer(kind: str | None = None) -> Callable[[typer.Context, str], l
                 found = c.call("models")["models"]
         except (OSError, DaemonError):
             return []
-        return [m["name"] for m in found if m["name"].startswith(incomplete) and kind in (None, m.get("kind"))]
+        return [m["name"] for m in found if m["name"].startswith(incomplete) and (capability is None or capability in m.get("capabilities", []))]
     return complete

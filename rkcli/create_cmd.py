@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rk.client import Endpoint
 
 
-def _http(endpoint: "Endpoint") -> "httpx.Client":
+def _http(endpoint: Endpoint) -> httpx.Client:
     """Ollama's HTTP API of the daemon: over its Unix socket, or its TCP port."""
     import httpx
 
@@ -45,7 +45,7 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield block
 
 
-def _upload(client: "httpx.Client", path: Path) -> str:
+def _upload(client: httpx.Client, path: Path) -> str:
     """The file as a blob on the daemon (sent only when missing); returns its sha256 hex."""
     digest = _sha256(path)
     url = f"/api/blobs/sha256:{digest}"
@@ -56,7 +56,7 @@ def _upload(client: "httpx.Client", path: Path) -> str:
     return digest
 
 
-def _error(r: "httpx.Response") -> str:
+def _error(r: httpx.Response) -> str:
     try:
         return str(r.json().get("error", r.text))
     except ValueError:
@@ -70,8 +70,9 @@ def create(
                               help="The Modelfile: FROM (a model or a .gguf / .rkllm file), PARAMETER, SYSTEM, TEMPLATE, MESSAGE."),
 ) -> None:
     """Create a model from a Modelfile, like `ollama create`."""
-    import httpx
     from dataclasses import replace
+
+    import httpx
 
     from rk.daemon.errors import RkError
     from rk.daemon.modelfile import is_path, parse, to_json

@@ -78,7 +78,7 @@ def _batches(items: Iterable[Piece], size: int) -> Iterator[list[Piece]]:
 def _default_model(client: Client) -> str:
     """The embedding model the daemon uses when a request names none, so records say which it was."""
     for m in client.call("models")["models"]:
-        if m.get("default") and m.get("kind") == "embed":
+        if "embed" in (m.get("default") or []):
             return str(m["name"])
     return "all-minilm:l6-v2"
 
@@ -133,7 +133,7 @@ def embed(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., metavar="PATH", help="Files, directories (recursive) or - for stdin."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Embedding model (default: the daemon's, all-minilm:l6-v2).",
-                                         autocompletion=model_completer("embed")),
+                                         autocompletion=model_completer("embedding")),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here instead of stdout (needed for --resume)."),
     resume: bool = typer.Option(False, "--resume", help="Append to --output, skipping ids it already holds."),
     glob: list[str] = typer.Option([], "--glob", "-g", help="In directories, only file names matching this pattern (repeatable), e.g. '*.md'."),

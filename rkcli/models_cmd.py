@@ -111,12 +111,12 @@ def models(ctx: typer.Context, json_out: bool = JSON) -> None:
     if json_out:
         print_json(found)
         return
-    rows = [(m["name"] + (" *" if m.get("default") else ""), m.get("kind", ""), m.get("backend", ""),
+    rows = [(m["name"] + (" *" if m.get("default") else ""), ",".join(m.get("capabilities", [])), m.get("backend", ""),
              _bytes(m.get("size")), str(m.get("context_length") or "-"),
              f"loaded ({_mb(m.get('memory_mb'))})" if m.get("loaded") else ("failed" if m.get("failed") else ""))
             for m in found]
     notes = ["[dim]* default model[/dim]"] if any(m.get("default") for m in found) else []
-    _print(_table(["NAME", "KIND", "BACKEND", "SIZE", "CONTEXT", "STATE"], rows) if rows else "no models", *notes)
+    _print(_table(["NAME", "CAPABILITIES", "BACKEND", "SIZE", "CONTEXT", "STATE"], rows) if rows else "no models", *notes)
 
 
 def show(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> None:
@@ -126,7 +126,7 @@ def show(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> None:
         print_json(info)
         return
     man, details = info.get("manifest", {}), info.get("details", {})
-    rows = [("name", info["name"]), ("kind", info.get("kind", "")), ("backend", info.get("backend", "")),
+    rows = [("name", info["name"]), ("capabilities", ", ".join(info.get("capabilities", []))), ("backend", info.get("backend", "")),
             ("family", details.get("family", "")), ("parameters", details.get("parameter_size", "")),
             ("quantization", details.get("quantization_level", "")), ("size", _bytes(info.get("size"))),
             ("context", str(info.get("context_length", ""))),

@@ -39,11 +39,11 @@ def write_manifest(models_dir: Path, name: str, **fields: Any) -> None:
 
 def synthetic_models(models_dir: Path, tokens_per_s: float = 2000.0) -> None:
     """A chat and an embedding model on the synthetic backend: fast, deterministic, no weights."""
-    write_manifest(models_dir, "syn:chat", backend="synthetic", kind="chat", context_length=4096,
+    write_manifest(models_dir, "syn:chat", backend="synthetic", capabilities=["completion"], context_length=4096,
                    params={"tokens_per_s": tokens_per_s})
-    write_manifest(models_dir, "syn:slow", backend="synthetic", kind="chat", context_length=4096,
+    write_manifest(models_dir, "syn:slow", backend="synthetic", capabilities=["completion"], context_length=4096,
                    params={"tokens_per_s": 20.0, "reply_tokens": 1_000_000})  # runs until max_tokens
-    write_manifest(models_dir, "syn:embed", backend="synthetic", kind="embed", context_length=512,
+    write_manifest(models_dir, "syn:embed", backend="synthetic", capabilities=["embedding"], context_length=512,
                    params={"dim": 64})
 
 

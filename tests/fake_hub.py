@@ -65,7 +65,7 @@ class FakeHub:
 
     # ---- control, from the test's thread ----
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         ready = threading.Event()
 
         def serve() -> None:

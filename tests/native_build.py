@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,27 @@ from daemon_proc import write_manifest
 
 NATIVE = Path(__file__).parent / "native"
 HEADERS = {"1.2": "rkllm_1_2.h", "1.3": "rkllm_1_3.h"}
-# name -> (header ABI, banner version or None for a library that announces no version)
-DOUBLES: dict[str, tuple[str, str | None]] = {
-    "1.2": ("1.2", "1.2.1"),
-    "1.3": ("1.3", "1.3.0"),
-    "1.2.0": ("1.2", "1.2.0"),   # a release whose callback returns void: must be refused
-    "silent": ("1.3", None),     # no version string at all: needs an explicit choice
+
+
+@dataclass(frozen=True)
+class Double:
+    """One build of the double: its header, and the version strings it stores the way a shipped build does."""
+
+    api: str
+    sdk: str | None = None          # in "RKLLM SDK (version: X | target: Linux | build: ...)"
+    literals: tuple[str, ...] = ()  # standalone NUL-terminated literals (the banner is a format string)
+
+
+DOUBLES: dict[str, Double] = {
+    "1.2": Double("1.2", "1.2.1", ("1.2.1",)),
+    "1.3": Double("1.3", "1.3.0", ("1.3.0",)),
+    "sdk-only": Double("1.2", "1.2.2"),            # detection from the SDK line alone
+    "literal-only": Double("1.3", None, ("1.3.0",)),  # detection from the literal alone
+    "silent": Double("1.3"),                       # no version string at all: needs an explicit choice
+    "two-literals": Double("1.3", None, ("1.2.2", "1.3.0")),  # conflicting literals: refused
+    "sdk-vs-literal": Double("1.3", "1.3.0", ("1.2.3",)),     # the two witnesses disagree: refused
+    "beta": Double("1.2", "1.2.1b1", ("1.2.1b1",)),  # a beta (its header differs from 1.2.1): refused
+    "1.2.0": Double("1.2", "1.2.0", ("1.2.0",)),   # a release whose callback returns void: refused
 }
 
 
@@ -31,9 +47,10 @@ def _gcc(args: list[str]) -> None:
 
 
 def build_double(out: Path, name: str) -> Path:
-    api, version = DOUBLES[name]
+    d = DOUBLES[name]
     lib = out / f"librkllmrt-{name}.so"
-    defines = [f'-DRKLLM_HEADER="{HEADERS[api]}"'] + ([f'-DFAKE_VERSION="{version}"'] if version else ["-DFAKE_NO_BANNER"])
+    defines = [f'-DRKLLM_HEADER="{HEADERS[d.api]}"'] + ([f'-DFAKE_SDK="{d.sdk}"'] if d.sdk else [])
+    defines += [f'-DFAKE_LITERAL{"" if i == 0 else i + 1}="{v}"' for i, v in enumerate(d.literals)]
     _gcc(["-shared", "-fPIC", "-O1", *defines, str(NATIVE / "fake_rkllm.c"), "-o", str(lib)])
     return lib
 
@@ -46,7 +63,7 @@ def build_layout(out: Path, api: str) -> Path:
 
 @pytest.fixture(scope="session")
 def rkllm_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every double by name: "1.2", "1.3", "1.2.0", "silent"."""
+    """Every double of DOUBLES by name."""
     out = tmp_path_factory.mktemp("rkllm-doubles")
     return {name: build_double(out, name) for name in DOUBLES}
 

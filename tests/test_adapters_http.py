@@ -10,7 +10,7 @@ import pytest
 from rk.daemon.adapters import ollama, openai
 from rk.daemon.adapters.vectors import b64_float32, cut
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import ChatJob, EmbedJob, JobStats, ModelAction
+from rk.daemon.jobs import ChatJob, EmbedJob, JobStats, Message, ModelAction, Tool, ToolCall
 from rk.daemon.models import Manifest
 
 USER = [{"role": "user", "content": "hi"}]
@@ -43,7 +43,20 @@ BAD: list[tuple[Callable[[Any, str], Any], Any, str]] = [
     (ollama.parse_generate, {"model": "m", "prompt": 5}, "prompt"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "raw": True, "system": "s"}, "raw"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "suffix": "y"}, "suffix"),
-    (ollama.parse_generate, {"model": "m", "prompt": "x", "images": ["aGk="]}, "images"),
+    (ollama.parse_generate, {"model": "m", "prompt": "x", "images": ["not base64!"]}, "images"),
+    (ollama.parse_generate, {"model": "m", "prompt": "x", "think": "maybe"}, "think"),
+    (ollama.parse_generate, {"model": "m", "prompt": "x", "format": "yaml"}, "format"),
+    (ollama.parse_chat, {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name"),
+    (ollama.parse_chat, {"model": "m", "messages": USER, "tools": {"name": "f"}}, "tools"),
+    (ollama.parse_chat, {"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+    (ollama.parse_chat, {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}]},
+     "messages[0].tool_calls[0].function.arguments"),
+    (openai.parse_chat, {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]},
+     "messages[0].content"),
+    (openai.parse_chat, {"model": "m", "messages": USER, "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
+    (openai.parse_chat, {"model": "m", "messages": USER, "reasoning_effort": "extreme"}, "reasoning_effort"),
+    (openai.parse_chat, {"model": "m", "messages": USER, "response_format": {"type": "xml"}}, "response_format"),
+    (openai.parse_chat, {"model": "m", "messages": USER, "stop": ["s"] * 65}, "stop"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "keep_alive": "soon"}, "keep_alive"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "options": []}, "options"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "options": {"num_predict": "many"}}, "num_predict"),
@@ -86,7 +99,7 @@ def test_openai_chat_defaults_and_max_completion_tokens_wins() -> None:
 
 def test_openai_completion_is_raw_and_echo_keeps_prompt() -> None:
     req = openai.parse_completion({"model": "m", "prompt": ["Once"], "echo": True}, "p")
-    assert req.job.prompt == "Once" and req.job.raw and req.echo == "Once"
+    assert req.job.spec.prompt == "Once" and req.job.spec.raw and req.echo == "Once"
 
 
 def test_openai_embeddings_accepts_empty_string() -> None:
@@ -127,10 +140,50 @@ def test_nothing_to_generate_is_a_model_action_answered_once(parse: Any, body: d
 
 def test_generate_with_system_becomes_messages_and_raw_stays_raw() -> None:
     req = ollama.parse_generate({"model": "m", "prompt": "hi", "system": "be brief", "stream": False}, "p")
-    assert isinstance(req.job, ChatJob) and req.job.messages[0] == {"role": "system", "content": "be brief"}
+    assert isinstance(req.job, ChatJob) and req.job.spec.messages[0] == Message("system", "be brief")
     assert req.stream is False
     raw = ollama.parse_generate({"model": "m", "prompt": "hi", "raw": True}, "p")
-    assert isinstance(raw.job, ChatJob) and raw.job.raw and raw.job.prompt == "hi"
+    assert isinstance(raw.job, ChatJob) and raw.job.spec.raw and raw.job.spec.prompt == "hi"
+
+
+def test_every_message_field_is_translated_not_dropped() -> None:
+    """Tools, calls, results, reasoning and images arrive typed, in either API's shape."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    msgs = [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "look: "},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}]},
+        {"role": "assistant", "content": None, "reasoning_content": "hmm",
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
+    ]
+    req = openai.parse_chat({"model": "m", "messages": msgs, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                             "reasoning_effort": "none", "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}}}, "p")
+    assert isinstance(req.job, ChatJob)
+    spec = req.job.spec
+    assert spec.messages == (
+        Message("system", "be brief"),
+        Message("user", "look: ", images=(b"hi",)),
+        Message("assistant", "", tool_calls=(ToolCall("get_weather", {"city": "Oslo"}, "call_1"),), thinking="hmm"),
+        Message("tool", '{"temp": 3}', tool_call_id="call_1"),
+    )
+    assert spec.tools == (Tool("get_weather", "Weather now", tools[0]["function"]["parameters"]),)
+    assert (spec.tool_choice, spec.think, spec.format) == ("get_weather", False, {"type": "object"})
+    o = ollama.parse_chat({"model": "m", "think": "high", "format": "json", "tools": tools, "messages": [
+        {"role": "assistant", "content": "", "thinking": "plan", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+        {"role": "tool", "content": "3 C", "tool_name": "get_weather"},
+        {"role": "tool", "content": "3 C"},  # Home Assistant sends neither tool_name nor tool_call_id
+        {"role": "user", "content": "and?", "images": ["aGk="]},
+    ]}, "p")
+    assert isinstance(o.job, ChatJob)
+    assert o.job.spec.messages == (
+        Message("assistant", "", tool_calls=(ToolCall("get_weather", {"city": "Oslo"}),), thinking="plan"),
+        Message("tool", "3 C", tool_name="get_weather"),
+        Message("tool", "3 C"),
+        Message("user", "and?", images=(b"hi",)),
+    )
+    assert (o.job.spec.think, o.job.spec.format, len(o.job.spec.tools)) == ("high", "json", 1)
 
 
 def test_embed_without_input_loads_and_name_alias_works() -> None:
@@ -166,7 +219,8 @@ def test_openai_chunks_share_identity_and_end_with_empty_delta() -> None:
     assert last["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
     assert {c["id"] for c in (first, mid, last)} == {r.id} and {c["created"] for c in (first, mid, last)} == {r.created}
     usage = openai.usage_chunk(r, STATS)
-    assert usage["choices"] == [] and usage["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
+    assert usage["choices"] == [] and usage["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10,
+                                                      "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 def test_openai_error_shape_has_all_keys() -> None:
@@ -191,7 +245,7 @@ def test_dimensions_cut_and_renormalise() -> None:
 
 
 def _manifest(**kw: Any) -> Manifest:
-    base = dict(name="fam:1b", backend="rkllm", kind="chat", context_length=4096, family="qwen2",
+    base = dict(name="fam:1b", backend="rkllm", capabilities=("completion",), context_length=4096, family="qwen2",
                 parameter_size="1.5B", defaults={"max_tokens": 64, "stop": ["<|im_end|>"]}, system="be kind")
     return Manifest(**(base | kw))  # type: ignore[arg-type]
 
@@ -204,7 +258,7 @@ def test_show_has_model_info_and_continue_parsable_parameters() -> None:
                                  "general.parameter_count": 1_500_000_000}
     lines = dict(re.match(r'^(\S+)\s+((?:".*")|\S+)$', ln).groups() for ln in out["parameters"].splitlines())  # type: ignore[union-attr]
     assert lines == {"num_ctx": "4096", "num_predict": "64", "stop": '"<|im_end|>"'}
-    assert out["capabilities"] == ["completion"] and out["system"] == "be kind"
+    assert out["capabilities"] == ["completion", "embedding"] and out["system"] == "be kind"
 
 
 def test_ps_entry_counts_npu_memory_and_pins_forever() -> None:

@@ -10,6 +10,9 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
+import ollama
+import openai
+
 from daemon_proc import DaemonProc, start_daemon
 from native_build import register_npu_models, rkllm_libs  # noqa: F401  (fixture)
 from rk.client import Client
@@ -22,7 +25,7 @@ class Backend:
     embed: str
 
 
-@pytest.fixture(scope="module", params=["hf", "rkllm-1.2", "rkllm-1.3"])
+@pytest.fixture(scope="module", params=[pytest.param("hf", marks=pytest.mark.slow), "rkllm-1.2", "rkllm-1.3"])
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     if request.param == "hf":
         yield Backend(request.getfixturevalue("real_daemon"), "smollm2:135m", "all-minilm:l6-v2")
@@ -30,7 +33,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     libs: dict[str, Path] = request.getfixturevalue("rkllm_libs")
     tmp = tmp_path_factory.mktemp(request.param)
     register_npu_models(tmp / "models")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False,
+    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True,
                      env={"RK_RKLLM_LIB": str(libs[request.param.split("-")[1]]), "FAKE_RKLLM_TOKEN_DELAY_MS": "20"})
     yield Backend(d, "npu:chat", "npu:embed")
     d.stop()
@@ -84,3 +87,26 @@ def test_fifo_positions_and_cancel_of_a_waiting_job(backend: Backend) -> None:
     jobs = {r: events[r][0]["job"] for r in rids}
     finished = [x["id"] for x in reversed(recent) if x["id"] in (jobs["j0"], jobs["j1"], jobs["j3"])]
     assert finished == [jobs["j0"], jobs["j1"], jobs["j3"]]
+
+
+def test_the_chat_model_also_embeds_from_the_same_load(backend: Backend) -> None:
+    """Seed 000: one loaded chat model answers chats and embeddings, on every API, in FIFO order."""
+    url = f"http://127.0.0.1:{backend.daemon.tcp_port}"
+    with backend.daemon.client(timeout=300) as c:
+        rids = [chat(c, backend, "c1", "tell me about the sea", 3),
+                c.send("embed", rid="e1", model=backend.chat, input=["the sea", "the sky"]),
+                chat(c, backend, "c2", "and the sky", 3),
+                c.send("embed", rid="e2", model=backend.chat, input=["the sea"])]
+        events = {r: until_final(c, r) for r in rids}
+        recent = [x["id"] for x in reversed(c.call("status")["recent"])]
+    jobs = [events[r][0]["job"] for r in rids]
+    assert [j for j in recent if j in jobs] == jobs  # finished in arrival order
+    line = np.array([v for r in ("e1", "e2") for e in events[r] if e["ev"] == "vectors" for v in e["embeddings"]])
+    assert line.shape[0] == 3 and np.allclose(np.linalg.norm(line, axis=1), 1.0, atol=1e-4)
+    via_openai = openai.OpenAI(base_url=url + "/v1", api_key="x").embeddings.create(model=backend.chat, input=["the sea"])
+    via_ollama = ollama.Client(host=url).embed(model=backend.chat, input=["the sea"])
+    for v in (np.array(via_openai.data[0].embedding), np.array(via_ollama.embeddings[0])):
+        assert abs(np.linalg.norm(v) - 1.0) < 1e-4 and np.allclose(v, line[0], atol=1e-4)
+    loaded = [m.model for m in ollama.Client(host=url).ps().models]
+    assert loaded.count(backend.chat) == 1
+    assert backend.daemon.log().count(f"loaded {backend.chat} ") == 1  # one load served all of it

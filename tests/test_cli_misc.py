@@ -65,11 +65,11 @@ def test_no_daemon_is_one_clear_line(tmp_path, args):
 def test_json_shapes(syn_daemon):
     models = rk_json(syn_daemon, "models")
     assert {m["name"] for m in models} >= {"syn:chat", "syn:embed", "syn:slow"}
-    assert {"name", "kind", "backend", "size", "context_length", "details", "loaded", "memory_mb", "default"} <= models[0].keys()
+    assert {"name", "capabilities", "backend", "size", "context_length", "details", "loaded", "memory_mb", "default"} <= models[0].keys()
     assert rk_json(syn_daemon, "ls") == models
 
     shown = rk_json(syn_daemon, "show", "syn:embed")
-    assert shown["name"] == "syn:embed" and shown["kind"] == "embed" and shown["manifest"]["backend"] == "synthetic"
+    assert shown["name"] == "syn:embed" and shown["capabilities"] == ["embedding"] and shown["manifest"]["backend"] == "synthetic"
     assert "id" not in shown and "ev" not in shown
 
     loaded = rk_json(syn_daemon, "load", "syn:embed")

@@ -11,9 +11,9 @@ from typing import Any, Callable
 import httpx
 import ollama
 import pytest
+from fake_hub import smollm2_path, token_ids, tokenizer_files
 
 from daemon_proc import DaemonProc
-from fake_hub import smollm2_path, token_ids, tokenizer_files
 from native_build import rkllm_libs  # noqa: F401  (fixture)
 
 SMOL = smollm2_path()
@@ -73,7 +73,7 @@ def test_create_from_files_after_blob_upload_runs_on_the_npu_double(daemon: Daem
     assert statuses[-2:] == ["writing manifest", "success"] and statuses.count("using existing layer " + files["qwen.rkllm"]) == 1
     m = show(daemon, "npu:up")
     assert m["backend"] == "rkllm" and m["files"] == {"model": "qwen.rkllm", "tokenizer": "tokenizer"}
-    assert m["capabilities"] == ["completion", "embedding", "tools"] and m["system"] == "be brief"
+    assert m["capabilities"] == ["completion", "tools", "embedding"] and m["system"] == "be brief"
     reply = client.chat(model="npu:up", messages=[{"role": "user", "content": "hello world"}])
     ids = token_ids("<|system|> be brief <|user|> hello world <|assistant|>")
     assert reply.message.content == "".join(f"t{i} " for i in ids)  # rendered with the uploaded chat template

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rk.daemon.errors import RkError
 from rk.daemon.modelfile import from_request, parse
@@ -27,7 +28,7 @@ def test_modelfile_instructions() -> None:
     spec, source = parse(MODELFILE, "mine")
     assert source == "./SmolLM2.gguf"
     assert spec.parameters == {"temperature": 0.2, "num_ctx": 4096, "stop": ["<|im_end|>", "</s>"]}
-    assert spec.defaults == {"temperature": 0.2, "num_ctx": 4096, "stop": ["<|im_end|>", "</s>"]}
+    assert spec.defaults == {"temperature": 0.2, "num_ctx": 4096, "stop": ("<|im_end|>", "</s>")}  # GenOptions fields
     assert spec.system == "You are terse.\nAnswer in one line." and spec.template == "{{ .Prompt }}"
     assert spec.messages == (("user", "Is the sky blue?"), ("assistant", "Yes.")) and spec.license == "MIT"
 

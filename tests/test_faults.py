@@ -93,7 +93,7 @@ def test_runner_fault_fails_only_the_job_in_flight(daemon_factory: Factory, mark
 def test_model_crashing_on_every_load_is_marked_failed(daemon_factory: Factory, tmp_path: Path) -> None:
     """Three crashed loads mark the model failed with the reason; no endless restarts; others still run."""
     models = tmp_path / "models"
-    write_manifest(models, "syn:crashy", backend="synthetic", kind="chat", context_length=512,
+    write_manifest(models, "syn:crashy", backend="synthetic", capabilities=["completion"], context_length=512,
                    params={"crash_on_load": True})
     d = daemon_factory(models_dir=models)
     with connect(d) as c:
@@ -182,7 +182,7 @@ def test_line_client_gone_cancels_its_jobs(daemon_factory: Factory) -> None:
         assert wait_for(watcher, "next", "queued")["position"] == 3
         t0 = time.monotonic()
         gone.close()
-        assert started_within(watcher, "next", t0) < 1.0
+        assert started_within(watcher, "next", t0) < 5.0  # the abandoned stream would never have ended
         assert final(watcher, "next")["ev"] == "done"
     t = assert_accounting(d)
     assert (t["cancelled"], t["done"]) == (2, 1)
@@ -208,7 +208,7 @@ def test_http_client_gone_cancels_its_jobs(daemon_factory: Factory) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         waiting.close()
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 5.0
         while c.call("status")["depth"] != 0:
             assert time.monotonic() < deadline, "the waiting job of a closed HTTP connection stayed queued"
             time.sleep(0.02)
@@ -216,7 +216,7 @@ def test_http_client_gone_cancels_its_jobs(daemon_factory: Factory) -> None:
         wait_for(c, "next", "queued")
         t0 = time.monotonic()
         streaming.close()
-        assert started_within(c, "next", t0) < 1.0
+        assert started_within(c, "next", t0) < 5.0  # the abandoned stream would never have ended
         assert final(c, "next")["ev"] == "done"
     t = assert_accounting(d)
     assert (t["cancelled"], t["done"]) == (2, 1)

@@ -177,9 +177,9 @@ async def run_load(d: DaemonProc) -> tuple[list[Outcome], int, list[str], int]:
 def test_thousand_concurrent_clients(daemon_factory: Callable[..., DaemonProc], tmp_path: Path) -> None:
     raise_fd_limit(8192)
     models = tmp_path / "models"
-    write_manifest(models, "load:chat", backend="synthetic", kind="chat", context_length=512,
+    write_manifest(models, "load:chat", backend="synthetic", capabilities=["completion"], context_length=512,
                    params={"tokens_per_s": 20000.0})
-    write_manifest(models, "load:embed", backend="synthetic", kind="embed", context_length=512, params={"dim": 16})
+    write_manifest(models, "load:embed", backend="synthetic", capabilities=["embedding"], context_length=512, params={"dim": 16})
     d = daemon_factory(tcp=True, models_dir=models, env={"RK_MAX_QUEUE": "2000"})
     t0 = time.monotonic()
     outcomes, held, violations, snapshots = asyncio.run(asyncio.wait_for(run_load(d), OVERALL_TIMEOUT_S))

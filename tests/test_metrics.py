@@ -26,14 +26,16 @@ def test_metrics_count_jobs_by_outcome_and_tokens(syn_daemon: DaemonProc) -> Non
         c.call("embed", model="syn:embed", input=["x y", "z"])
         try:
             c.call("chat", model="syn:chat", messages=[{"role": "user", "content": "[[crash]]"}])
+            raise AssertionError("the crash prompt did not crash the runner")
         except DaemonError as e:
             assert e.code == "runner_crashed"
+        c.call("chat", model="syn:chat", messages=[{"role": "user", "content": "again"}])  # on a new runner
     m = scrape(syn_daemon)
-    assert m["rk_jobs_total{kind=chat,outcome=done}"] == 1
+    assert m["rk_jobs_total{kind=chat,outcome=done}"] == 2
     assert m["rk_jobs_total{kind=embed,outcome=done}"] == 1
     assert m["rk_jobs_total{kind=chat,outcome=runner_crashed}"] == 1
-    assert m["rk_generated_tokens_total{}"] == 4
+    assert m["rk_generated_tokens_total{}"] == 5
     assert m["rk_queue_depth{}"] == 0
-    assert m["rk_job_wait_seconds_count{}"] == 3
-    assert m["rk_job_prefill_seconds_count{}"] == 1
-    assert m["rk_runner_restarts{}"] >= 0
+    assert m["rk_job_wait_seconds_count{}"] == 4
+    assert m["rk_job_prefill_seconds_count{}"] == 2
+    assert m["rk_runner_restarts{}"] == 1

@@ -81,9 +81,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     """One daemon for the whole schemathesis run, serving the document's example names synthetically."""
     models = tmp_path_factory.mktemp("openapi-models")
     synthetic_models(models)
-    write_manifest(models, "smollm2:135m", backend="synthetic", kind="chat", context_length=4096,
+    write_manifest(models, "smollm2:135m", backend="synthetic", capabilities=["completion"], context_length=4096,
                    params={"tokens_per_s": 5000.0})
-    write_manifest(models, "all-minilm:l6-v2", backend="synthetic", kind="embed", context_length=512,
+    write_manifest(models, "all-minilm:l6-v2", backend="synthetic", capabilities=["embedding"], context_length=512,
                    params={"dim": 32})
     d = start_daemon(tmp_path_factory.mktemp("openapi"), models_dir=models, bundled=False, tcp=True,
                      env={"RK_JOB_TIMEOUT": "20", "RK_STALL_TIMEOUT": "20"})

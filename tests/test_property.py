@@ -22,6 +22,7 @@ from daemon_proc import DaemonProc
 from rk.daemon import modelfile
 from rk.daemon.adapters import lineproto, ollama, openai
 from rk.daemon.errors import RkError
+from rk.daemon.runner import wire
 from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, ModelAction
 from rk.daemon.settings import Settings
 
@@ -86,11 +87,13 @@ def check_job(job: Any) -> None:
     assert isinstance(job.model, str) and job.model
     assert job.keep_alive_s is None or type(job.keep_alive_s) is float
     if isinstance(job, ChatJob):
-        assert job.messages or job.prompt is not None
-        assert all(isinstance(m["role"], str) and m["role"] and isinstance(m["content"], str) for m in job.messages)
-        assert job.prompt is None or isinstance(job.prompt, str)
+        spec = job.spec
+        assert spec.messages or spec.prompt is not None
+        assert all(m.role in ("system", "user", "assistant", "tool") and isinstance(m.content, str) for m in spec.messages)
+        assert spec.prompt is None or isinstance(spec.prompt, str)
         check_options(job.options)
-        orjson.dumps(job.wire())  # what Runner.call sends to the runner process
+        cmd = wire.Generate(1, job.model, spec)
+        assert wire.decode(wire.encode(cmd)) == cmd  # what the runner process receives, intact
     elif isinstance(job, EmbedJob):
         assert job.texts and all(isinstance(t, str) for t in job.texts)
     else:
@@ -138,7 +141,7 @@ def test_http_adapter_gives_job_or_rkerror(name: str) -> None:
             check_job(result.job)
         if isinstance(result, modelfile.CreateSpec):
             orjson.dumps(result.defaults)  # saved in the new manifest
-            GenOptions.from_dict({k: v for k, v in result.defaults.items() if k in GenOptions.__dataclass_fields__})
+            GenOptions().over(result.defaults)
 
     run()
 

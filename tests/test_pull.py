@@ -17,11 +17,12 @@ import httpx
 import ollama
 import pexpect
 import pytest
+from fake_hub import FakeHub, smollm2_gguf, token_ids, tokenizer_files
+
+from rk.client import DaemonError
 
 from daemon_proc import DaemonProc
-from fake_hub import FakeHub, smollm2_gguf, token_ids, tokenizer_files
 from native_build import rkllm_libs  # noqa: F401  (fixture)
-from rk.client import DaemonError
 
 GGUF_REPO, NPU_REPO = "rk-test/SmolLM2-135M-Instruct-GGUF", "rk-test/Qwen3-0.6B-RKLLM"
 BAD_REPO, BIG_REPO = "rk-test/Broken-GGUF", "rk-test/Oversized-GGUF"
@@ -120,7 +121,7 @@ def test_npu_pull_by_soc_with_tokenizer_answers_offline(start: Callable[..., Dae
     with d.client() as c:
         m = c.call("show", model=name)["manifest"]
     assert m["backend"] == "rkllm" and m["files"] == {"model": "Qwen3-0.6B-rk3588-w8a8.rkllm", "tokenizer": "tokenizer"}
-    assert m["capabilities"] == ["completion", "embedding", "tools"] and m["family"] == "qwen3"
+    assert m["capabilities"] == ["completion", "tools", "embedding"] and m["family"] == "qwen3"
     hub.stop()  # the network is gone: the model and its tokenizer are on the board
     with d.client() as c:
         reply = "".join(e["text"] for e in c.events(c.send("chat", model=name, messages=[

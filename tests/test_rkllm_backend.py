@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from native_build import rkllm_libs  # noqa: F401  (fixture)
-from rk.daemon.backends.base import GenRequest, RunnerConfig
+from rk.daemon.backends.base import RkllmOptions, RunnerConfig
 from rk.daemon.backends.rkllm import load
 from rk.daemon.backends.rkllm.backend import RkllmModel
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions
+from rk.daemon.jobs import GenOptions, GenSpec, Message
 from rk.daemon.models import Manifest
 
 VERSIONS = ["1.2", "1.3"]
@@ -27,7 +27,7 @@ class Recorder:
         self.prefills: list[tuple[float, int]] = []
         self.pieces: list[str] = []
 
-    def prefill(self, ms: float, tokens: int) -> None:
+    def prefill(self, ms: float, tokens: int, cached: int = 0) -> None:
         self.prefills.append((ms, tokens))
 
     def token(self, text: str) -> None:
@@ -40,80 +40,39 @@ class Recorder:
 
 def manifest(tmp_path: Path, kind: str = "chat", **params: Any) -> Manifest:
     (tmp_path / "m.rkllm").write_bytes(b"RKLLM fake weights")
-    return Manifest(name="fake:test", backend="rkllm", kind=kind, files={"model": "m.rkllm"}, context_length=512,
+    caps = ("embedding",) if kind == "embed" else ("completion",)
+    return Manifest(name="fake:test", backend="rkllm", capabilities=caps, files={"model": "m.rkllm"}, context_length=512,
                     params=params, dir=tmp_path)
 
 
 @pytest.fixture(params=VERSIONS)
 def model(request: pytest.FixtureRequest, tmp_path: Path, rkllm_libs: dict[str, Path]) -> Iterator[RkllmModel]:
-    m = load(manifest(tmp_path), RunnerConfig(rkllm_lib=str(rkllm_libs[request.param])))
+    m = load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs[request.param]))))
     yield m
     m.close()
 
 
 def chat(m: RkllmModel, text: str, stop: threading.Event | None = None, **options: Any) -> tuple[Recorder, Any]:
     sink = Recorder()
-    result = m.generate(GenRequest(messages=[{"role": "user", "content": text}], options=GenOptions(**options)),
+    result = m.generate(GenSpec(messages=(Message("user", text),), options=GenOptions(**options)),
                         sink, stop or threading.Event())
     return sink, result
-
-
-# ---- version detection ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_version_is_detected_from_the_library(version: str, tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
-    m = load(manifest(tmp_path), RunnerConfig(rkllm_lib=str(rkllm_libs[version])))
-    try:
-        assert m.abi.version == version
-    finally:
-        m.close()
-
-
-@pytest.mark.parametrize("binding,library", [("1.2", "1.3"), ("1.3", "1.2")])
-def test_a_binding_pointed_at_the_other_runtime_is_refused(binding: str, library: str, tmp_path: Path,
-                                                           rkllm_libs: dict[str, Path]) -> None:
-    lib = str(rkllm_libs[library])
-    with pytest.raises(RkError, match=f"refusing to bind the {binding} header") as e:
-        load(manifest(tmp_path), RunnerConfig(rkllm_lib=lib, rkllm_version=binding))
-    assert e.value.code == "model_failed"
-    with pytest.raises(RkError, match="refusing"):
-        load(manifest(tmp_path, runtime=binding), RunnerConfig(rkllm_lib=lib))
-
-
-def test_an_unannounced_version_needs_an_explicit_choice(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
-    lib = str(rkllm_libs["silent"])
-    with pytest.raises(RkError, match="RK_RKLLM_VERSION=1.2\\|1.3"):
-        load(manifest(tmp_path), RunnerConfig(rkllm_lib=lib))
-    m = load(manifest(tmp_path), RunnerConfig(rkllm_lib=lib, rkllm_version="1.3"))
-    try:
-        assert chat(m, "still works")[0].text == "still works "
-    finally:
-        m.close()
-
-
-def test_unsupported_versions_and_conflicting_choices_are_refused(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
-    with pytest.raises(RkError, match="runtime 1.2.0; supported"):
-        load(manifest(tmp_path), RunnerConfig(rkllm_lib=str(rkllm_libs["1.2.0"])))
-    with pytest.raises(RkError, match="use 1.2 or 1.3"):
-        load(manifest(tmp_path), RunnerConfig(rkllm_lib=str(rkllm_libs["1.3"]), rkllm_version="2.0"))
-    with pytest.raises(RkError, match="asks for runtime 1.3 but RK_RKLLM_VERSION says 1.2"):
-        load(manifest(tmp_path, runtime="1.3"), RunnerConfig(rkllm_lib=str(rkllm_libs["1.3"]), rkllm_version="1.2"))
 
 
 def test_a_library_without_the_1_2_1_functions_is_refused(tmp_path: Path) -> None:
     libc = next(p for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6")
                 if Path(p).exists())
     with pytest.raises(RkError, match="not an RKLLM runtime >= 1.2.1"):
-        load(manifest(tmp_path), RunnerConfig(rkllm_lib=libc))
+        load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=libc)))
 
 
 def test_a_missing_library_or_model_file_is_a_clear_error(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
     with pytest.raises(RkError, match="RKLLM runtime not found"):
-        load(manifest(tmp_path), RunnerConfig(rkllm_lib=str(tmp_path / "nope.so")))
+        load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=str(tmp_path / "nope.so"))))
     m = manifest(tmp_path)
     (tmp_path / "m.rkllm").unlink()
     with pytest.raises(RkError, match="missing file"):
-        load(m, RunnerConfig(rkllm_lib=str(rkllm_libs["1.3"])))
+        load(m, RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs["1.3"]))))
 
 
 # ---- generation --------------------------------------------------------------------------------------
@@ -160,7 +119,7 @@ def test_runtime_error_fails_the_job_and_the_model_stays_usable(model: RkllmMode
 def test_abort_from_another_thread_stops_within_100_ms(version: str, tmp_path: Path, rkllm_libs: dict[str, Path],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_RKLLM_TOKEN_DELAY_MS", "20")
-    m = load(manifest(tmp_path), RunnerConfig(rkllm_lib=str(rkllm_libs[version])))
+    m = load(manifest(tmp_path), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs[version]))))
     aborted_at: list[float] = []
 
     class AbortAfterThree(Recorder):
@@ -174,7 +133,7 @@ def test_abort_from_another_thread_stops_within_100_ms(version: str, tmp_path: P
 
     try:
         sink = AbortAfterThree()
-        m.generate(GenRequest(messages=[{"role": "user", "content": " ".join(["w"] * 500)}]), sink, threading.Event())
+        m.generate(GenSpec(messages=(Message("user", " ".join(["w"] * 500)),)), sink, threading.Event())
         ended = time.perf_counter()
         assert aborted_at and ended - aborted_at[0] < 0.1
         assert len(sink.pieces) < 20
@@ -189,7 +148,7 @@ def test_abort_from_another_thread_stops_within_100_ms(version: str, tmp_path: P
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_embed_returns_unit_vectors_pooled_per_manifest(version: str, pooling: str, tmp_path: Path,
                                                         rkllm_libs: dict[str, Path]) -> None:
-    m = load(manifest(tmp_path, "embed", pooling=pooling), RunnerConfig(rkllm_lib=str(rkllm_libs[version])))
+    m = load(manifest(tmp_path, "embed", pooling=pooling), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs[version]))))
     try:
         res = m.embed(["alpha beta", "gamma", "alpha beta"], truncate=True)
     finally:
@@ -204,7 +163,7 @@ def test_embed_returns_unit_vectors_pooled_per_manifest(version: str, pooling: s
 def test_last_and_mean_pooling_differ(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
     vecs = {}
     for pooling in ("last", "mean"):
-        m = load(manifest(tmp_path, "embed", pooling=pooling), RunnerConfig(rkllm_lib=str(rkllm_libs["1.3"])))
+        m = load(manifest(tmp_path, "embed", pooling=pooling), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs["1.3"]))))
         try:
             vecs[pooling] = m.embed(["alpha beta gamma"], truncate=True).vectors[0]
             single = m.embed(["gamma"], truncate=True).vectors[0]
@@ -214,7 +173,7 @@ def test_last_and_mean_pooling_differ(tmp_path: Path, rkllm_libs: dict[str, Path
 
 
 def test_embed_of_an_empty_text_is_refused(tmp_path: Path, rkllm_libs: dict[str, Path]) -> None:
-    m = load(manifest(tmp_path, "embed"), RunnerConfig(rkllm_lib=str(rkllm_libs["1.2"])))
+    m = load(manifest(tmp_path, "embed"), RunnerConfig(rkllm=RkllmOptions(lib=str(rkllm_libs["1.2"]))))
     try:
         with pytest.raises(RkError) as e:
             m.embed(["  "], truncate=True)

@@ -131,3 +131,71 @@ def test_runtime_error_is_a_job_error(npu_daemon: DaemonProc) -> None:
             list(c.events(chat(c, "[[error]]")))
         assert e.value.code == "model_failed"
         assert "".join(ev.get("text", "") for ev in c.events(chat(c, "ok then"))) == "ok then "
+
+
+# ---- per-request sampling and multi-turn KV reuse through the daemon -----------------------------------
+# The double answers "[[sampling]]" with the sampling it ran with, and "[[ctx]]" with the "#marker" words
+# of its whole KV context in order; FINISH reports the tokens it was asked to prefill.
+
+FILLER = " ".join(f"f{i}" for i in range(30))
+
+
+def reply(c: Client, rid: str) -> tuple[str, dict[str, Any]]:
+    text, stats = [], {}
+    for ev in c.events(rid):
+        if ev["ev"] == "token":
+            text.append(ev["text"])
+        elif ev["ev"] == "done":
+            stats = ev["stats"]
+    return "".join(text), stats
+
+
+def say(c: Client, history: list[dict[str, str]], tag: str, **options: Any) -> str:
+    """Append this conversation's next user turn and send the whole history; returns the request id."""
+    n = sum(m["role"] == "user" for m in history) + 1
+    history.append({"role": "user", "content": f"#{tag}{n} {FILLER} [[ctx]]"})
+    return c.send("chat", model="npu:chat", messages=history, options=options or None)
+
+
+def fingerprint(tag: str, turns: int) -> str:
+    return "ctx=" + ",".join(f"#{tag}{i}" for i in range(1, turns + 1)) + " "
+
+
+def test_a_per_request_temperature_reaches_the_runtime(npu_daemon: DaemonProc) -> None:
+    with npu_daemon.client() as c:
+        hot, _ = reply(c, chat(c, "[[sampling]]", temperature=0.25, top_k=3))
+        default, _ = reply(c, chat(c, "[[sampling]]"))
+    assert "temperature=0.250 " in hot and "top_k=3 " in hot
+    assert "temperature=0.800 " in default and "top_k=40 " in default
+
+
+def test_turn_ten_prefills_a_tenth_with_kv_reuse(npu_daemon: DaemonProc) -> None:
+    stats: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    with npu_daemon.client() as c:
+        for reuse in (True, False):
+            history: list[dict[str, str]] = []
+            for turn in range(1, 11):
+                text, s = reply(c, say(c, history, "A", cache_prompt=reuse))
+                assert text == fingerprint("A", turn)  # the whole conversation, and only it, is in context
+                history.append({"role": "assistant", "content": text})
+                stats[reuse].append(s)
+    with_reuse, without = stats[True][-1]["prefill_tokens"], stats[False][-1]["prefill_tokens"]
+    assert with_reuse == 32  # "#A10", 30 filler words, "[[ctx]]"
+    assert with_reuse / without <= 0.1, (with_reuse, without)
+
+
+def test_two_conversations_interleaved_on_the_queue_stay_correct(npu_daemon: DaemonProc) -> None:
+    hist: dict[str, list[dict[str, str]]] = {"A": [], "B": []}
+    with npu_daemon.client() as c:
+        for turn in range(1, 5):
+            rids = {tag: say(c, hist[tag], tag) for tag in ("A", "B")}  # both queued before either runs
+            for tag, rid in rids.items():
+                text, s = reply(c, rid)
+                assert text == fingerprint(tag, turn)
+                assert turn == 1 or s["prefill_tokens"] > 32  # the cache held the other one: sent whole
+                hist[tag].append({"role": "assistant", "content": text})
+        for turn in (5, 6):  # A alone again: the second turn continues what the cache holds
+            text, s = reply(c, say(c, hist["A"], "A"))
+            assert text == fingerprint("A", turn)
+            hist["A"].append({"role": "assistant", "content": text})
+    assert s["prefill_tokens"] == 32

@@ -74,5 +74,5 @@ def test_sigterm_gives_every_job_a_final_event(tmp_path: Path) -> None:
                 finals[ev["id"]] = ev.get("code", "done")
     assert d.proc.wait(30) == 0
     assert set(finals) == {f"j{i}" for i in range(6)}
-    assert list(finals.values()).count("cancelled") >= 5
+    assert list(finals.values()) == ["shutting_down"] * 6  # waiting ones refused, the running one stopped: retry later
     assert not d.socket.exists()

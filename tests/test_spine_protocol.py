@@ -77,5 +77,6 @@ def test_status_and_models(syn_daemon: DaemonProc) -> None:
         models = {m["name"]: m for m in c.call("models")["models"]}
         snap = c.call("status")
     assert {"syn:chat", "syn:embed"} <= set(models)
-    assert models["syn:embed"]["kind"] == "embed"
+    assert models["syn:embed"]["capabilities"] == ["embedding"]
+    assert models["syn:chat"]["capabilities"] == ["completion"]  # synthetic chat models do not embed
     assert snap["queue"] == [] and "totals" in snap and snap["version"]

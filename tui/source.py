@@ -9,13 +9,11 @@ import itertools
 import time
 from typing import Any, AsyncIterator, Protocol
 
-import orjson
-
-from rk.client import DaemonError, DaemonUnavailable, Endpoint
+from rk.client import DaemonUnavailable, Endpoint
+from rk.protocol import check, decode_event, encode_request, is_final
 from rk.tui.snapshot import QueueSnapshot
 
 LINE_LIMIT = 16 * 1024 * 1024  # a snapshot of a full queue is large; the default 64 KiB is not enough
-FINAL_EVENTS = ("done", "error", "snapshot")
 
 
 class SnapshotSource(Protocol):
@@ -51,10 +49,7 @@ class DaemonSource:
 
     def _request(self, op: str, **fields: Any) -> tuple[str, bytes]:
         rid = f"top{next(self._ids)}"
-        msg = {"id": rid, "op": op, **fields}
-        if self.endpoint.api_key:
-            msg["key"] = self.endpoint.api_key
-        return rid, orjson.dumps(msg) + b"\n"
+        return rid, encode_request(rid, op, self.endpoint.api_key, fields)
 
     async def _events(self, reader: asyncio.StreamReader, rid: str, timeout: float | None) -> AsyncIterator[dict[str, Any]]:
         """Events for `rid` as they arrive; raises DaemonError on an `error` event."""
@@ -65,12 +60,9 @@ class DaemonSource:
                 raise DaemonUnavailable(f"no word from the daemon for {timeout:.0f} s") from None
             if not line:
                 raise DaemonUnavailable("the daemon closed the connection")
-            ev = orjson.loads(line)
-            if ev.get("id") != rid:
-                continue
-            if ev.get("ev") == "error":
-                raise DaemonError(ev.get("code", "error"), ev.get("message", ""))
-            yield ev
+            ev = decode_event(line)
+            if ev.get("id") == rid:
+                yield check(ev)
 
     async def snapshots(self) -> AsyncIterator[QueueSnapshot]:
         reader, writer = await self._open()
@@ -90,7 +82,7 @@ class DaemonSource:
             writer.write(line)
             events = self._events(reader, rid, None)
             ev = await anext(events)
-            while ev.get("ev") not in FINAL_EVENTS:
+            while not is_final(op, ev):
                 ev = await anext(events)
             return ev
         finally:

@@ -1,7 +1,7 @@
 """Bench-only hook: with RK_BENCH_TRACE=FILE, every backend call in a runner process is timestamped.
 
 The idle-gap benchmark puts this directory on the runner's PYTHONPATH, so Python imports this file
-at start-up (before `rk.daemon.runner_child` runs), and it wraps `rk.daemon.backends.load_model`:
+at start-up (before `rk.daemon.runner.child` runs), and it wraps `rk.daemon.backends.load_model`:
 each loaded model's `generate` and `embed` append "start_ns end_ns" (time.monotonic_ns of entering
 and leaving the backend) as one line to FILE. The gap between one call's end and the next call's
 start is then exactly the accelerator's idle time, seen from the backend's side. No product code

@@ -1,10 +1,14 @@
 """Typed reads of wire JSON fields; every failure is a `bad_request` that names the field."""
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
+import orjson
+
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions
+from rk.daemon.jobs import Format, GenOptions, Message, Think, Tool, ToolCall
 
 
 def bad(field: str, what: str) -> RkError:
@@ -62,19 +66,114 @@ def boolean(d: dict[str, Any], key: str, default: bool) -> bool:
     return v
 
 
+MAX_STOPS, MAX_STOP_CHARS = 64, 512
+
+
 def stop_list(d: dict[str, Any], key: str = "stop") -> tuple[str, ...]:
+    """Stop strings, capped in count and length: every one is checked against each generated token."""
     v = d.get(key)
     if v is None:
         return ()
+    stops = [v] if isinstance(v, str) else v
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise bad(key, "must be a string or a list of strings")
+    if len(stops) > MAX_STOPS or any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise bad(key, f"takes at most {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters")
+    return tuple(dict.fromkeys(s for s in stops if s))
+
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def images(v: Any, where: str) -> tuple[bytes, ...]:
+    """Ollama's `images`: base64 strings (a data URL's prefix is tolerated)."""
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise bad(where, "must be a list of base64-encoded images")
+    return tuple(_b64(x, where) for x in v)
+
+
+def _b64(text: str, where: str) -> bytes:
+    if text.startswith(("http://", "https://")):
+        raise bad(where, "image URLs are not supported: send the image itself, base64-encoded")
+    data = text.split(",", 1)[1] if text.startswith("data:") else text
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad(where, "is not valid base64") from None
+
+
+def _content(v: Any, where: str) -> tuple[str, tuple[bytes, ...]]:
+    """A message's text, and the images of OpenAI content-part arrays."""
+    if v is None:
+        return "", ()
     if isinstance(v, str):
-        return (v,)
-    if isinstance(v, list) and all(isinstance(s, str) for s in v):
-        return tuple(s for s in v if s)
-    raise bad(key, "must be a string or a list of strings")
+        return v, ()
+    if not isinstance(v, list):
+        raise bad(where, "must be a string or a list of content parts")
+    texts, images = [], []
+    for part in v:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and isinstance(part.get("image_url"), (dict, str)):
+            url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
+            images.append(_b64(str(url), where))
+        else:
+            raise bad(where, "parts must be {'type':'text','text':...} or {'type':'image_url','image_url':{'url':...}}")
+    return "".join(texts), tuple(images)
 
 
-def messages(d: dict[str, Any], key: str = "messages", *, allow_empty: bool = False) -> tuple[dict[str, str], ...]:
-    """Chat messages as (role, content) dicts; OpenAI content-part arrays keep their text parts."""
+def _arguments(v: Any, where: str) -> dict[str, Any]:
+    """Tool-call arguments: an object (Ollama) or a JSON string of one (OpenAI)."""
+    if isinstance(v, str):
+        try:
+            v = orjson.loads(v) if v.strip() else {}
+        except orjson.JSONDecodeError:
+            raise bad(where, "must be a JSON object (as a string)") from None
+    if not isinstance(v, dict):
+        raise bad(where, "must be a JSON object")
+    return v
+
+
+def tool_calls(v: Any, where: str) -> tuple[ToolCall, ...]:
+    """An assistant turn's calls, in either API's shape."""
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        raise bad(where, "must be a list of tool calls")
+    out = []
+    for i, c in enumerate(v):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise bad(f"{where}[{i}].function", "must be an object with a 'name'")
+        call_id = c.get("id")
+        out.append(ToolCall(fn["name"], _arguments(fn.get("arguments"), f"{where}[{i}].function.arguments"),
+                            call_id if isinstance(call_id, str) else ""))
+    return tuple(out)
+
+
+def message(m: Any, where: str) -> Message:
+    """One chat message with every field of both APIs; `developer` is OpenAI's newer name for `system`."""
+    if not isinstance(m, dict):
+        raise bad(where, "must be an object with 'role' and 'content'")
+    role = m.get("role")
+    role = "system" if role == "developer" else role
+    if role not in ROLES:
+        raise bad(f"{where}.role", f"must be one of {', '.join(ROLES)}")
+    content, attached = _content(m.get("content"), f"{where}.content")
+    thinking = next((m[k] for k in ("thinking", "reasoning_content", "reasoning") if isinstance(m.get(k), str)), None)
+    return Message(
+        role=role, content=content, images=attached + images(m.get("images"), f"{where}.images"),
+        tool_calls=tool_calls(m.get("tool_calls"), f"{where}.tool_calls"),
+        tool_call_id=string(m, "tool_call_id"),
+        tool_name=string(m, "tool_name") or (string(m, "name") if role == "tool" else None),
+        thinking=thinking or None,
+    )
+
+
+def messages(d: dict[str, Any], key: str = "messages", *, allow_empty: bool = False) -> tuple[Message, ...]:
     v = d.get(key)
     if v is None and allow_empty:
         return ()
@@ -82,32 +181,50 @@ def messages(d: dict[str, Any], key: str = "messages", *, allow_empty: bool = Fa
         raise bad(key, "must be a list of messages")
     if not v and not allow_empty:
         raise bad(key, "must not be empty")
+    return tuple(message(m, f"{key}[{i}]") for i, m in enumerate(v))
+
+
+def tools(d: dict[str, Any], key: str = "tools") -> tuple[Tool, ...]:
+    """`tools: [{type: "function", function: {name, description, parameters}}]`, as both APIs send them."""
+    v = d.get(key)
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        raise bad(key, "must be a list of tools")
     out = []
-    for i, m in enumerate(v):
-        if not isinstance(m, dict):
-            raise bad(f"{key}[{i}]", "must be an object with 'role' and 'content'")
-        role = m.get("role")
-        if not isinstance(role, str) or not role:
-            raise bad(f"{key}[{i}].role", "must be a non-empty string")
-        content = m.get("content")
-        if content is None:
-            content = ""
-        elif isinstance(content, list):
-            parts = []
-            for part in content:
-                if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                    parts.append(part["text"])
-                elif isinstance(part, dict) and part.get("type") in ("image_url", "input_image", "image"):
-                    raise bad(f"{key}[{i}].content", "contains an image; this model takes text only")
-                else:
-                    raise bad(f"{key}[{i}].content", "parts must be {'type':'text','text':...}")
-            content = "".join(parts)
-        elif not isinstance(content, str):
-            raise bad(f"{key}[{i}].content", "must be a string")
-        if m.get("images"):
-            raise bad(f"{key}[{i}].images", "images are not supported by this model")
-        out.append({"role": "system" if role == "developer" else role, "content": content})
+    for i, t in enumerate(v):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(t, dict) or t.get("type", "function") != "function" or not isinstance(fn, dict):
+            raise bad(f"{key}[{i}]", "must be {'type': 'function', 'function': {'name', 'description', 'parameters'}}")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad(f"{key}[{i}].function.name", "is required")
+        params = fn.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise bad(f"{key}[{i}].function.parameters", "must be a JSON schema object")
+        desc = fn.get("description") or ""
+        if not isinstance(desc, str):
+            raise bad(f"{key}[{i}].function.description", "must be a string")
+        out.append(Tool(name, desc, params))
     return tuple(out)
+
+
+def think(v: Any, key: str = "think") -> Think:
+    """Ollama's `think`: true, false, or an effort level."""
+    if v is None or isinstance(v, bool):
+        return v
+    if v in ("low", "medium", "high"):
+        return v  # type: ignore[no-any-return]
+    raise bad(key, 'must be true, false, "low", "medium" or "high"')
+
+
+def json_format(v: Any, key: str = "format") -> Format:
+    """Ollama's `format`: "json" or a JSON schema object; "" and null mean free text."""
+    if v is None or v == "":
+        return None
+    if v == "json" or isinstance(v, dict):
+        return v  # type: ignore[no-any-return]
+    raise bad(key, 'must be "json" or a JSON schema object')
 
 
 def gen_options(o: dict[str, Any], *, max_tokens_keys: tuple[str, ...] = ("max_tokens",)) -> GenOptions:
@@ -125,6 +242,7 @@ def gen_options(o: dict[str, Any], *, max_tokens_keys: tuple[str, ...] = ("max_t
         temperature=number(o, "temperature", lo=0, hi=100),
         top_p=number(o, "top_p", lo=0, hi=1),
         top_k=integer(o, "top_k", lo=0),
+        min_p=number(o, "min_p", lo=0, hi=1),
         seed=integer(o, "seed"),
         stop=stop_list(o),
         repeat_penalty=number(o, "repeat_penalty", lo=0),

@@ -11,14 +11,15 @@ import orjson
 
 from rk.daemon.adapters import fields as f
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, Token, Vectors
-from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
-from rk.daemon.pull.manager import PullEvent
+from rk.daemon.importer import ImportRequest
+from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, ThinkingText, Token, ToolCalled, Vectors
+from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
+from rk.daemon.pull.events import PullEvent
 from rk.daemon.settings import Settings
 
 PROTOCOL_VERSION = 1
 JOB_OPS = ("chat", "generate", "embed", "load", "unload")
-INFO_OPS = ("status", "models", "show", "version", "watch", "cancel", "pull")
+INFO_OPS = ("status", "models", "show", "version", "watch", "cancel", "import", "pull")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Request:
     target: str | None = None  # cancel: a request id on this connection, or a job id from status
     model: str | None = None  # show, pull
     key: str | None = None  # API key, for TCP connections that require one
+    imported: ImportRequest | None = None  # import
 
 
 def request_id(obj: Any) -> str | None:
@@ -56,12 +58,12 @@ def parse_line(line: bytes, settings: Settings, peer: str) -> Request:
         model = f.string(d, "model") or settings.default_chat_model
         keep = f.number(d, "keep_alive")
         opts = f.gen_options(o, max_tokens_keys=("max_tokens", "num_predict"))
+        common = dict(options=opts, tools=f.tools(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
         if op == "chat":
-            job: Job = ChatJob(model=model, messages=f.messages(d), options=opts, keep_alive_s=keep, source="cli", peer=peer)
+            spec = GenSpec(messages=f.messages(d), **common)  # type: ignore[arg-type]
         else:
-            prompt = f.string(d, "prompt", required=True)
-            job = ChatJob(model=model, prompt=prompt, raw=f.boolean(d, "raw", False), options=opts,
-                          keep_alive_s=keep, source="cli", peer=peer)
+            spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)  # type: ignore[arg-type]
+        job: Job = ChatJob(model=model, spec=spec, keep_alive_s=keep, source="cli", peer=peer)
         return Request(rid, op, job=job, key=key)
     if op == "embed":
         texts = f.texts(d.get("input"))
@@ -76,6 +78,16 @@ def parse_line(line: bytes, settings: Settings, peer: str) -> Request:
                                                 source="cli", peer=peer), key=key)
     if op == "cancel":
         return Request(rid, op, target=f.string(d, "target", required=True), key=key)
+    if op == "import":
+        caps = d.get("capabilities") or []
+        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+            raise f.bad("capabilities", "must be a list of capability names")
+        imp = ImportRequest(
+            path=f.string(d, "path", required=True) or "", name=f.string(d, "name", required=True) or "",
+            capabilities=tuple(caps), context=f.integer(d, "context", lo=16) or 4096, runtime=f.string(d, "runtime"),
+            embed=f.boolean(d, "embed", False), pooling=f.string(d, "pooling"), tokenizer=f.string(d, "tokenizer"),
+            force=f.boolean(d, "force", False))
+        return Request(rid, op, imported=imp, key=key)
     if op in ("show", "pull"):
         return Request(rid, op, model=f.string(d, "model", required=True), key=key)
     if op in INFO_OPS:
@@ -96,6 +108,10 @@ def render(rid: str, job_id: str, ev: Event) -> dict[str, Any]:
             return {"id": rid, "ev": "prefill", "ms": round(ms, 3), "tokens": n}
         case Token(text=t):
             return {"id": rid, "ev": "token", "text": t}
+        case ThinkingText(text=t):
+            return {"id": rid, "ev": "thinking", "text": t}
+        case ToolCalled(call=c):
+            return {"id": rid, "ev": "tool_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
         case Vectors(index=i, embeddings=e, tokens=n):
             return {"id": rid, "ev": "vectors", "index": i, "dim": int(e.shape[1]), "tokens": n, "embeddings": e}
         case Done(stats=s):

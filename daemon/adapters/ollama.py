@@ -17,7 +17,7 @@ import orjson
 
 from rk.daemon.adapters import fields as f
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, JobStats, ModelAction
+from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, GenSpec, Generated, JobStats, Message, ModelAction, ToolCall
 from rk.daemon.models import Manifest
 
 # The Ollama API level this server speaks; clients gate features on it, so it must parse as dotted ints.
@@ -96,32 +96,35 @@ def parse_generate(body: Any, peer: str) -> GenRequest:
     raw = f.boolean(d, "raw", False)
     if raw and (system or d.get("template") or d.get("context")):
         raise f.bad("raw", "cannot be combined with template, system or context")
-    for key, why in (("template", "the model's own chat template is used"), ("suffix", "this server does no fill-in-the-middle"),
-                     ("images", "this model takes text only")):
+    for key, why in (("template", "the model's own chat template is used"), ("suffix", "this server does no fill-in-the-middle")):
         if d.get(key):
             raise f.bad(key, f"is not supported: {why}")
     ka = keep_alive(d.get("keep_alive"))
     stream = f.boolean(d, "stream", True)
     if not prompt and not system:
         return GenRequest(_action(model, ka, peer), model, chat=False, stream=False)
+    common = dict(options=options(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
     if raw:
-        job = ChatJob(model=model, prompt=prompt, raw=True, options=options(d), keep_alive_s=ka, source="ollama", peer=peer)
+        spec = GenSpec(prompt=prompt, raw=True, **common)  # type: ignore[arg-type]
     else:
-        msgs = ({"role": "system", "content": system},) if system else ()
-        job = ChatJob(model=model, messages=msgs + ({"role": "user", "content": prompt},), options=options(d),
-                      keep_alive_s=ka, source="ollama", peer=peer)
+        msgs = (Message("system", system),) if system else ()
+        user = Message("user", prompt, images=f.images(d.get("images"), "images"))
+        spec = GenSpec(messages=msgs + (user,), **common)  # type: ignore[arg-type]
+    job = ChatJob(model=model, spec=spec, keep_alive_s=ka, source="ollama", peer=peer)
     return GenRequest(job, model, chat=False, stream=stream)
 
 
 def parse_chat(body: Any, peer: str) -> GenRequest:
-    """`POST /api/chat`; `messages: []` loads (or unloads with keep_alive 0). `tools` and `format` are ignored."""
+    """`POST /api/chat`; `messages: []` loads (or unloads with keep_alive 0)."""
     d = f.obj(body)
     model = model_name(d)
     msgs = f.messages(d, allow_empty=True)
     ka = keep_alive(d.get("keep_alive"))
     if not msgs:
         return GenRequest(_action(model, ka, peer), model, chat=True, stream=False)
-    job = ChatJob(model=model, messages=msgs, options=options(d), keep_alive_s=ka, source="ollama", peer=peer)
+    spec = GenSpec(messages=msgs, options=options(d), tools=f.tools(d), think=f.think(d.get("think")),
+                   format=f.json_format(d.get("format")))
+    job = ChatJob(model=model, spec=spec, keep_alive_s=ka, source="ollama", peer=peer)
     return GenRequest(job, model, chat=True, stream=f.boolean(d, "stream", True))
 
 
@@ -173,20 +176,37 @@ def _ns(ms: float) -> int:
     return int(round(ms * 1_000_000))
 
 
-def chunk(model: str, text: str, *, chat: bool) -> dict[str, Any]:
-    """One streamed token: chat chunks always carry `message.role`, generate chunks `response`."""
+def tool_call(c: ToolCall, index: int) -> dict[str, Any]:
+    """A call as Ollama sends it: arguments as an object."""
+    return {"id": c.id, "function": {"index": index, "name": c.name, "arguments": c.arguments}}
+
+
+def chunk(model: str, text: str, *, chat: bool, thinking: str = "", calls: tuple[ToolCall, ...] = (),
+          first_index: int = 0) -> dict[str, Any]:
+    """One streamed piece: chat chunks always carry `message.role`, generate chunks `response`; reasoning
+    travels in `thinking`, apart from the answer, and each whole tool call in `message.tool_calls`."""
     out: dict[str, Any] = {"model": model, "created_at": timestamp()}
     if chat:
-        out["message"] = {"role": "assistant", "content": text}
+        msg: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            msg["thinking"] = thinking
+        if calls:
+            msg["tool_calls"] = [tool_call(c, first_index + i) for i, c in enumerate(calls)]
+        out["message"] = msg
     else:
         out["response"] = text
+        if thinking:
+            out["thinking"] = thinking
     out["done"] = False
     return out
 
 
-def final(model: str, stats: JobStats, *, chat: bool, text: str = "") -> dict[str, Any]:
-    """The one `done: true` chunk (or the whole `stream: false` reply) with the job's own figures."""
-    out = chunk(model, text, chat=chat)
+def final(model: str, stats: JobStats, *, chat: bool, gen: Generated | None = None) -> dict[str, Any]:
+    """The one `done: true` chunk (or the whole `stream: false` reply) with the job's own figures.
+
+    `done_reason` stays "stop" after tool calls, as Ollama's does.
+    """
+    out = chunk(model, gen.text, chat=chat, thinking=gen.thinking, calls=gen.tool_calls) if gen else chunk(model, "", chat=chat)
     out |= {"done": True, "done_reason": "length" if stats.finish_reason == "length" else "stop",
             "total_duration": _ns(stats.total_ms), "load_duration": _ns(stats.load_ms),
             "prompt_eval_count": stats.prompt_tokens, "prompt_eval_duration": _ns(stats.prefill_ms),
@@ -249,7 +269,7 @@ def show(m: Manifest, modified_at: str) -> dict[str, Any]:
     count = _parameter_count(m.parameter_size)
     if count is not None:
         info["general.parameter_count"] = count
-    if m.kind == "embed" and m.params.get("dim"):
+    if not m.can("completion") and m.params.get("dim"):
         info[f"{arch}.embedding_length"] = int(m.params["dim"])
     params = parameters(m)
     modelfile = f"FROM {m.name}\n"
@@ -259,7 +279,7 @@ def show(m: Manifest, modified_at: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "modelfile": modelfile, "parameters": "\n".join(f"{k:<30} {v}" for k, v in params),
         "template": m.template or "", "details": m.details(), "model_info": info,
-        "capabilities": ["embedding"] if m.kind == "embed" else ["completion"], "modified_at": modified_at,
+        "capabilities": list(m.capabilities), "modified_at": modified_at,
     }
     if m.system:
         out["system"] = m.system

@@ -17,7 +17,9 @@ import numpy as np
 from rk.daemon.adapters import fields as f
 from rk.daemon.adapters.vectors import b64_float32
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, JobStats
+import orjson
+
+from rk.daemon.jobs import ChatJob, EmbedJob, Format, GenOptions, GenSpec, Generated, JobStats, Think, ToolCall
 from rk.daemon.models import Manifest
 
 TOKEN_ARRAYS = ("token-id arrays are not accepted: their ids belong to the client's tokenizer (tiktoken), not "
@@ -86,12 +88,64 @@ def _common(d: dict[str, Any], max_keys: tuple[str, ...]) -> tuple[str, GenOptio
     return model, opts, stream, include_usage
 
 
+def tool_choice(d: dict[str, Any], names: set[str]) -> str:
+    """"auto" (the default), "none", "required", or the name of the one function the model must call."""
+    v = d.get("tool_choice")
+    if v is None:
+        return "auto"
+    if v in ("auto", "none", "required"):
+        return str(v)
+    fn = v.get("function") if isinstance(v, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(name, str):
+        raise f.bad("tool_choice", 'must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}')
+    if name not in names:
+        raise f.bad("tool_choice", f"names {name!r}, which is not one of the request's tools")
+    return name
+
+
+def reasoning(d: dict[str, Any]) -> Think:
+    """`reasoning_effort` or `reasoning.effort`: "none" turns thinking off; "minimal" counts as "low"."""
+    effort = d.get("reasoning_effort")
+    nested = d.get("reasoning")
+    if effort is None and isinstance(nested, dict):
+        effort = nested.get("effort")
+    if effort is None:
+        return None
+    levels = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+    if effort not in levels:
+        raise f.bad("reasoning_effort", "must be none, minimal, low, medium or high")
+    return levels[effort]  # type: ignore[return-value]
+
+
+def response_format(d: dict[str, Any]) -> Format:
+    """`response_format`: text, json_object, or json_schema with its `schema`."""
+    v = d.get("response_format")
+    if v is None:
+        return None
+    kind = v.get("type") if isinstance(v, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        js = v.get("json_schema")
+        schema = js.get("schema") if isinstance(js, dict) else None
+        if not isinstance(schema, dict):
+            raise f.bad("response_format.json_schema.schema", "must be a JSON schema object")
+        return schema
+    raise f.bad("response_format", "type must be text, json_object or json_schema")
+
+
 def parse_chat(body: Any, peer: str) -> GenRequest:
     """`POST /v1/chat/completions`; `max_completion_tokens` wins over the older `max_tokens`."""
     d = f.obj(body)
     model, opts, stream, usage = _common(d, ("max_completion_tokens", "max_tokens"))
-    job = ChatJob(model=model, messages=f.messages(d), options=opts, source="openai", peer=peer)
-    return GenRequest(job, model, stream, usage)
+    tools = f.tools(d)
+    f.boolean(d, "parallel_tool_calls", True)  # checked for type; the model decides how many calls it makes
+    spec = GenSpec(messages=f.messages(d), options=opts, tools=tools, tool_choice=tool_choice(d, {t.name for t in tools}),
+                   think=reasoning(d), format=response_format(d))
+    return GenRequest(ChatJob(model=model, spec=spec, source="openai", peer=peer), model, stream, usage)
 
 
 def parse_completion(body: Any, peer: str) -> GenRequest:
@@ -110,7 +164,7 @@ def parse_completion(body: Any, peer: str) -> GenRequest:
         raise f.bad("prompt", "must be a string (one prompt per request)")
     if d.get("suffix"):
         raise f.bad("suffix", "is not supported: this server does no fill-in-the-middle")
-    job = ChatJob(model=model, prompt=prompt, raw=True, options=opts, source="openai", peer=peer)
+    job = ChatJob(model=model, spec=GenSpec(prompt=prompt, raw=True, options=opts), source="openai", peer=peer)
     return GenRequest(job, model, stream, usage, echo=prompt if f.boolean(d, "echo", False) else "")
 
 
@@ -137,34 +191,54 @@ def parse_embeddings(body: Any, peer: str) -> EmbedRequest:
 # ---- replies -----------------------------------------------------------------------------------
 
 
-def usage(stats: JobStats) -> dict[str, int]:
+def usage(stats: JobStats) -> dict[str, Any]:
+    """The whole prompt counts, cached or not; the cached part is reported apart, as OpenAI does."""
     prompt, completion = stats.prompt_tokens, stats.generate_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
 
 
-def finish_reason(stats: JobStats) -> str:
+def finish_reason(stats: JobStats, called: bool = False) -> str:
+    if called:
+        return "tool_calls"
     return "length" if stats.finish_reason == "length" else "stop"
 
 
-def completion(r: Reply, text: str, stats: JobStats) -> dict[str, Any]:
-    """The non-streaming reply."""
+def tool_call(c: ToolCall, index: int | None = None) -> dict[str, Any]:
+    """A call as OpenAI sends it: arguments as a JSON string; streamed deltas carry their `index`."""
+    out: dict[str, Any] = {} if index is None else {"index": index}
+    return out | {"id": c.id, "type": "function",
+                  "function": {"name": c.name, "arguments": orjson.dumps(c.arguments).decode()}}
+
+
+def completion(r: Reply, gen: Generated, echo: str = "") -> dict[str, Any]:
+    """The non-streaming reply; reasoning goes out as both `reasoning_content` and `reasoning`."""
     choice: dict[str, Any] = {"index": 0}
     if r.chat:
-        choice["message"] = {"role": "assistant", "content": text}
+        msg: dict[str, Any] = {"role": "assistant", "content": gen.text}
+        if gen.thinking:
+            msg["reasoning_content"] = msg["reasoning"] = gen.thinking
+        if gen.tool_calls:
+            msg["tool_calls"] = [tool_call(c) for c in gen.tool_calls]
+        choice["message"] = msg
     else:
-        choice["text"] = text
-    choice |= {"logprobs": None, "finish_reason": finish_reason(stats)}
+        choice["text"] = echo + gen.text
+    choice |= {"logprobs": None, "finish_reason": finish_reason(gen.stats, bool(gen.tool_calls))}
     return {"id": r.id, "object": r.object, "created": r.created, "model": r.model, "choices": [choice],
-            "usage": usage(stats)}
+            "usage": usage(gen.stats)}
 
 
 def chunk(r: Reply, text: str | None, *, first: bool = False, finish: str | None = None,
-          include_usage: bool = False) -> dict[str, Any]:
+          include_usage: bool = False, thinking: str | None = None, call: dict[str, Any] | None = None) -> dict[str, Any]:
     """One streamed chunk. Chat: the first carries only the role, the last an empty delta and the reason."""
     choice: dict[str, Any] = {"index": 0}
     if r.chat:
         if first:
             choice["delta"] = {"role": "assistant", "content": ""}
+        elif thinking is not None:
+            choice["delta"] = {"reasoning_content": thinking, "reasoning": thinking}
+        elif call is not None:
+            choice["delta"] = {"tool_calls": [call]}
         else:
             choice["delta"] = {} if text is None else {"content": text}
     else:

@@ -2,57 +2,58 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from rk.daemon.jobs import GenOptions
+from rk.daemon.jobs import GenSpec
 from rk.daemon.models import Manifest
 
 
 @dataclass(frozen=True)
-class RunnerConfig:
-    """The settings a runner process needs (a subset of `Settings`, passed on its command line)."""
+class CpuOptions:
+    """Options of the CPU backends (hf, llamacpp)."""
 
-    threads: int = 0
-    rkllm_lib: str | None = None
-    rkllm_version: str | None = None
-    sysfs_root: str = "/"
+    threads: int = 0  # 0 = chosen by the backend from the machine's cores
 
 
 @dataclass(frozen=True)
-class GenRequest:
-    """A generation as the backend sees it: options already merged with the model's defaults."""
+class RkllmOptions:
+    """Options of the NPU backend."""
 
-    messages: list[dict[str, str]] = field(default_factory=list)
-    prompt: str | None = None
-    raw: bool = False
-    options: GenOptions = GenOptions()
-    # The backend's own `prepare(req)` result (e.g. token ids), computed on another thread while the
-    # job before this one generated; None when the backend has no `prepare` or it was not run ahead.
-    prepared: Future[Any] | None = field(default=None, compare=False)
+    lib: str | None = None  # librkllmrt.so path; None = the loader's search path
+    version: str | None = None  # "1.2" / "1.3" when detection from the library's bytes is not possible
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """What a runner process needs from `Settings`: one section per backend family, so a new backend
+    adds a section here instead of fields to every layer."""
+
+    sysfs_root: str = "/"
+    cpu: CpuOptions = CpuOptions()
+    rkllm: RkllmOptions = RkllmOptions()
 
 
 @dataclass
 class GenResult:
+    """The backend's own figures for one generation; the runner adds them to the job's `JobStats`."""
+
     prefill_ms: float = 0.0
-    prefill_tokens: int = 0
+    prefill_tokens: int = 0  # computed in this run
+    cached_tokens: int = 0  # served from the KV cache of an earlier run
     generate_ms: float = 0.0
     generate_tokens: int = 0
     memory_mb: float = 0.0
     finish_reason: str = "stop"  # "stop" or "length"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 class Sink(Protocol):
     """Where a backend reports progress; the runner forwards each call to the daemon at once."""
 
-    def prefill(self, ms: float, tokens: int) -> None: ...
+    def prefill(self, ms: float, tokens: int, cached: int = 0) -> None: ...
 
     def token(self, text: str) -> None: ...
 
@@ -65,11 +66,15 @@ class EmbedResult:
 
 class LoadedModel(Protocol):
     """A model resident in a runner. `abort` is called from another thread, and so is the optional
-    `prepare(req)` (tokenise and template ahead of time; its result arrives as `req.prepared`)."""
+    `prepare(spec)` (tokenise and template ahead of time; its result arrives as `prepared`).
+
+    `spec.options` arrive merged with the manifest's defaults; stop strings are the runner's job.
+    """
 
     manifest: Manifest
+    chat_template: str | None  # the Jinja template the model was taught with (its output parser reads it); None: unknown
 
-    def generate(self, req: GenRequest, sink: Sink, stop: threading.Event) -> GenResult: ...
+    def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult: ...
 
     def embed(self, texts: list[str], truncate: bool) -> EmbedResult: ...
 
@@ -85,13 +90,6 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
-
-
-def resolve_options(manifest: Manifest, options: GenOptions) -> GenOptions:
-    """The job's options over the model's defaults."""
-    merged = dict(manifest.defaults)
-    merged.update(options.to_dict())
-    return GenOptions.from_dict({k: v for k, v in merged.items() if k in GenOptions.__dataclass_fields__})
 
 
 def check_files(manifest: Manifest, *keys: str) -> list[Path]:

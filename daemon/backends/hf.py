@@ -10,8 +10,8 @@ from rk.daemon.models import Manifest
 def load(manifest: Manifest, config: RunnerConfig) -> LoadedModel:
     import torch
 
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    if manifest.kind == "embed":
+    torch.set_num_threads(config.cpu.threads or os.cpu_count() or 1)
+    if "completion" not in manifest.capabilities:
         from rk.daemon.backends.hf_embed import HFEmbedModel
 
         return HFEmbedModel(manifest)

@@ -1,4 +1,5 @@
-"""Chat on the CPU with transformers: a token loop over a KV cache that keeps the last sequence's prefix.
+"""Chat (and embeddings from the same weights) on the CPU with transformers: a token loop over a KV
+cache that keeps the last sequence's prefix.
 
 A follow-up turn shares its whole history with the previous sequence, so only the new tokens are
 prefilled (`params.prefix_cache`, on by default; the `cache_prompt` option overrides it per job). Text is streamed through an incremental detokeniser
@@ -10,12 +11,14 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
-from rk.daemon.backends.base import GenRequest, GenResult, Sink, check_files, resolve_options
+from rk.daemon.backends.base import EmbedResult, GenResult, Sink, check_files, l2_normalise
 from rk.daemon.backends.hf_convert import ensure_converted
 from rk.daemon.backends.sampling import next_token
 from rk.daemon.errors import RkError
+from rk.daemon.jobs import GenSpec
 from rk.daemon.models import Manifest
 
 
@@ -62,21 +65,27 @@ class HFChatModel:
         dtype = getattr(torch, manifest.params.get("dtype", "float32"))
         self.tok = AutoTokenizer.from_pretrained(str(weights))
         self.model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=dtype).eval()
+        self.chat_template: str | None = self.tok.chat_template
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
         self.eos.discard(None)
         self.prefix_cache = bool(manifest.params.get("prefix_cache", True))
+        self.pooling = str(manifest.params.get("pooling", "last"))
         self._cache: Any = None
         self._cached_ids: list[int] = []
 
-    def prepare(self, req: GenRequest) -> list[int]:
+    def prepare(self, spec: GenSpec) -> list[int]:
         """Template and tokenise the prompt (the runner calls this ahead, while the job before generates)."""
-        if req.prompt is not None and req.raw:
-            return list(self.tok(req.prompt)["input_ids"])
-        messages = list(req.messages) or [{"role": "user", "content": req.prompt or ""}]
-        if self.manifest.system and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": self.manifest.system})
-        text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if spec.prompt is not None and spec.raw:
+            return list(self.tok(spec.prompt)["input_ids"])
+        messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
+        extra: dict[str, Any] = {}
+        if spec.tools:
+            extra["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                                 "parameters": t.parameters}} for t in spec.tools]
+        if spec.think is not None:
+            extra["enable_thinking"] = bool(spec.think)
+        text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def _prepare_cache(self, ids: list[int], reuse: bool) -> int:
@@ -97,9 +106,9 @@ class HFChatModel:
         return out.logits[0, -1]
 
     @torch.inference_mode()
-    def generate(self, req: GenRequest, sink: Sink, stop: threading.Event) -> GenResult:
-        opts = resolve_options(self.manifest, req.options)
-        ids = req.prepared.result() if req.prepared is not None else self.prepare(req)
+    def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult:
+        opts = spec.options
+        ids: list[int] = prepared if prepared is not None else self.prepare(spec)
         ctx = min(opts.num_ctx or self.manifest.context_length, self.manifest.context_length)
         if len(ids) >= ctx:
             raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a context of {ctx}", param="messages")
@@ -114,7 +123,7 @@ class HFChatModel:
             self._cache, self._cached_ids = None, []
             raise
         prefill_ms = (time.perf_counter() - t0) * 1000
-        sink.prefill(prefill_ms, len(ids) - keep)
+        sink.prefill(prefill_ms, len(ids) - keep, keep)
         detok = Detokenizer(self.tok)
         out: list[int] = []
         finish = "length"
@@ -137,12 +146,26 @@ class HFChatModel:
         except BaseException:
             self._cache, self._cached_ids = None, []
             raise
-        return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - keep,
+        return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - keep, cached_tokens=keep,
                          generate_ms=(time.perf_counter() - t1) * 1000, generate_tokens=len(out),
                          memory_mb=self.memory_mb(), finish_reason=finish)
 
-    def embed(self, texts: list[str], truncate: bool) -> Any:
-        raise RkError("not_embedding_model", f"{self.manifest.name} is a chat model")
+    @torch.inference_mode()
+    def embed(self, texts: list[str], truncate: bool) -> EmbedResult:
+        """Pooled last hidden layer of the same loaded weights (`params.pooling`: last or mean); the chat
+        KV cache is not touched, so a conversation continues as if no embedding ran in between."""
+        ctx = self.manifest.context_length
+        rows, counts = [], []
+        for text in texts:
+            ids = list(self.tok(text)["input_ids"])
+            if len(ids) > ctx:
+                if not truncate:
+                    raise RkError("prompt_too_large", f"an input is {len(ids)} tokens; {self.manifest.name} takes {ctx}", param="input")
+                ids = ids[:ctx]
+            hidden = self.model.base_model(input_ids=torch.tensor([ids]), use_cache=False).last_hidden_state[0]
+            rows.append((hidden[-1] if self.pooling == "last" else hidden.mean(0)).float().numpy())
+            counts.append(len(ids))
+        return EmbedResult(l2_normalise(np.stack(rows)), counts)
 
     def abort(self) -> None:
         """Generation checks the stop event before every token; nothing else to interrupt."""

@@ -29,10 +29,10 @@ def ensure_converted(gguf: Path, target: Path) -> float:
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
     model.config.quantization_config = None  # the weights are dense now: save them as plain bf16
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it loosely; None is what disables it
     tok.save_pretrained(tmp)
     model.save_pretrained(tmp)
-    del model
+    del model  # the dense copy is large: free it before the caller loads the saved one
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     took = time.perf_counter() - t0

@@ -5,13 +5,15 @@ padded to the longest one; results go back in input order.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from rk.daemon.backends.base import EmbedResult, GenRequest, GenResult, Sink, l2_normalise
+import threading
+from typing import Any
+
+from rk.daemon.backends.base import EmbedResult, GenResult, Sink, l2_normalise
 from rk.daemon.errors import RkError
+from rk.daemon.jobs import GenSpec
 from rk.daemon.models import Manifest
 
 BATCH_TOKENS = 8192
@@ -42,6 +44,7 @@ class HFEmbedModel:
         self.tok = AutoTokenizer.from_pretrained(weights)
         self.model = AutoModel.from_pretrained(weights).eval()
         self.max_len = int(manifest.context_length)
+        self.chat_template: str | None = None
 
     @torch.inference_mode()
     def embed(self, texts: list[str], truncate: bool) -> EmbedResult:
@@ -59,8 +62,8 @@ class HFEmbedModel:
             out[batch] = pooled.float().numpy()
         return EmbedResult(l2_normalise(out), lengths)
 
-    def generate(self, req: GenRequest, sink: Sink, stop: Any) -> GenResult:
-        raise RkError("not_chat_model", f"{self.manifest.name} is an embedding model and cannot chat")
+    def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult:
+        raise RkError("internal", f"{self.manifest.name} has no 'completion' capability")  # submit() refuses first
 
     def abort(self) -> None:
         """Embedding batches are short; there is nothing to interrupt."""

@@ -12,8 +12,11 @@ import time
 
 import numpy as np
 
-from rk.daemon.backends.base import EmbedResult, GenRequest, GenResult, RunnerConfig, Sink, l2_normalise, resolve_options
+from typing import Any
+
+from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, l2_normalise
 from rk.daemon.errors import RkError
+from rk.daemon.jobs import GenSpec
 from rk.daemon.models import Manifest
 
 
@@ -22,16 +25,12 @@ class SyntheticModel:
         self.manifest = manifest
         self._rate = float(manifest.params.get("tokens_per_s", 2000.0))
         self._dim = int(manifest.params.get("dim", 64))
+        self.chat_template: str | None = manifest.template
         if manifest.params.get("crash_on_load"):
             os.abort()
 
-    def _prompt_text(self, req: GenRequest) -> str:
-        if req.raw or req.prompt is not None:
-            return req.prompt or ""
-        return " ".join(m.get("content", "") for m in req.messages)
-
-    def generate(self, req: GenRequest, sink: Sink, stop: threading.Event) -> GenResult:
-        text = self._prompt_text(req)
+    def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult:
+        text = " ".join(m.content for m in spec.chat_messages())
         words = text.split() or ["…"]
         if len(words) > self.manifest.context_length:
             raise RkError("prompt_too_large", f"prompt is {len(words)} tokens; {self.manifest.name} takes {self.manifest.context_length}")
@@ -39,7 +38,7 @@ class SyntheticModel:
             os.abort()
         if "[[hang]]" in text:
             time.sleep(3600)
-        opts = resolve_options(self.manifest, req.options)
+        opts = spec.options
         natural = int(self.manifest.params.get("reply_tokens", 0)) or len(words)
         limit = natural if opts.max_tokens is None else min(natural, opts.max_tokens)
         t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from rk.daemon.http import ollama_admin, ollama_routes, openai_routes
+from rk.daemon.http.access import access_log
 from rk.daemon.http.middleware import MIDDLEWARES, on_prepare
 from rk.daemon.http.wire import SERVICE, normalise_path
 from rk.daemon.service import Service
@@ -29,7 +30,7 @@ class NormalisingRouter(web.UrlDispatcher):
 
 def build_app(service: Service) -> web.Application:
     app = web.Application(router=NormalisingRouter(), client_max_size=service.settings.max_body_bytes,
-                          middlewares=MIDDLEWARES)
+                          middlewares=[access_log, *MIDDLEWARES])
     app[SERVICE] = service
     app.on_response_prepare.append(on_prepare)
     ollama_admin.add_routes(app)

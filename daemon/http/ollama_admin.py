@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 from aiohttp import web
 
+from rk.daemon import modelfile
 from rk.daemon.adapters import fields as f
 from rk.daemon.adapters import ollama
 from rk.daemon.errors import RkError
 from rk.daemon.http.streaming import NDJSON_HEADERS, ndjson_line
 from rk.daemon.http.wire import SERVICE, json_response, read_json
 from rk.daemon.models import modified_at
-from rk.daemon import modelfile
 from rk.daemon.pull.blobs import Blobs
 from rk.daemon.pull.create import create as create_model
-from rk.daemon.pull.refs import Digest
 from rk.daemon.pull.manager import SUCCESS
+from rk.daemon.pull.refs import Digest
 
 STATUS_SUCCESS = {"status": "success"}
 
@@ -38,12 +39,12 @@ async def ps(request: web.Request) -> web.Response:
     """Loaded models with their measured memory and the wall-clock time their keep-alive ends."""
     svc = request.app[SERVICE]
     models = []
-    for name, res in list(svc.scheduler.loaded.items()):
+    for res in svc.status().loaded:
         try:
-            m = svc.store.get(name)
+            m = svc.store.get(res.name)
         except RkError:
             continue  # deleted while loaded
-        models.append(ollama.ps_entry(m, res.memory_mb, res.wall_expires))
+        models.append(ollama.ps_entry(m, res.memory_mb, math.inf if res.expires_at is None else res.expires_at))
     return json_response({"models": models})
 
 

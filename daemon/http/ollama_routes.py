@@ -8,7 +8,7 @@ from rk.daemon.adapters.vectors import cut
 from rk.daemon.errors import RkError
 from rk.daemon.http.streaming import NDJSON_HEADERS, JobStream, ndjson_line, peer
 from rk.daemon.http.wire import json_response, read_json
-from rk.daemon.jobs import JobStats, ModelAction
+from rk.daemon.jobs import JobStats, ModelAction, ToolCall
 
 
 class NdjsonFormat:
@@ -25,7 +25,13 @@ class NdjsonFormat:
     def token(self, text: str) -> bytes:
         return ndjson_line(ollama.chunk(self.req.model, text, chat=self.req.chat))
 
-    def done(self, stats: JobStats) -> bytes:
+    def thinking(self, text: str) -> bytes:
+        return ndjson_line(ollama.chunk(self.req.model, "", chat=self.req.chat, thinking=text))
+
+    def tool_call(self, call: ToolCall, index: int) -> bytes:
+        return ndjson_line(ollama.chunk(self.req.model, "", chat=self.req.chat, calls=(call,), first_index=index))
+
+    def done(self, stats: JobStats, called: bool) -> bytes:
         return ndjson_line(ollama.final(self.req.model, stats, chat=self.req.chat))
 
     def error(self, e: RkError) -> bytes:
@@ -40,8 +46,8 @@ async def _generate(request: web.Request, req: ollama.GenRequest) -> web.StreamR
             return json_response(ollama.action_reply(req.model, req.job.action, chat=req.chat))
         if req.stream:
             return await js.relay(request, NdjsonFormat(req))
-        text, stats = await js.text()
-    return json_response(ollama.final(req.model, stats, chat=req.chat, text=text))
+        gen = await js.generated()
+    return json_response(ollama.final(req.model, gen.stats, chat=req.chat, gen=gen))
 
 
 async def generate(request: web.Request) -> web.StreamResponse:

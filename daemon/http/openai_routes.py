@@ -8,7 +8,7 @@ from rk.daemon.adapters.vectors import cut
 from rk.daemon.errors import RkError
 from rk.daemon.http.streaming import SSE_DONE, SSE_HEADERS, JobStream, peer, sse_event
 from rk.daemon.http.wire import SERVICE, json_response, read_json
-from rk.daemon.jobs import JobStats
+from rk.daemon.jobs import JobStats, ToolCall
 from rk.daemon.models import modified_at
 
 
@@ -19,7 +19,7 @@ class SseFormat:
 
     def __init__(self, req: openai.GenRequest) -> None:
         self.req = req
-        self.reply = openai.new_reply(req.model, chat=req.job.prompt is None)
+        self.reply = openai.new_reply(req.model, chat=req.job.spec.prompt is None)
 
     def opening(self) -> bytes:
         r, usage = self.reply, self.req.include_usage
@@ -30,8 +30,15 @@ class SseFormat:
     def token(self, text: str) -> bytes:
         return sse_event(openai.chunk(self.reply, text, include_usage=self.req.include_usage))
 
-    def done(self, stats: JobStats) -> bytes:
-        out = sse_event(openai.chunk(self.reply, None, finish=openai.finish_reason(stats),
+    def thinking(self, text: str) -> bytes:
+        return sse_event(openai.chunk(self.reply, None, thinking=text, include_usage=self.req.include_usage))
+
+    def tool_call(self, call: ToolCall, index: int) -> bytes:
+        return sse_event(openai.chunk(self.reply, None, call=openai.tool_call(call, index),
+                                      include_usage=self.req.include_usage))
+
+    def done(self, stats: JobStats, called: bool) -> bytes:
+        out = sse_event(openai.chunk(self.reply, None, finish=openai.finish_reason(stats, called),
                                      include_usage=self.req.include_usage))
         if self.req.include_usage:
             out += sse_event(openai.usage_chunk(self.reply, stats))
@@ -45,9 +52,9 @@ async def _generate(request: web.Request, req: openai.GenRequest) -> web.StreamR
     async with JobStream(request, req.job) as js:
         if req.stream:
             return await js.relay(request, SseFormat(req))
-        text, stats = await js.text()
-    reply = openai.new_reply(req.model, chat=req.job.prompt is None)
-    return json_response(openai.completion(reply, req.echo + text, stats))
+        gen = await js.generated()
+    reply = openai.new_reply(req.model, chat=req.job.spec.prompt is None)
+    return json_response(openai.completion(reply, gen, req.echo))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

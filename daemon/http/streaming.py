@@ -8,7 +8,7 @@ cancels the handler, or a write fails), the job is cancelled so the queue moves 
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Protocol, TypeAlias, Union
 
 import numpy as np
 import orjson
@@ -16,16 +16,16 @@ from aiohttp import web
 
 from rk.daemon.adapters.vectors import assemble, check_finite
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Failed, Token, Vectors
+from rk.daemon.events import Done, Failed, ThinkingText, Token, ToolCalled, Vectors
 from rk.daemon.http.wire import SERVICE
-from rk.daemon.jobs import Job, JobStats
+from rk.daemon.jobs import Generated, Job, JobStats, ToolCall
 from rk.daemon.deadlines import peer_name
 
 log = logging.getLogger("rk.daemon.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
 SSE_DONE = b"data: [DONE]\n\n"
-Output = Token | Vectors | Done
+Output: TypeAlias = Union[Token, ThinkingText, ToolCalled, Vectors, Done]
 
 
 def ndjson_line(obj: dict[str, Any]) -> bytes:
@@ -48,7 +48,9 @@ class TokenFormat(Protocol):
 
     def opening(self) -> bytes: ...
     def token(self, text: str) -> bytes: ...
-    def done(self, stats: JobStats) -> bytes: ...
+    def thinking(self, text: str) -> bytes: ...
+    def tool_call(self, call: ToolCall, index: int) -> bytes: ...
+    def done(self, stats: JobStats, called: bool) -> bytes: ...
     def error(self, e: RkError) -> bytes: ...
 
 
@@ -74,17 +76,24 @@ class JobStream:
         async for ev in self._events:
             if isinstance(ev, Failed):
                 raise ev.error
-            if isinstance(ev, (Token, Vectors, Done)):
+            if isinstance(ev, (Token, ThinkingText, ToolCalled, Vectors, Done)):
                 yield ev
 
-    async def text(self) -> tuple[str, JobStats]:
-        """The whole generated text, for `stream: false`."""
-        parts: list[str] = []
+    async def generated(self) -> Generated:
+        """The whole reply (answer, reasoning, tool calls, figures), for `stream: false`."""
+        text: list[str] = []
+        thinking: list[str] = []
+        calls: list[ToolCall] = []
         async for ev in self.outputs():
-            if isinstance(ev, Token):
-                parts.append(ev.text)
-            elif isinstance(ev, Done):
-                return "".join(parts), ev.stats
+            match ev:
+                case Token():
+                    text.append(ev.text)
+                case ThinkingText():
+                    thinking.append(ev.text)
+                case ToolCalled():
+                    calls.append(ev.call)
+                case Done():
+                    return Generated("".join(text), "".join(thinking), tuple(calls), ev.stats)
         raise RkError("internal", "the job ended without a result")
 
     async def vectors(self) -> tuple[np.ndarray, JobStats]:
@@ -113,13 +122,20 @@ class JobStream:
         resp = web.StreamResponse(headers=fmt.headers)
         await resp.prepare(request)
         await resp.write(fmt.opening())
+        calls = 0
         try:
             while True:
-                if isinstance(ev, Token):
-                    await resp.write(fmt.token(ev.text))
-                elif isinstance(ev, Done):
-                    await resp.write(fmt.done(ev.stats))
-                    break
+                match ev:
+                    case Token():
+                        await resp.write(fmt.token(ev.text))
+                    case ThinkingText():
+                        await resp.write(fmt.thinking(ev.text))
+                    case ToolCalled():
+                        await resp.write(fmt.tool_call(ev.call, calls))
+                        calls += 1
+                    case Done():
+                        await resp.write(fmt.done(ev.stats, calls > 0))
+                        break
                 ev = await anext(outputs)
         except RkError as e:
             await resp.write(fmt.error(e))

@@ -20,7 +20,7 @@ from rk.daemon.pull.refs import Digest
 Inode = tuple[int, int]
 
 
-def hasher(digest: Digest, size: int) -> "hashlib._Hash":
+def hasher(digest: Digest, size: int) -> hashlib._Hash:
     """A hash object that ends at `digest.hex` for the right bytes: git ids hash a `blob <size>\\0` header first."""
     if digest.algo == "sha256":
         return hashlib.sha256()
@@ -117,7 +117,7 @@ class Blobs:
             tmp.unlink(missing_ok=True)
 
 
-def _write(f: "object", h: "hashlib._Hash", chunk: bytes) -> None:
+def _write(f: object, h: hashlib._Hash, chunk: bytes) -> None:
     """Off the event loop: append and hash one chunk, flushed so a killed daemon keeps it."""
     f.write(chunk)  # type: ignore[attr-defined]
     f.flush()  # type: ignore[attr-defined]

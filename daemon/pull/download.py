@@ -20,7 +20,7 @@ CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
-def _hash_existing(partial: Path, h: "object") -> int:
+def _hash_existing(partial: Path, h: object) -> int:
     """Feed what a kept partial holds into the hash; returns its length."""
     n = 0
     with open(partial, "rb") as f:

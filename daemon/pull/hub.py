@@ -22,7 +22,7 @@ class HubConfig:
     token: str | None
 
     @classmethod
-    def from_env(cls) -> "HubConfig":
+    def from_env(cls) -> HubConfig:
         return cls((os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/"), os.environ.get("HF_TOKEN") or None)
 
     def headers(self) -> dict[str, str]:
@@ -44,6 +44,7 @@ def _list(cfg: HubConfig, ref: HubRef) -> Listing:
     import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.hf_api import RepoFile as HubFile
 
     api = HfApi(endpoint=cfg.endpoint, token=cfg.token or False)
     try:
@@ -52,7 +53,7 @@ def _list(cfg: HubConfig, ref: HubRef) -> Listing:
             raise RkError("hub_unavailable", f"{cfg.endpoint} gave no commit for {ref.repo}")
         files = []
         for entry in api.list_repo_tree(ref.repo, revision=commit, recursive=True):
-            if not hasattr(entry, "blob_id"):
+            if not isinstance(entry, HubFile):
                 continue  # a folder
             lfs = entry.lfs
             digest = Digest("sha256", lfs.sha256) if lfs is not None else Digest("git", entry.blob_id)

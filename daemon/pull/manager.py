@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -22,6 +22,7 @@ from rk.daemon.npu import soc
 from rk.daemon.pull import hub
 from rk.daemon.pull.blobs import Blobs, check_space
 from rk.daemon.pull.download import download
+from rk.daemon.pull.events import SUCCESS, PullEvent, PullView
 from rk.daemon.pull.manifests import gguf_manifest, rkllm_manifest
 from rk.daemon.pull.refs import HubRef, Wanted, parse_ref, plan
 
@@ -30,32 +31,6 @@ PROGRESS_EVERY_S = 0.1  # progress lines per file, at most ten a second (the sta
 _TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
 
 
-@dataclass(frozen=True)
-class PullEvent:
-    """One Ollama pull status line."""
-
-    status: str
-    digest: str | None = None
-    total: int | None = None
-    completed: int | None = None
-
-    def wire(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass(frozen=True)
-class PullView:
-    """A pull in progress, as the daemon's status shows it."""
-
-    model: str
-    status: str
-    completed: int  # bytes of all its files, present or fetched
-    total: int
-    clients: int
-    started_at: float  # wall clock
-
-
-SUCCESS = PullEvent("success")
 _END = object()
 
 
@@ -148,7 +123,7 @@ class PullManager:
             pull.error = RkError("cancelled", "the pull stopped; pull again to resume it")
         except RkError as e:
             pull.error = e
-        except Exception as e:  # noqa: BLE001  a bug must end the pull's clients, not hang them
+        except Exception as e:
             log.exception("pull of %s failed", pull.ref.name)
             pull.error = RkError("internal", f"pull failed: {e}")
         finally:

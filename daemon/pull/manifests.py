@@ -50,7 +50,7 @@ def gguf_manifest(name: str, directory: Path, model: str, mmproj: str | None = N
     facts = _gguf_facts(directory / model)
     embed = facts["arch"] in EMBED_ARCHES and not facts["template"]
     files = {"gguf": model} | ({"mmproj": mmproj} if mmproj else {})
-    return Manifest(name=name, backend="llamacpp", kind="embed" if embed else "chat",
+    return Manifest(name=name, backend="llamacpp",
                     capabilities=("embedding",) if embed else from_template(facts["template"]), files=files,
                     context_length=int(facts["context"] or 2048), family=facts["arch"],
                     parameter_size=str(facts["size"]), quantization=facts["quant"], format="gguf", dir=directory)
@@ -76,5 +76,5 @@ def rkllm_manifest(name: str, directory: Path, model: str, tokenizer: str | None
         template = template or (found if isinstance(found, str) else None)
         family = str(_json(tok / "config.json").get("model_type") or "")
     files = {"model": model} | ({"tokenizer": tokenizer} if tokenizer else {})
-    return Manifest(name=name, backend="rkllm", kind="chat", capabilities=from_template(template), files=files,
+    return Manifest(name=name, backend="rkllm", capabilities=from_template(template), files=files,
                     context_length=4096, family=family, format="rkllm", dir=directory)

@@ -8,8 +8,19 @@
  *   frees the buffer right after the callback (so a caller must copy inside it);
  * - FINISH carries perf figures (memory is the process VmHWM, like the real runtime);
  * - "[[error]]" in the input gives an ERROR callback, "[[crash]]" calls abort();
- * - FAKE_RKLLM_TOKEN_DELAY_MS sets a per-token delay, during which rkllm_abort is honoured within 1 ms.
- * The version banner mimics the runtime's init log line, which the binding's version detection reads.
+ * - FAKE_RKLLM_TOKEN_DELAY_MS sets a per-token delay, during which rkllm_abort is honoured within 1 ms;
+ * - the KV cache is modelled: keep_history=1 keeps the context across runs, and FINISH reports only the
+ *   positions this run prefilled; "[[ctx]]" in the input makes the reply one word, "ctx=" followed by the
+ *   "#marker" words of the whole context in order (a fingerprint of what the cache holds);
+ * - "[[sampling]]" makes the reply the sampling the run used (1.3: sampling_params when given, else the
+ *   init values) and how many times rkllm_init ran in this process;
+ * - 1.3 with a tokenizer callback: prompt input is tokenised through it, passed WITHOUT a terminating NUL
+ *   (junk follows text_len), and the ids come back as words "t<id>";
+ * - FAKE_RKLLM_HIDDEN_EMPTY_FIRST=1: a NORMAL callback without hidden states precedes the one carrying
+ *   them (rknn-llm #278).
+ * The version is stored the way a shipped build stores it: the init banner is a format string, the
+ * version a literal of its own (FAKE_LITERAL, and FAKE_LITERAL2 for a second, conflicting one), and the
+ * SDK line (FAKE_SDK) carries it too. Any of them can be left out.
  */
 #include RKLLM_HEADER
 #include <stdatomic.h>
@@ -18,9 +29,19 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef FAKE_NO_BANNER
-static const char BANNER[] = "rkllm-runtime version: " FAKE_VERSION ", rknpu driver version: 0.9.8, platform: RK3588";
+static const char BANNER_FORMAT[] = "I rkllm: rkllm-runtime version: %s, rknpu driver version: %s, platform: %s\n";
+#ifdef FAKE_LITERAL
+__attribute__((used)) static const char VERSION[] = FAKE_LITERAL;
+#else
+static const char VERSION[] = "unknown";
 #endif
+#ifdef FAKE_LITERAL2
+__attribute__((used)) static const char VERSION2[] = FAKE_LITERAL2;
+#endif
+#ifdef FAKE_SDK
+__attribute__((used)) static const char SDK_LINE[] = "RKLLM SDK (version: " FAKE_SDK " | target: Linux | build: fake0000)";
+#endif
+static int n_inits; /* rkllm_init calls in this process, reported by "[[sampling]]" */
 
 #define FAKE_DIM 16
 #define MAX_WORDS 4096
@@ -30,6 +51,11 @@ typedef struct {
     char model_path[4096];
     LLMResultCallback callback;
     void* callback_userdata;
+#if FAKE_RKLLM_API == 13
+    LLMTokenizerCallback tokenizer;
+    void* tokenizer_userdata;
+#endif
+    char* markers; /* the "#..." words of the context, space-separated, in order */
     atomic_int abort_flag;
     atomic_int running;
     int kv_len;
@@ -96,6 +122,10 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         fprintf(stderr, "E rkllm: n_batch must be between 1 and 100, but got %d\n", param->extend_param.n_batch);
         return -1;
     }
+    if (param->top_k < 0 || param->top_p < 0 || param->top_p > 1) {
+        fprintf(stderr, "E rkllm: invalid sampling parameters (top_k %d, top_p %f)\n", param->top_k, param->top_p);
+        return -1;
+    }
     if (param->extend_param.enabled_cpus_num != __builtin_popcount(param->extend_param.enabled_cpus_mask)) {
         fprintf(stderr, "E rkllm: enabled_cpus_num does not match enabled_cpus_mask\n");
         return -1;
@@ -113,13 +143,18 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
 #if FAKE_RKLLM_API == 13
     m->callback = callback->result_callback;
     m->callback_userdata = callback->result_userdata;
+    m->tokenizer = callback->tokenizer_callback;
+    m->tokenizer_userdata = callback->tokenizer_userdata;
 #else
     m->callback = callback;
 #endif
     const char* delay = getenv("FAKE_RKLLM_TOKEN_DELAY_MS");
     m->delay_us = delay ? (long)(atof(delay) * 1000) : 0;
-#ifndef FAKE_NO_BANNER
-    fprintf(stderr, "I rkllm: %s\n", BANNER);
+    m->markers = calloc(1, 1);
+    n_inits++;
+    fprintf(stderr, BANNER_FORMAT, VERSION, "0.9.8", "RK3588");
+#ifdef FAKE_SDK
+    fprintf(stderr, "I rkllm: %s\n", SDK_LINE);
 #endif
     *handle = m;
     return 0;
@@ -149,6 +184,11 @@ static int split_words(char* buf, char** words) {
 }
 
 static int run_hidden(FakeLLM* m, void* ud, char** words, int n, RKLLMResult* r) {
+    const char* empty_first = getenv("FAKE_RKLLM_HIDDEN_EMPTY_FIRST");
+    if (empty_first && *empty_first == '1') { /* rknn-llm #278: a NORMAL callback without hidden states first */
+        int rc = emit(m, r, ud, NULL, 0, RKLLM_RUN_NORMAL);
+        if (rc != 0) return rc;
+    }
     float* states = malloc(sizeof(float) * FAKE_DIM * (n ? n : 1));
     for (int i = 0; i < n; i++) {
         unsigned long h = hash_bytes(words[i], strlen(words[i]));
@@ -219,15 +259,72 @@ static int run_generate(FakeLLM* m, void* ud, char** words, int n, int limit, RK
     return 0;
 }
 
-static char* input_text(const RKLLMInput* in) {
-    if (in->input_type == RKLLM_INPUT_PROMPT) return strdup(in->prompt_input ? in->prompt_input : "");
-    if (in->input_type == RKLLM_INPUT_TOKEN) { /* token ids become words "t<id>" */
-        size_t n = in->token_input.n_tokens;
-        char* out = calloc(n * 12 + 1, 1);
-        for (size_t i = 0; i < n; i++) sprintf(out + strlen(out), "t%d ", in->token_input.input_ids[i]);
-        return out;
+static char* ids_as_words(const int32_t* ids, size_t n) {
+    char* out = calloc(n * 12 + 1, 1);
+    for (size_t i = 0; i < n; i++) sprintf(out + strlen(out), "t%d ", ids[i]);
+    return out;
+}
+
+/* The input as words; NULL when it cannot be read. Token ids become words "t<id>". */
+static char* input_text(FakeLLM* m, const RKLLMInput* in) {
+    if (in->input_type == RKLLM_INPUT_TOKEN) return ids_as_words(in->token_input.input_ids, in->token_input.n_tokens);
+    if (in->input_type != RKLLM_INPUT_PROMPT) return NULL;
+    const char* prompt = in->prompt_input ? in->prompt_input : "";
+#if FAKE_RKLLM_API == 13
+    if (m->tokenizer) { /* a model without its own tokenizer: the text goes out with its length and no NUL */
+        size_t len = strlen(prompt);
+        char* text = malloc(len + 6);
+        memcpy(text, prompt, len);
+        memcpy(text + len, " JUNK", 6); /* what a reader that ignores text_len would also take */
+        int32_t ids[MAX_WORDS];
+        int n = m->tokenizer(m->tokenizer_userdata, text, (int32_t)len, ids, MAX_WORDS);
+        free(text);
+        return n < 0 ? NULL : ids_as_words(ids, (size_t)n);
     }
-    return NULL;
+#else
+    (void)m;
+#endif
+    return strdup(prompt);
+}
+
+static void add_markers(FakeLLM* m, char** words, int n) {
+    for (int i = 0; i < n; i++) {
+        if (words[i][0] != '#') continue;
+        size_t have = strlen(m->markers), add = strlen(words[i]);
+        m->markers = realloc(m->markers, have + add + 2);
+        sprintf(m->markers + have, "%s%s", have ? "," : "", words[i]);
+    }
+}
+
+static void forget_context(FakeLLM* m) {
+    m->kv_len = 0;
+    m->markers[0] = '\0';
+}
+
+static int has_word(char** words, int n, const char* w) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(words[i], w) == 0) return 1;
+    return 0;
+}
+
+/* The reply of a "[[sampling]]" run: the sampling values this run was given. */
+static char* sampling_reply(FakeLLM* m, const RKLLMInferParam* infer) {
+    int top_k = m->param.top_k;
+    float top_p = m->param.top_p, temperature = m->param.temperature, repeat = m->param.repeat_penalty;
+#if FAKE_RKLLM_API == 13
+    if (infer->sampling_params) {
+        top_k = infer->sampling_params->top_k;
+        top_p = infer->sampling_params->top_p;
+        temperature = infer->sampling_params->temperature;
+        repeat = infer->sampling_params->repeat_penalty;
+    }
+#else
+    (void)infer;
+#endif
+    char* out = malloc(160);
+    snprintf(out, 160, "temperature=%.3f top_p=%.3f top_k=%d repeat_penalty=%.3f inits=%d", temperature, top_p, top_k,
+             repeat, n_inits);
+    return out;
 }
 
 int rkllm_run(LLMHandle handle, RKLLMInput* in, RKLLMInferParam* infer, void* userdata) {
@@ -243,9 +340,10 @@ int rkllm_run(LLMHandle handle, RKLLMInput* in, RKLLMInferParam* infer, void* us
 #endif
     RKLLMResult r;
     memset(&r, 0, sizeof r);
-    char* text = input_text(in);
+    char* text = input_text(m, in);
     if (!text) {
-        fprintf(stderr, "E rkllm: fake runtime supports only prompt and token input\n");
+        fprintf(stderr, "E rkllm: cannot read the input (only prompt and token input; tokenizer callback failed?)\n");
+        emit(m, &r, ud, NULL, -1, RKLLM_RUN_ERROR);
         atomic_store(&m->running, 0);
         return -1;
     }
@@ -256,12 +354,13 @@ int rkllm_run(LLMHandle handle, RKLLMInput* in, RKLLMInferParam* infer, void* us
         atomic_store(&m->running, 0);
         return 0;
     }
-    if (!infer->keep_history && !m->paused) m->kv_len = 0;
+    if (!infer->keep_history && !m->paused) forget_context(m);
     m->paused = 0;
     char* words[MAX_WORDS];
-    int n = split_words(text, words);
+    int n = split_words(text, words), prefilled = n;
     double t0 = now_ms();
     m->kv_len += n;
+    add_markers(m, words, n);
     if (m->kv_len > m->param.max_context_len) {
         emit(m, &r, ud, NULL, -1, RKLLM_RUN_ERROR);
         free(text);
@@ -277,8 +376,20 @@ int rkllm_run(LLMHandle handle, RKLLMInput* in, RKLLMInferParam* infer, void* us
 #if FAKE_RKLLM_API == 13
         if (infer->max_new_tokens > 0) limit = infer->max_new_tokens;
 #endif
+        char* reply = NULL;
+        if (has_word(words, n, "[[sampling]]")) {
+            reply = sampling_reply(m, infer);
+        } else if (has_word(words, n, "[[ctx]]")) {
+            reply = malloc(strlen(m->markers) + 5);
+            sprintf(reply, "ctx=%s", m->markers);
+        }
+        if (reply) {
+            n = split_words(reply, words);
+        }
         rc = run_generate(m, ud, words, n, limit, &r, &generated);
         m->kv_len += generated;
+        if (!reply) add_markers(m, words, n); /* the echoed words enter the context too */
+        free(reply);
     } else {
         rc = -2;
     }
@@ -294,7 +405,7 @@ int rkllm_run(LLMHandle handle, RKLLMInput* in, RKLLMInferParam* infer, void* us
         return -1;
     }
     r.perf.prefill_time_ms = (float)(t1 - t0);
-    r.perf.prefill_tokens = n;
+    r.perf.prefill_tokens = prefilled;
     r.perf.generate_time_ms = (float)(now_ms() - t1);
     r.perf.generate_tokens = generated;
     r.perf.memory_usage_mb = vm_hwm_mb();
@@ -331,7 +442,7 @@ int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int* start_po
     (void)keep_system_prompt;
     if (!m || atomic_load(&m->running)) return -1;
     if (!start_pos && !end_pos) {
-        m->kv_len = 0;
+        forget_context(m);
         m->paused = 0;
         return 0;
     }
@@ -383,6 +494,7 @@ int rkllm_destroy(LLMHandle handle) {
     FakeLLM* m = handle;
     if (!m) return -1;
     if (atomic_load(&m->running)) return -1;
+    free(m->markers);
     free(m);
     return 0;
 }

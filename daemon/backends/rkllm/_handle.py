@@ -11,12 +11,34 @@ import threading
 from ctypes import POINTER, Structure, byref, c_int
 from typing import Any, Callable
 
-from rk.daemon.backends.rkllm._lib import CALLBACK_PAUSE, LLMHandle, LLMResultCallback, RKLLMResult, Abi
+from rk.daemon.backends.rkllm._lib import (CALLBACK_PAUSE, LLMHandle, LLMResultCallback, LLMTokenizerCallback,
+                                           RKLLMResult, Abi)
 from rk.daemon.errors import RkError
 
 log = logging.getLogger("rk.rkllm")
 
 Listener = Callable[[RKLLMResult, int], int]
+Encode = Callable[[bytes], list[int]]
+
+
+def tokenizer_callback(encode: Encode) -> Any:
+    """An LLMTokenizerCallback over `encode`: reads exactly `text_len` bytes (the text is not NUL-terminated),
+    writes at most `n_tokens_max` ids and returns their count, or -1 (never raises into the runtime)."""
+
+    def call(_userdata: int | None, text: int | None, text_len: int, tokens: Any, n_tokens_max: int) -> int:
+        try:
+            ids = encode(ctypes.string_at(text, text_len) if text and text_len > 0 else b"")
+            if len(ids) > n_tokens_max:
+                log.error("tokenizer callback: %d tokens, the runtime takes at most %d", len(ids), n_tokens_max)
+                return -1
+            for i, t in enumerate(ids):
+                tokens[i] = t
+            return len(ids)
+        except Exception:  # noqa: BLE001 - an exception must not unwind into C
+            log.exception("tokenizer callback failed")
+            return -1
+
+    return LLMTokenizerCallback(call)
 
 
 def _check(rc: int, op: str) -> None:
@@ -26,13 +48,14 @@ def _check(rc: int, op: str) -> None:
 
 
 class Handle:
-    def __init__(self, lib: ctypes.CDLL, abi: Abi, param: Structure) -> None:
+    def __init__(self, lib: ctypes.CDLL, abi: Abi, param: Structure, encode: Encode | None = None) -> None:
         self._lib, self.abi = lib, abi
-        self._param = param  # the runtime may keep pointers into it (model_path)
+        self.param = param  # the runtime may keep pointers into it (model_path)
         self._listener: Listener | None = None
         self._error: BaseException | None = None
         self._callback = LLMResultCallback(self._trampoline)
-        self._init_arg = abi.init_callback(self._callback)
+        self._tokenizer = tokenizer_callback(encode) if encode is not None else None
+        self._init_arg = abi.init_callback(self._callback, self._tokenizer)
         self._lock = threading.Lock()  # orders abort() against close()
         handle = LLMHandle()
         _check(lib.rkllm_init(byref(handle), byref(param), self._init_arg), "rkllm_init")

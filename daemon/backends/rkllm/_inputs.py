@@ -1,17 +1,34 @@
-"""What a job sends to rkllm_run: a prompt (the runtime applies the model's own chat template), or,
-when the manifest ships a tokenizer directory, token ids rendered with that tokenizer's chat template
-(which bypasses the runtime's template, the way rkllama does).
+"""What a job sends to rkllm_run, and the identity of what that leaves in the runtime's KV cache.
+
+Three ways to send a chat:
+- prompt (no tokenizer shipped): the runtime applies the model's own chat template to each run;
+- tokens (the manifest ships a tokenizer directory): ids rendered with that tokenizer's chat template,
+  which bypasses the runtime's template, the way rkllama does;
+- prompt through the tokenizer callback (1.3, `params.tokenizer_callback: true`, for a model converted
+  without its own tokenizer): prompts as in the first case, tokenised by the shipped tokenizer on demand.
+
+Multi-turn reuse: every chat input comes with a `Key`, the identity of the conversation unit by unit
+(prompt modes: one digest per normalised message; token mode: the token ids), computed by rk from what
+the client sent, never from a client-supplied id. When the key of what the KV cache holds (earlier
+messages plus the reply generated into it) is a proper prefix of a job's key, only the new part is sent.
+`_turns` is the one place that reads the request's messages (the glue to port to typed `Message`s).
 """
 from __future__ import annotations
 
+import hashlib
 from ctypes import Structure, c_int32
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Hashable
 
-from rk.daemon.backends.base import GenRequest
 from rk.daemon.backends.rkllm._lib import RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN, Abi
 from rk.daemon.errors import RkError
+from rk.daemon.jobs import GenSpec
 from rk.daemon.models import Manifest
+
+Key = tuple[Hashable, ...]
+Turn = tuple[str, str]  # (role, content)
+# Roles an RKLLMInput can carry; a continuation in prompt mode must be exactly one message with one of them.
+_INPUT_ROLES = ("user", "tool")
 
 
 @dataclass
@@ -23,6 +40,33 @@ class RunInput:
     tokens: int | None
 
 
+@dataclass
+class ChatInput:
+    """One chat job's input: what to run, the key of the conversation it ends, and how much of that key
+    the KV cache already holds (0: the cache must be cleared and `run` carries everything)."""
+
+    run: RunInput
+    key: Key
+    reused: int
+
+
+def _turns(spec: GenSpec) -> list[Turn]:
+    """The request's conversation as (role, content); a bare prompt is one user turn."""
+    return [(m.role, m.content) for m in spec.chat_messages()]
+
+
+def turn_digest(role: str, content: str) -> str:
+    """A message's identity: its role and its content without surrounding whitespace (clients trim replies)."""
+    return hashlib.sha256(f"{role}\x00{content.strip()}".encode()).hexdigest()[:32]
+
+
+def continues(held: Key | None, key: Key) -> int:
+    """How many units of `key` the cache holds: len(held) when it is a proper prefix of `key`, else 0."""
+    if held is None or len(held) >= len(key) or key[:len(held)] != held:
+        return 0
+    return len(held)
+
+
 class InputBuilder:
     def __init__(self, manifest: Manifest, abi: Abi) -> None:
         self.manifest, self.abi = manifest, abi
@@ -32,27 +76,44 @@ class InputBuilder:
             from transformers import AutoTokenizer  # only models that ship a tokenizer pay for this import
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(manifest.path("tokenizer")))
+        self.via_callback = bool(manifest.params.get("tokenizer_callback", False))
+        if self.via_callback and (self.tokenizer is None or not abi.callback_struct):
+            raise RkError("model_failed", f"{manifest.name}: params.tokenizer_callback needs a shipped tokenizer "
+                                          "(files.tokenizer) and runtime 1.3")
 
-    def chat(self, req: GenRequest, context: int) -> RunInput:
-        messages = self._messages(req)
-        role = "tool" if messages and messages[-1].get("role") == "tool" else "user"
-        if self.tokenizer is None:
-            return self._prompt(req.prompt if req.prompt is not None else _flatten(messages), role)
-        if req.prompt is not None and req.raw:
-            ids = list(self.tokenizer(req.prompt)["input_ids"])
-        else:
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
-                                                      enable_thinking=self.thinking)
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if len(ids) >= context:
-            raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a "
-                                              f"context of {context}", param="messages")
-        return self._tokens(ids, role)
+    @property
+    def sends_tokens(self) -> bool:
+        return self.tokenizer is not None and not self.via_callback
+
+    def encode(self, text: bytes) -> list[int]:
+        """The tokenizer callback's work: ids of exactly these bytes (no special tokens added)."""
+        return list(self.tokenizer(text.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
+
+    def chat(self, spec: GenSpec, context: int, held: Key | None) -> ChatInput:
+        """The job's input, only its new part when `held` (what the KV cache holds) is a prefix of it."""
+        turns = self._with_system(_turns(spec))
+        raw = spec.prompt is not None and spec.raw
+        if self.sends_tokens:
+            return self._chat_tokens(spec, turns, raw, context, held)
+        if raw:
+            text = spec.prompt or ""
+            return ChatInput(self._prompt(text, "user"), (turn_digest("prompt", text),), 0)
+        key: Key = tuple(turn_digest(r, c) for r, c in turns)
+        reused = continues(held, key)
+        new = turns[reused:]
+        if reused and len(new) == 1 and new[0][0] in _INPUT_ROLES:
+            return ChatInput(self._prompt(new[0][1], new[0][0]), key, reused)
+        role = "tool" if turns[-1][0] == "tool" else "user"
+        return ChatInput(self._prompt(_flatten(turns), role), key, 0)
+
+    def reply_key(self, text: str, token_ids: list[int]) -> Key:
+        """The units a generated reply adds to the KV cache's key."""
+        return tuple(token_ids) if self.sends_tokens else (turn_digest("assistant", text),)
 
     def embed(self, text: str, context: int, truncate: bool) -> RunInput:
         if not text.strip():
             raise RkError("empty_input", "cannot embed an empty text", param="input")
-        if self.tokenizer is None:
+        if not self.sends_tokens:
             return self._prompt(text, "user")
         ids = list(self.tokenizer(text)["input_ids"])
         if len(ids) > context:
@@ -62,11 +123,26 @@ class InputBuilder:
             ids = ids[:context]
         return self._tokens(ids, "user")
 
-    def _messages(self, req: GenRequest) -> list[dict[str, str]]:
-        messages = list(req.messages) or [{"role": "user", "content": req.prompt or ""}]
-        if self.manifest.system and not any(m.get("role") == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": self.manifest.system})
-        return messages
+    def _chat_tokens(self, spec: GenSpec, turns: list[Turn], raw: bool, context: int, held: Key | None) -> ChatInput:
+        if raw:
+            ids = list(self.tokenizer(spec.prompt)["input_ids"])
+        else:
+            text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in turns],
+                                                      add_generation_prompt=True, tokenize=False,
+                                                      enable_thinking=self.thinking)
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) >= context:
+            raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a "
+                                              f"context of {context}", param="messages")
+        key: Key = tuple(ids)
+        reused = continues(held, key)
+        role = "tool" if turns[-1][0] == "tool" else "user"
+        return ChatInput(self._tokens(ids[reused:], role), key, reused)
+
+    def _with_system(self, turns: list[Turn]) -> list[Turn]:
+        if self.manifest.system and not any(r == "system" for r, _ in turns):
+            return [("system", self.manifest.system), *turns]
+        return turns
 
     def _base(self, role: str, input_type: int) -> Structure:
         inp = self.abi.RKLLMInput()
@@ -87,13 +163,12 @@ class InputBuilder:
         return RunInput(inp, (buf,), len(ids))
 
 
-def _flatten(messages: list[dict[str, str]]) -> str:
+def _flatten(turns: list[Turn]) -> str:
     """One prompt for the runtime's own template: a lone user turn as is, a longer conversation as a transcript.
 
-    Each run is independent (keep_history=0), so earlier turns have to travel in the prompt itself.
+    Used when the KV cache does not hold the conversation's beginning, so earlier turns travel in the prompt.
     """
-    if len(messages) == 1:
-        return messages[0].get("content", "")
-    head = "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages[:-1])
-    return f"{head}\n{messages[-1].get('content', '')}"
-
+    if len(turns) == 1:
+        return turns[0][1]
+    head = "\n".join(f"{role}: {content}" for role, content in turns[:-1])
+    return f"{head}\n{turns[-1][1]}"

@@ -12,7 +12,7 @@ import ctypes
 from ctypes import (CFUNCTYPE, POINTER, Structure, Union, c_bool, c_char_p, c_float, c_int, c_int8, c_int32,
                     c_size_t, c_uint8, c_uint32, c_uint64, c_void_p)
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 LLMHandle = c_void_p
 
@@ -29,52 +29,52 @@ CALLBACK_CONTINUE, CALLBACK_PAUSE = 0, 1
 # ---- identical in 1.2.1+ and 1.3.0 ---------------------------------------------------------------
 
 class RKLLMExtendParam(Structure):
-    _fields_ = [("base_domain_id", c_int32), ("embed_flash", c_int8), ("enabled_cpus_num", c_int8),
+    _fields_: ClassVar[Any] = [("base_domain_id", c_int32), ("embed_flash", c_int8), ("enabled_cpus_num", c_int8),
                 ("enabled_cpus_mask", c_uint32), ("n_batch", c_uint8), ("use_cross_attn", c_int8),
                 ("reserved", c_uint8 * 104)]
 
 
 class RKLLMLoraAdapter(Structure):
-    _fields_ = [("lora_adapter_path", c_char_p), ("lora_adapter_name", c_char_p), ("scale", c_float)]
+    _fields_: ClassVar[Any] = [("lora_adapter_path", c_char_p), ("lora_adapter_name", c_char_p), ("scale", c_float)]
 
 
 class RKLLMEmbedInput(Structure):
-    _fields_ = [("embed", POINTER(c_float)), ("n_tokens", c_size_t)]
+    _fields_: ClassVar[Any] = [("embed", POINTER(c_float)), ("n_tokens", c_size_t)]
 
 
 class RKLLMTokenInput(Structure):
-    _fields_ = [("input_ids", POINTER(c_int32)), ("n_tokens", c_size_t)]
+    _fields_: ClassVar[Any] = [("input_ids", POINTER(c_int32)), ("n_tokens", c_size_t)]
 
 
 class RKLLMLoraParam(Structure):
-    _fields_ = [("lora_adapter_name", c_char_p)]
+    _fields_: ClassVar[Any] = [("lora_adapter_name", c_char_p)]
 
 
 class RKLLMPromptCacheParam(Structure):
-    _fields_ = [("save_prompt_cache", c_int), ("prompt_cache_path", c_char_p)]
+    _fields_: ClassVar[Any] = [("save_prompt_cache", c_int), ("prompt_cache_path", c_char_p)]
 
 
 class RKLLMCrossAttnParam(Structure):
-    _fields_ = [("encoder_k_cache", POINTER(c_float)), ("encoder_v_cache", POINTER(c_float)),
+    _fields_: ClassVar[Any] = [("encoder_k_cache", POINTER(c_float)), ("encoder_v_cache", POINTER(c_float)),
                 ("encoder_mask", POINTER(c_float)), ("encoder_pos", POINTER(c_int32)), ("num_tokens", c_int)]
 
 
 class RKLLMResultLastHiddenLayer(Structure):
-    _fields_ = [("hidden_states", POINTER(c_float)), ("embd_size", c_int), ("num_tokens", c_int)]
+    _fields_: ClassVar[Any] = [("hidden_states", POINTER(c_float)), ("embd_size", c_int), ("num_tokens", c_int)]
 
 
 class RKLLMResultLogits(Structure):
-    _fields_ = [("logits", POINTER(c_float)), ("vocab_size", c_int), ("num_tokens", c_int)]
+    _fields_: ClassVar[Any] = [("logits", POINTER(c_float)), ("vocab_size", c_int), ("num_tokens", c_int)]
 
 
 class RKLLMPerfStat(Structure):
-    _fields_ = [("prefill_time_ms", c_float), ("prefill_tokens", c_int), ("generate_time_ms", c_float),
+    _fields_: ClassVar[Any] = [("prefill_time_ms", c_float), ("prefill_tokens", c_int), ("generate_time_ms", c_float),
                 ("generate_tokens", c_int), ("memory_usage_mb", c_float)]
 
 
 class RKLLMResult(Structure):
     # `text` is c_void_p, not c_char_p: it may be NULL or an incomplete UTF-8 piece, read with ctypes.string_at
-    _fields_ = [("text", c_void_p), ("token_id", c_int32), ("last_hidden_layer", RKLLMResultLastHiddenLayer),
+    _fields_: ClassVar[Any] = [("text", c_void_p), ("token_id", c_int32), ("last_hidden_layer", RKLLMResultLastHiddenLayer),
                 ("logits", RKLLMResultLogits), ("perf", RKLLMPerfStat)]
 
 
@@ -102,19 +102,19 @@ def _input(multimodal: type[Structure]) -> type[Structure]:
 # ---- 1.2.1 - 1.2.3 --------------------------------------------------------------------------------
 
 class RKLLMParam12(Structure):
-    _fields_ = _PARAM_HEAD + [("is_async", c_bool), ("img_start", c_char_p), ("img_end", c_char_p),
+    _fields_: ClassVar[Any] = _PARAM_HEAD + [("is_async", c_bool), ("img_start", c_char_p), ("img_end", c_char_p),
                               ("img_content", c_char_p), ("extend_param", RKLLMExtendParam)]
 
 
 class RKLLMMultiModalInput12(Structure):
     """`RKLLMMultiModelInput` until 1.2.2, renamed in 1.2.3 with the same layout."""
 
-    _fields_ = [("prompt", c_char_p), ("image_embed", POINTER(c_float)), ("n_image_tokens", c_size_t),
+    _fields_: ClassVar[Any] = [("prompt", c_char_p), ("image_embed", POINTER(c_float)), ("n_image_tokens", c_size_t),
                 ("n_image", c_size_t), ("image_width", c_size_t), ("image_height", c_size_t)]
 
 
 class RKLLMInferParam12(Structure):
-    _fields_ = _INFER_HEAD + [("keep_history", c_int)]
+    _fields_: ClassVar[Any] = _INFER_HEAD + [("keep_history", c_int)]
 
 
 # ---- 1.3.0 ------------------------------------------------------------------------------------------
@@ -122,40 +122,41 @@ class RKLLMInferParam12(Structure):
 # typedef int (*LLMGetEmbedCallback)(void* userdata, int32_t* tokens, uint64_t num_tokens, void* embed, uint64_t len);
 LLMGetEmbedCallback = CFUNCTYPE(c_int, c_void_p, POINTER(c_int32), c_uint64, c_void_p, c_uint64)
 # typedef int (*LLMTokenizerCallback)(void* userdata, const char* text, int32_t text_len, int32_t* tokens, int32_t n_tokens_max);
-LLMTokenizerCallback = CFUNCTYPE(c_int, c_void_p, c_char_p, c_int32, POINTER(c_int32), c_int32)
+# `text` is c_void_p, not c_char_p: it is not NUL-terminated, exactly text_len bytes are read (ctypes.string_at).
+LLMTokenizerCallback = CFUNCTYPE(c_int, c_void_p, c_void_p, c_int32, POINTER(c_int32), c_int32)
 
 
 class RKLLMParam13(Structure):
-    _fields_ = _PARAM_HEAD + [("ignore_eos_token", c_bool), ("is_async", c_bool), ("extend_param", RKLLMExtendParam)]
+    _fields_: ClassVar[Any] = _PARAM_HEAD + [("ignore_eos_token", c_bool), ("is_async", c_bool), ("extend_param", RKLLMExtendParam)]
 
 
 class _Image13(Structure):
-    _fields_ = [("image_embed", POINTER(c_float)), ("n_image_tokens", c_size_t), ("n_image", c_size_t),
+    _fields_: ClassVar[Any] = [("image_embed", POINTER(c_float)), ("n_image_tokens", c_size_t), ("n_image", c_size_t),
                 ("image_start", c_char_p), ("image_end", c_char_p), ("image_content", c_char_p),
                 ("image_width", c_size_t), ("image_height", c_size_t)]
 
 
 class _Video13(Structure):
-    _fields_ = [("video_embed", POINTER(c_float)), ("n_frame_tokens", c_size_t), ("n_frame_per_video", c_size_t),
+    _fields_: ClassVar[Any] = [("video_embed", POINTER(c_float)), ("n_frame_tokens", c_size_t), ("n_frame_per_video", c_size_t),
                 ("n_video", c_size_t), ("video_start", c_char_p), ("video_end", c_char_p),
                 ("video_content", c_char_p), ("frame_width", c_size_t), ("frame_height", c_size_t)]
 
 
 class RKLLMMultiModalInput13(Structure):
-    _fields_ = [("prompt", c_char_p), ("image", _Image13), ("video", _Video13)]
+    _fields_: ClassVar[Any] = [("prompt", c_char_p), ("image", _Image13), ("video", _Video13)]
 
 
 class RKLLMSamplingParam(Structure):
-    _fields_ = _SAMPLING
+    _fields_: ClassVar[Any] = _SAMPLING
 
 
 class RKLLMInferParam13(Structure):
-    _fields_ = _INFER_HEAD + [("sampling_params", POINTER(RKLLMSamplingParam)), ("keep_history", c_int),
+    _fields_: ClassVar[Any] = _INFER_HEAD + [("sampling_params", POINTER(RKLLMSamplingParam)), ("keep_history", c_int),
                               ("max_new_tokens", c_int32)]
 
 
 class RKLLMCallback(Structure):
-    _fields_ = [("result_callback", LLMResultCallback), ("result_userdata", c_void_p),
+    _fields_: ClassVar[Any] = [("result_callback", LLMResultCallback), ("result_userdata", c_void_p),
                 ("tokenizer_callback", LLMTokenizerCallback), ("tokenizer_userdata", c_void_p),
                 ("embed_callback", LLMGetEmbedCallback), ("embed_userdata", c_void_p)]
 
@@ -179,9 +180,15 @@ class Abi:
         """The C type of rkllm_init's third argument."""
         return POINTER(RKLLMCallback) if self.callback_struct else LLMResultCallback
 
-    def init_callback(self, callback: Any) -> Any:
-        """What to pass as that argument for `callback` (the caller keeps it alive as long as the handle)."""
-        return RKLLMCallback(result_callback=callback) if self.callback_struct else callback
+    def init_callback(self, callback: Any, tokenizer: Any = None) -> Any:
+        """What to pass as that argument for `callback` and, on 1.3, an optional LLMTokenizerCallback
+        (the caller keeps both alive as long as the handle)."""
+        if not self.callback_struct:
+            return callback
+        cb = RKLLMCallback(result_callback=callback)
+        if tokenizer is not None:
+            cb.tokenizer_callback = tokenizer
+        return cb
 
     def structs(self) -> dict[str, type[Structure]]:
         """Every struct of this header by its C name (for the layout test)."""
@@ -204,10 +211,13 @@ ABIS: dict[str, Abi] = {
                callback_struct=True, sampling_per_run=True),
 }
 
-# Exported by 1.2.1+ and 1.3.0 alike; 1.1.x and 1.2.0 (whose callback returns void) lack the last three.
-REQUIRED_SYMBOLS = ("rkllm_createDefaultParam", "rkllm_init", "rkllm_run", "rkllm_abort", "rkllm_destroy",
-                    "rkllm_clear_kv_cache", "rkllm_set_chat_template", "rkllm_get_kv_cache_size",
-                    "rkllm_set_function_tools", "rkllm_set_cross_attn_params")
+# The header's whole function list, in declaration order: every real 1.2.1+ and 1.3.0 build exports all of
+# it; 1.1.x and 1.2.0 (whose callback returns void) lack get_kv_cache_size, set_function_tools and
+# set_cross_attn_params.
+EXPORTS = ("rkllm_createDefaultParam", "rkllm_init", "rkllm_load_lora", "rkllm_load_prompt_cache",
+           "rkllm_release_prompt_cache", "rkllm_destroy", "rkllm_run", "rkllm_run_async", "rkllm_abort",
+           "rkllm_is_running", "rkllm_clear_kv_cache", "rkllm_get_kv_cache_size", "rkllm_set_chat_template",
+           "rkllm_set_function_tools", "rkllm_set_cross_attn_params")
 
 
 def bind(lib: ctypes.CDLL, abi: Abi) -> ctypes.CDLL:

@@ -1,45 +1,62 @@
 """The `rkllm` LoadedModel: chat and embeddings on the NPU through one RKLLM handle.
 
 `rkllm_run` runs synchronously on the runner's main thread; the runner's reader thread calls `abort`,
-which calls `rkllm_abort`. Every run uses keep_history=0 and is followed by rkllm_clear_kv_cache, so no
-job sees another's context. A stop string (the runner sets `stop`) or the job's token limit pauses the
-run from inside the callback (return 1), which works on 1.2 as well, where max_new_tokens is init-only.
+which calls `rkllm_abort`. A stop string (the runner sets `stop`) or the job's token limit pauses the run
+from inside the callback (return 1), which works on 1.2 as well, where max_new_tokens is init-only.
+
+Multi-turn reuse: chats run with keep_history=1, so the conversation stays in the runtime's KV cache.
+`_Kv` remembers the key of what the cache holds (see `_inputs`); a job whose conversation continues it
+sends only its new message, any other job clears the cache and sends everything, so no job ever sees
+another's context. One cache per handle: interleaved conversations each rebuild (no prompt-cache files,
+see docs/rkllm.md). Embedding runs (keep_history=0) and failed or paused runs forget the cache.
+
+Sampling: 1.3 takes it per run (RKLLMSamplingParam); on 1.2 it is fixed at rkllm_init, so a job whose
+sampling differs from the handle's re-initialises the handle (never silently drops it).
 """
 from __future__ import annotations
 
 import codecs
 import ctypes
+import logging
 import threading
 import time
+from typing import Any
 from ctypes import Structure, pointer
 
 import numpy as np
 
-from rk.daemon.backends.base import EmbedResult, GenRequest, GenResult, RunnerConfig, Sink, check_files, l2_normalise, resolve_options
+from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, l2_normalise
 from rk.daemon.backends.rkllm._handle import Handle
-from rk.daemon.backends.rkllm._inputs import InputBuilder
+from rk.daemon.backends.rkllm._inputs import InputBuilder, Key
 from rk.daemon.backends.rkllm._lib import (ABIS, CALLBACK_CONTINUE, CALLBACK_PAUSE, RKLLM_INFER_GENERATE,
                                            RKLLM_INFER_GET_LAST_HIDDEN_LAYER, RKLLM_RUN_ERROR, RKLLM_RUN_FINISH,
                                            RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING, RKLLMPerfStat, RKLLMResult,
                                            RKLLMSamplingParam, Abi, bind)
-from rk.daemon.backends.rkllm._version import open_library, select_abi
+from rk.daemon.backends.rkllm._version import Detected, open_library, select_abi
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions
+from rk.daemon.jobs import GenOptions, GenSpec
 from rk.daemon.models import Manifest
 from rk.daemon.procinfo import rss_mb
 
+log = logging.getLogger("rk.rkllm")
+
 _RUNTIME_ERROR = "the RKLLM runtime reported an error during the run (its log on stderr says why)"
+_POOLINGS = ("last", "mean")
+# The RKLLMParam fields a job's options set (the rest of RKLLMSamplingParam stays at the init values).
+SAMPLING_FIELDS = ("top_k", "top_p", "temperature", "repeat_penalty")
 
 
 class _Generation:
     """Listener of one generate run: decodes text incrementally, counts tokens, keeps FINISH's perf."""
 
-    def __init__(self, sink: Sink, stop: threading.Event, limit: int, prompt_tokens: int | None) -> None:
-        self.sink, self.stop, self.limit, self.prompt_tokens = sink, stop, limit, prompt_tokens
+    def __init__(self, sink: Sink, stop: threading.Event, limit: int, prompt_tokens: int | None, cached: int) -> None:
+        self.sink, self.stop, self.limit, self.prompt_tokens, self.cached = sink, stop, limit, prompt_tokens, cached
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.t0 = time.perf_counter()
         self.t_first: float | None = None
         self.tokens = 0
+        self.token_ids: list[int] = []
+        self.pieces: list[str] = []
         self.perf: RKLLMPerfStat | None = None
         self.failed = False
 
@@ -47,10 +64,9 @@ class _Generation:
         if state in (RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING):
             self._first_token()
             self.tokens += 1
+            self.token_ids.append(int(result.token_id))
             if state == RKLLM_RUN_NORMAL and result.text:  # WAITING's text is ignored: the character comes later
-                text = self.decoder.decode(ctypes.string_at(result.text))
-                if text:
-                    self.sink.token(text)
+                self._emit(self.decoder.decode(ctypes.string_at(result.text)))
         elif state == RKLLM_RUN_FINISH:
             self.perf = RKLLMPerfStat.from_buffer_copy(result.perf)
         elif state == RKLLM_RUN_ERROR:
@@ -59,24 +75,34 @@ class _Generation:
             return CALLBACK_PAUSE
         return CALLBACK_CONTINUE
 
+    def _emit(self, text: str) -> None:
+        if text:
+            self.pieces.append(text)
+            self.sink.token(text)
+
+    @property
+    def finished(self) -> bool:
+        """The runtime ended the run itself (FINISH), so its KV cache holds the whole reply and nothing pending."""
+        return self.perf is not None and not self.failed
+
     def _first_token(self) -> None:
         if self.t_first is None:
             self.t_first = time.perf_counter()
-            self.sink.prefill((self.t_first - self.t0) * 1000, self.prompt_tokens or 0)
+            self.sink.prefill((self.t_first - self.t0) * 1000, self.prompt_tokens or 0, self.cached)
 
     def result(self) -> GenResult:
-        tail = self.decoder.decode(b"", final=True)
-        if tail:
-            self.sink.token(tail)
+        self._emit(self.decoder.decode(b"", final=True))
         self._first_token()  # a run that produced no token still reports its prefill once
         finish = "length" if self.tokens >= self.limit else "stop"
         if self.perf is not None:
             p = self.perf
-            return GenResult(p.prefill_time_ms, p.prefill_tokens, p.generate_time_ms, p.generate_tokens,
-                             p.memory_usage_mb or rss_mb(), finish)
+            return GenResult(prefill_ms=p.prefill_time_ms, prefill_tokens=p.prefill_tokens, cached_tokens=self.cached,
+                             generate_ms=p.generate_time_ms, generate_tokens=p.generate_tokens,
+                             memory_mb=p.memory_usage_mb or rss_mb(), finish_reason=finish)
         assert self.t_first is not None
-        return GenResult((self.t_first - self.t0) * 1000, self.prompt_tokens or 0,
-                         (time.perf_counter() - self.t_first) * 1000, self.tokens, rss_mb(), finish)
+        return GenResult(prefill_ms=(self.t_first - self.t0) * 1000, prefill_tokens=self.prompt_tokens or 0,
+                         cached_tokens=self.cached, generate_ms=(time.perf_counter() - self.t_first) * 1000,
+                         generate_tokens=self.tokens, memory_mb=rss_mb(), finish_reason=finish)
 
 
 class _Hidden:
@@ -114,38 +140,94 @@ def _sampling(opts: GenOptions, into: Structure) -> Structure:
     return into
 
 
+def sampling_of(s: Structure) -> tuple[float, ...]:
+    """The job-settable sampling values of an RKLLMParam / RKLLMSamplingParam (as the C floats hold them)."""
+    return tuple(getattr(s, f) for f in SAMPLING_FIELDS)
+
+
+class _Kv:
+    """What the handle's KV cache holds: the key of a conversation and the cache size it left, or nothing."""
+
+    def __init__(self) -> None:
+        self.key: Key | None = None
+        self.size = 0
+
+    def held(self, handle: Handle) -> Key | None:
+        """The key, if the runtime's cache still has exactly the size the last run left (else trust nothing)."""
+        if self.key is not None and handle.kv_cache_size() != self.size:
+            log.warning("KV cache holds %d positions, expected %d: rebuilding", handle.kv_cache_size(), self.size)
+            self.key = None
+        return self.key
+
+    def hold(self, key: Key, size: int) -> None:
+        self.key, self.size = key, size
+
+    def forget(self) -> None:
+        self.key, self.size = None, 0
+
+
 class RkllmModel:
-    def __init__(self, manifest: Manifest, handle: Handle, inputs: InputBuilder, param: Structure) -> None:
-        self.manifest, self._handle, self._inputs, self._param = manifest, handle, inputs, param
+    def __init__(self, manifest: Manifest, lib: ctypes.CDLL, detected: Detected, param: Structure,
+                 inputs: InputBuilder) -> None:
+        self.manifest, self._lib, self.detected, self._inputs = manifest, lib, detected, inputs
+        # The runtime keeps its template inside the .rkllm file; a shipped tokenizer's is the one we know.
+        self.chat_template: str | None = getattr(inputs.tokenizer, "chat_template", None)
+        self.pooling = str(manifest.params.get("pooling", "last"))
+        if self.pooling not in _POOLINGS:
+            raise RkError("model_failed", f"{manifest.name}: params.pooling must be one of {', '.join(_POOLINGS)}")
+        self._base = param  # the manifest's configuration; each job's sampling starts from it
+        self._handle = self._open(param)
         self.context = int(param.max_context_len)
         self.max_new = int(param.max_new_tokens) if param.max_new_tokens > 0 else self.context
-        self.pooling = str(manifest.params.get("pooling", "last"))
+        self.prefix_cache = bool(manifest.params.get("prefix_cache", True))
+        self._kv = _Kv()
         self._memory = 0.0
+        self.reinits = 0  # 1.2 handles re-created for a job's sampling
+        self.last_cached = 0  # KV positions the last chat reused (its GenResult.cached_tokens)
 
     @property
     def abi(self) -> Abi:
         return self._handle.abi
 
-    def generate(self, req: GenRequest, sink: Sink, stop: threading.Event) -> GenResult:
-        opts = resolve_options(self.manifest, req.options)
-        run_input = self._inputs.chat(req, self.context)
+    def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult:
+        opts = spec.options
+        wanted = _sampling(opts, type(self._base).from_buffer_copy(self._base))
+        if not self.abi.sampling_per_run and sampling_of(wanted) != sampling_of(self._handle.param):
+            self._reinit(wanted)
+        reuse = self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt
+        chat = self._inputs.chat(spec, self.context, self._kv.held(self._handle) if reuse else None)
+        if not chat.reused:
+            self._forget()
+        self.last_cached = self._kv.size if chat.reused else 0
         limit = self.max_new if opts.max_tokens is None else max(1, min(opts.max_tokens, self.max_new))
-        infer = self.abi.RKLLMInferParam(mode=RKLLM_INFER_GENERATE, keep_history=0)
+        infer = self.abi.RKLLMInferParam(mode=RKLLM_INFER_GENERATE, keep_history=1)
         if self.abi.sampling_per_run:
-            infer.sampling_params = pointer(_sampling(opts, self._sampling_defaults()))
+            per_run = RKLLMSamplingParam()
+            for name, _ in RKLLMSamplingParam._fields_:
+                setattr(per_run, name, getattr(wanted, name))
+            infer.sampling_params = pointer(per_run)
             infer.max_new_tokens = limit
-        listener = _Generation(sink, stop, limit, run_input.tokens)
+        listener = _Generation(sink, stop, limit, chat.run.tokens, self.last_cached)
         try:
-            self._handle.run(run_input.struct, infer, listener)
-        finally:
-            self._handle.clear_kv_cache()
+            self._handle.run(chat.run.struct, infer, listener)
+        except BaseException:
+            self._forget()
+            raise
         if listener.failed:
+            self._forget()
             raise RkError("model_failed", _RUNTIME_ERROR)
         result = listener.result()
+        if listener.finished:
+            self._kv.hold(chat.key + self._inputs.reply_key("".join(listener.pieces), listener.token_ids),
+                          self._handle.kv_cache_size())
+        else:  # paused (stop, limit or abort): the cache holds a cut reply and a pending run
+            self._forget()
         self._memory = result.memory_mb
         return result
 
     def embed(self, texts: list[str], truncate: bool) -> EmbedResult:
+        """Hidden states of the last layer, pooled and L2-normalised; any chat model answers these too."""
+        self._forget()  # keep_history=0 runs end whatever conversation the cache held
         rows: list[np.ndarray] = []
         counts: list[int] = []
         infer = self.abi.RKLLMInferParam(mode=RKLLM_INFER_GET_LAST_HIDDEN_LAYER, keep_history=0)
@@ -155,7 +237,7 @@ class RkllmModel:
             try:
                 self._handle.run(run_input.struct, infer, listener)
             finally:
-                self._handle.clear_kv_cache()
+                self._handle.clear_kv_cache()  # rknn-llm #278: each embedding run starts from an empty cache
             if listener.failed or listener.vector is None:
                 raise RkError("model_failed", _RUNTIME_ERROR if listener.failed else "the RKLLM runtime returned no hidden states")
             rows.append(listener.vector)
@@ -172,11 +254,38 @@ class RkllmModel:
     def close(self) -> None:
         self._handle.close()
 
-    def _sampling_defaults(self) -> RKLLMSamplingParam:
-        s = RKLLMSamplingParam()
-        for name, _ in RKLLMSamplingParam._fields_:
-            setattr(s, name, getattr(self._param, name))
-        return s
+    def _open(self, param: Structure) -> Handle:
+        """rkllm_init with `param`, then the manifest's chat template, if any."""
+        encode = self._inputs.encode if self._inputs.via_callback else None
+        handle = Handle(self._lib, self._inputs.abi, param, encode)
+        template = self.manifest.params.get("chat_template")  # {"system", "prefix", "postfix"}; else the model's own
+        try:
+            if template:
+                handle.set_chat_template(template.get("system", ""), template.get("prefix", ""), template.get("postfix", ""))
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def _reinit(self, param: Structure) -> None:
+        """1.2: sampling is fixed at rkllm_init, so a job that wants other values gets a new handle."""
+        t0 = time.perf_counter()
+        self._forget()
+        previous = self._handle.param
+        self._handle.close()  # first: a board may not hold the model twice
+        try:
+            self._handle = self._open(param)
+        except RkError:
+            self._handle = self._open(previous)  # the model stays usable with the sampling it had
+            raise
+        self.reinits += 1
+        log.info("re-initialised the RKLLM handle for sampling %s in %.1f ms (runtime 1.2 fixes sampling at init)",
+                 dict(zip(SAMPLING_FIELDS, sampling_of(param))), (time.perf_counter() - t0) * 1000)
+
+    def _forget(self) -> None:
+        if self._kv.key is not None or self._handle.kv_cache_size():
+            self._handle.clear_kv_cache()
+        self._kv.forget()
 
 
 def configure(param: Structure, manifest: Manifest) -> Structure:
@@ -188,7 +297,7 @@ def configure(param: Structure, manifest: Manifest) -> Structure:
         param.n_keep = int(p["n_keep"])
     param.skip_special_token = True
     param.is_async = False
-    _sampling(GenOptions.from_dict({k: v for k, v in manifest.defaults.items() if k in GenOptions.__dataclass_fields__}), param)
+    _sampling(GenOptions().over(manifest.defaults), param)
     ext = param.extend_param
     ext.n_batch = 1
     ext.base_domain_id = int(p.get("base_domain_id", 0))
@@ -202,21 +311,12 @@ def configure(param: Structure, manifest: Manifest) -> Structure:
 
 def load(manifest: Manifest, config: RunnerConfig) -> RkllmModel:
     (model_file,) = check_files(manifest, "model")
-    lib, path = open_library(config.rkllm_lib)
+    lib, path = open_library(config.rkllm.lib)
     choice = manifest.params.get("runtime")
-    version = select_abi(path, lib, manifest_choice=str(choice) if choice else None, setting=config.rkllm_version)
-    abi = ABIS[version]
+    detected = select_abi(path, lib, manifest_choice=str(choice) if choice else None, setting=config.rkllm.version)
+    abi = ABIS[detected.abi]
     bind(lib, abi)
     param = configure(lib.rkllm_createDefaultParam(), manifest)
     model_path = str(model_file).encode()
-    param.model_path = model_path
-    inputs = InputBuilder(manifest, abi)
-    handle = Handle(lib, abi, param)
-    template = manifest.params.get("chat_template")  # {"system", "prefix", "postfix"}; else the model's own
-    try:
-        if template:
-            handle.set_chat_template(template.get("system", ""), template.get("prefix", ""), template.get("postfix", ""))
-    except BaseException:
-        handle.close()
-        raise
-    return RkllmModel(manifest, handle, inputs, param)
+    param.model_path = model_path  # ctypes keeps `model_path` alive with the struct (its _objects)
+    return RkllmModel(manifest, lib, detected, param, InputBuilder(manifest, abi))

@@ -1,0 +1,115 @@
+"""The per-token path inside the runner: backend text -> stop strings -> the model family's parser -> events.
+
+Everything streams: text is passed on the moment it arrives, and only what could be the beginning of
+a stop string or a parser's marker is held back (never a fixed-size buffer).
+"""
+from __future__ import annotations
+
+import re
+import threading
+from typing import Callable
+
+from rk.daemon.jobs import GenSpec
+from rk.daemon.models import Manifest
+from rk.daemon.parsers import Call, OutputParser, Piece, PlainParser, Text, Thinking, parser_for
+from rk.daemon.runner import wire
+
+
+def _longest_held(buf: str, prefixes: frozenset[str], longest: int) -> int:
+    """Length of the longest end of `buf` in `prefixes`: at most `longest` set lookups, whatever their number."""
+    for n in range(min(longest, len(buf)), 0, -1):
+        if buf[-n:] in prefixes:
+            return n
+    return 0
+
+
+class StopStrings:
+    """Cuts the text at the first stop string, which may span token boundaries.
+
+    One compiled pattern finds any stop string and one prefix set decides what to hold back, so the
+    cost per token does not grow with the number of stop strings.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        stops = tuple(s for s in stops if s)
+        self._pattern = re.compile("|".join(re.escape(s) for s in sorted(stops, key=len, reverse=True))) if stops else None
+        self._prefixes = frozenset(s[:i] for s in stops for i in range(1, len(s)))
+        self._longest = max((len(s) for s in stops), default=0)
+        self._held = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        """The text that is certainly not part of a stop string; after a hit, nothing."""
+        if self.hit or self._pattern is None:
+            return "" if self.hit else text
+        buf = self._held + text
+        m = self._pattern.search(buf)
+        if m is not None:
+            self._held, self.hit = "", True
+            return buf[:m.start()]
+        hold = _longest_held(buf, self._prefixes, self._longest - 1)
+        self._held = buf[len(buf) - hold:] if hold else ""
+        return buf[:len(buf) - hold]
+
+    def flush(self) -> str:
+        held, self._held = ("" if self.hit else self._held), ""
+        return held
+
+
+def output_parser(manifest: Manifest, template: str | None, spec: GenSpec) -> OutputParser:
+    """The model family's parser for this request; a raw prompt is continued as plain text."""
+    if spec.raw:
+        return PlainParser()
+    tools = bool(spec.tools) and spec.tool_choice != "none"
+    return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think)
+
+
+class Pipeline:
+    """The Sink a backend writes to for one generation; it emits the command's typed events."""
+
+    def __init__(self, seq: int, send: Callable[[wire.Event], None], spec: GenSpec, stop: threading.Event,
+                 parser: OutputParser) -> None:
+        self._seq, self._send, self._stop = seq, send, stop
+        self._stops = StopStrings(spec.options.stop)
+        self._parser = parser
+        self._show_thinking = spec.think is not False  # a thinking model asked not to: its reasoning is dropped
+        self.answered = False  # any answer text or tool call went out
+
+    @property
+    def hit_stop(self) -> bool:
+        return self._stops.hit
+
+    def prefill(self, ms: float, tokens: int, cached: int = 0) -> None:
+        self._send(wire.Prefill(self._seq, ms, tokens, cached))
+
+    def token(self, text: str) -> None:
+        if self._stops.hit:
+            return
+        safe = self._stops.feed(text)
+        if self._stops.hit:
+            self._stop.set()  # the backend ends at its next token
+        if safe:
+            self._emit(self._parser.feed(safe))
+
+    def finish(self) -> None:
+        """End of generation: release held text, then whatever the parser still holds."""
+        tail = self._stops.flush()
+        self._emit((self._parser.feed(tail) if tail else []) + self._parser.finish())
+
+    @property
+    def ended_in_thinking(self) -> bool:
+        """The model stopped inside its reasoning and never answered (reported of RKLLM 1.3.0)."""
+        return self._parser.ended_in_thinking and not self.answered
+
+    def _emit(self, pieces: list[Piece]) -> None:
+        for p in pieces:
+            match p:
+                case Text(text=t):
+                    self.answered = True
+                    self._send(wire.Token(self._seq, t))
+                case Thinking(text=t):
+                    if self._show_thinking:
+                        self._send(wire.Thinking(self._seq, t))
+                case Call(call=c):
+                    self.answered = True
+                    self._send(wire.Called(self._seq, c))

@@ -1,0 +1,185 @@
+"""The runner's wire: every command the daemon sends and every event the runner answers, as frozen
+dataclasses with ONE codec (a JSON line each, tagged by `t`).
+
+msgspec turns the typed values into JSON and back (nested dataclasses, tuples, bytes as base64), so
+neither side builds or reads a dict by hand and a new event kind cannot be mistaken for another.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import msgspec
+import numpy as np
+
+from rk.daemon.backends.base import GenResult, RunnerConfig
+from rk.daemon.jobs import GenSpec, ToolCall
+from rk.daemon.models import Manifest
+
+# ---- commands (daemon -> runner) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    seq: int
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class Unload:
+    seq: int
+    model: str
+
+
+@dataclass(frozen=True)
+class Generate:
+    seq: int
+    model: str
+    spec: GenSpec
+
+
+@dataclass(frozen=True)
+class Embed:
+    seq: int
+    model: str
+    texts: tuple[str, ...]
+    truncate: bool = True
+
+
+@dataclass(frozen=True)
+class Cancel:
+    seq: int  # the command to abort (running) or skip (still queued in the runner)
+
+
+Command = Union[Load, Unload, Generate, Embed, Cancel]
+
+# ---- events (runner -> daemon) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True)
+class Begun:
+    """The runner has taken this command off its queue: from now on a crash may have been caused by it."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Loaded:
+    seq: int
+    ms: float
+    memory_mb: float
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Prefill:
+    seq: int
+    ms: float
+    tokens: int  # computed in this run
+    cached: int = 0  # served from the KV cache
+
+
+@dataclass(frozen=True)
+class Token:
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Thinking:
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Called:
+    seq: int
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class Finished:
+    seq: int
+    result: GenResult
+
+
+@dataclass(frozen=True)
+class Vectors:
+    seq: int
+    shape: tuple[int, int]
+    data: bytes  # little-endian float32, rows L2-normalised
+    tokens: tuple[int, ...]  # per text
+
+    @classmethod
+    def of(cls, seq: int, matrix: np.ndarray, tokens: list[int]) -> "Vectors":
+        m = np.ascontiguousarray(matrix, dtype="<f4")
+        return cls(seq, (int(m.shape[0]), int(m.shape[1])), m.tobytes(), tuple(tokens))
+
+    def matrix(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype="<f4").reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class Error:
+    seq: int
+    code: str
+    message: str
+
+
+Event = Union[Ready, Begun, Loaded, Unloaded, Prefill, Token, Thinking, Called, Finished, Vectors, Error]
+Progress = Union[Prefill, Token, Thinking, Called]  # events before a command's final one
+
+# ---- the codec ---------------------------------------------------------------------------------
+
+_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Load, Unload, Generate, Embed, Cancel, Ready, Begun, Loaded,
+                                                          Unloaded, Prefill, Token, Thinking, Called, Finished,
+                                                          Vectors, Error)}
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+def _dec_hook(kind: type, obj: Any) -> Any:
+    if kind is Path:
+        return Path(obj)
+    raise NotImplementedError(f"cannot decode {kind}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def encode(msg: Command | Event) -> bytes:
+    """One message as a JSON line: `{"t": "<Type>", "v": {...}}`."""
+    return _encoder.encode({"t": type(msg).__name__, "v": msg}) + b"\n"
+
+
+def decode(line: bytes) -> Any:
+    """The typed message of one line; a line that is not one raises `ValueError`."""
+    try:
+        raw = msgspec.json.decode(line)
+        cls = _TYPES[raw["t"]]
+        return msgspec.convert(raw["v"], cls, dec_hook=_dec_hook)
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as e:
+        raise ValueError(f"bad runner message: {e}") from None
+
+
+def encode_config(config: RunnerConfig) -> str:
+    """The runner's settings as its one command-line argument."""
+    return _encoder.encode(config).decode()
+
+
+def decode_config(arg: str) -> RunnerConfig:
+    return msgspec.json.decode(arg, type=RunnerConfig)

@@ -1,0 +1,96 @@
+"""One typed status of the daemon, built in one place and rendered by every view: the line protocol's
+`status`/`watch`, `/api/ps`, `/metrics`, `rk ps` and `rk top`."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rk.daemon.jobs import ChatJob, EmbedJob
+from rk.daemon.residency import Resident
+from rk.daemon.ticket import Ticket
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int | None
+    unit: str  # "texts" or "tokens"
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    client_id: str
+    kind: str
+    model: str
+    source: str
+    peer: str
+    state: str
+    position: int
+    waited_ms: float
+    progress: Progress | None = None
+    tokens_per_s: float | None = None
+
+    @classmethod
+    def of(cls, t: Ticket, now: float) -> "JobView":
+        progress, rate = None, None
+        if isinstance(t.job, EmbedJob):
+            progress = Progress(t.cursor, t.total, "texts")
+        elif isinstance(t.job, ChatJob):
+            progress = Progress(t.generated, t.job.options.max_tokens, "tokens")
+            if t.state == "generating" and t.started is not None and t.generated:
+                elapsed = now - t.started - t.stats.prefill_ms / 1000 - t.stats.load_ms / 1000
+                rate = round(t.generated / elapsed, 2) if elapsed > 0 else None
+        return cls(t.id, t.client_id, t.kind, t.manifest.name, t.job.source, t.job.peer, t.state, t.position,
+                   round(((t.started or now) - t.arrived) * 1000, 1), progress, rate)
+
+
+@dataclass(frozen=True)
+class LoadedView:
+    name: str
+    backend: str
+    memory_mb: float
+    loaded_at: float
+    expires_at: float | None  # wall-clock time; None = kept until unloaded
+
+    @classmethod
+    def of(cls, r: Resident, now_wall: float) -> "LoadedView":
+        return cls(r.name, r.manifest.backend, round(r.memory_mb, 1), r.loaded_at,
+                   None if math.isinf(r.wall_expires) else r.wall_expires)
+
+
+@dataclass(frozen=True)
+class RunnerView:
+    pid: int | None
+    rss_mb: float
+    restarts: int
+
+
+@dataclass(frozen=True)
+class Status:
+    queue: tuple[JobView, ...]
+    depth: int  # waiting jobs
+    running: tuple[str, ...]
+    loaded: tuple[LoadedView, ...]
+    failed_models: dict[str, str]
+    totals: dict[str, int]
+    recent: tuple[dict[str, Any], ...]
+    uptime_s: float
+    runner: RunnerView
+    extra: dict[str, Any] = field(default_factory=dict)  # daemon-wide facts: version, socket, NPU, host
+
+    def loaded_model(self, name: str) -> LoadedView | None:
+        return next((m for m in self.loaded if m.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        extra = d.pop("extra")
+        d["totals"] = d["totals"] | {"runner_restarts": self.runner.restarts}
+        return d | extra
+
+
+def job_views(tickets: list[Ticket]) -> tuple[JobView, ...]:
+    now = time.monotonic()
+    return tuple(JobView.of(t, now) for t in tickets)

@@ -112,3 +112,14 @@ def test_delete_removes_blobs_no_other_model_uses(daemon: DaemonProc, tmp_path: 
     client.delete("two:x")
     assert httpx.head(url).status_code == 404
     assert [m.model for m in client.list().models if m.model in ("one:x", "two:x")] == []
+
+
+def test_modelfile_messages_come_before_the_chat(daemon: DaemonProc) -> None:
+    client = ollama.Client(host=daemon.base_url)
+    modelfile = 'FROM syn:chat\nMESSAGE user alpha\nMESSAGE assistant """beta"""\n'  # the legacy field
+    r = httpx.post(f"{daemon.base_url}/api/create", json={"model": "hist:1", "modelfile": modelfile, "stream": False})
+    assert r.json() == {"status": "success"}
+    reply = client.chat(model="hist:1", messages=[{"role": "user", "content": "gamma"}]).message.content
+    assert reply == "alpha beta gamma "  # the synthetic model echoes the turns it was given, history first
+    own = client.chat(model="hist:1", messages=[{"role": "system", "content": "mine"}, {"role": "user", "content": "delta"}])
+    assert own.message.content == "mine alpha beta delta "

@@ -24,9 +24,12 @@ HTTP_STATUS: Final[dict[str, int]] = {
     "model_failed": 500,
     "internal": 500,
     "not_implemented": 501,
+    "hub_unavailable": 502,  # the model hub failed or answered nonsense
+    "digest_mismatch": 502,  # downloaded bytes that do not hash to what the hub announced
     "queue_full": 503,
     "shutting_down": 503,
     "timeout": 504,
+    "insufficient_storage": 507,
 }
 
 

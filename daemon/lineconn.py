@@ -33,6 +33,7 @@ class LineConnection:
         self.key_failures = 0
         self.jobs: dict[str, Ticket] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.pulls: dict[str, asyncio.Task[None]] = {}
 
     def send(self, obj: dict[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -139,6 +140,9 @@ class LineConnection:
             while not ticket.events.empty():  # its position goes out now, not after a burst of arrivals
                 self.send(lineproto.render(req.id, ticket.id, ticket.events.get_nowait()))
             self.spawn(self.stream(req.id, ticket))
+        elif req.op == "cancel" and req.target in self.pulls:
+            self.pulls[req.target].cancel()  # leaves the pull; the download stops if nobody else follows it
+            self.send({"id": req.id, "ev": "done", "stats": {}})
         elif req.op == "cancel":
             assert req.target is not None
             ticket = self.jobs.get(req.target) or svc.scheduler.get(req.target)
@@ -164,22 +168,48 @@ class LineConnection:
             self.send({"id": req.id, "ev": "version", "version": svc.version, "protocol": lineproto.PROTOCOL_VERSION})
         elif req.op == "watch":  # snapshots until the connection closes; see daemon/watch.py
             self.spawn(watch.stream(self, req.id))
+        elif req.op == "pull":
+            if req.id in self.pulls:
+                raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
+            self.pulls[req.id] = self.spawn(self.pull(req.id, req.model or ""))
         else:
             raise RkError("bad_request", f"op {req.op!r} is not available on this daemon", param="op")
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> "asyncio.Task[None]":
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def pull(self, rid: str, model: str) -> None:
+        """A hub pull: `progress` events with Ollama's status fields, then `done` (or `error`)."""
+        try:
+            async with contextlib.aclosing(self.service.pulls.follow(model)) as events:
+                async for ev in events:
+                    self.send(lineproto.progress(rid, ev))
+                    await self.writer.drain()
+            self.send({"id": rid, "ev": "done", "stats": {}})
+        except RkError as e:
+            self.send(lineproto.error(rid, e))
+        except ConnectionError:
+            pass
+        except asyncio.CancelledError:
+            self.send(lineproto.error(rid, RkError("cancelled", "the pull was cancelled; pull again to resume it")))
+            raise
+        finally:
+            self.pulls.pop(rid, None)
+
+    def _log_job(self, rid: str, ticket: Ticket, outcome: str) -> None:
+        accesslog.job(self.peer, ticket.kind, ticket.manifest.name, outcome,
+                      (time.monotonic() - ticket.arrived) * 1000, rid, ticket.id)
 
     async def stream(self, rid: str, ticket: Ticket) -> None:
-        outcome = "disconnected"
+        logged = False
         try:
             async for ev in ticket.stream():
-                if isinstance(ev, Failed):
-                    outcome = ev.error.code
-                elif isinstance(ev, Done):
-                    outcome = "done"
+                if isinstance(ev, (Done, Failed)):  # logged before the client can see the job end
+                    self._log_job(rid, ticket, "done" if isinstance(ev, Done) else ev.error.code)
+                    logged = True
                 self.send(lineproto.render(rid, ticket.id, ev))
                 if self.writer.is_closing():
                     break
@@ -187,8 +217,8 @@ class LineConnection:
         except ConnectionError:
             pass
         finally:
-            accesslog.job(self.peer, ticket.kind, ticket.manifest.name, outcome,
-                          (time.monotonic() - ticket.arrived) * 1000, rid, ticket.id)
+            if not logged:
+                self._log_job(rid, ticket, "disconnected")
             self.jobs.pop(rid, None)
             if not ticket.finished:
                 self.service.scheduler.cancel(ticket.id, "the client disconnected")

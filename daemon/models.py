@@ -75,7 +75,10 @@ class Manifest:
     params: dict[str, Any] = field(default_factory=dict)  # backend-specific settings
     template: str | None = None
     system: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)  # Modelfile MESSAGE turns, {role, content}
+    license: str | None = None
     created: str = ""
+    source: str = ""  # where the files came from: hf.co/OWNER/REPO@COMMIT for a pulled model
     bundled: bool = False
     dir: Path = field(default=Path("."), compare=False)
 
@@ -190,6 +193,18 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._bundled = {m.name: m for m in bundled_manifests(root)} if bundled else {}
         migrate_nested(self.root, self._bundled)
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Files kept by content digest (pulled layers, uploaded blobs); models hard-link them.
+
+        A dot name: no model name starts with one, so it never clashes with a model's directory."""
+        return self.root / ".blobs"
+
+    @property
+    def temp_dir(self) -> Path:
+        """Partial downloads, kept across restarts so a pull resumes where it stopped."""
+        return self.root / ".partial"
 
     def model_dir(self, name: str) -> Path:
         """Directory of a name: one escaped component right under the root, re-checked to stay there."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rk import __version__
@@ -13,6 +13,7 @@ from rk.daemon.deadlines import HeadDeadlines
 from rk.daemon.metrics import Metrics
 from rk.daemon.models import Manifest, ModelStore, modified_at
 from rk.daemon.npu import read_npu
+from rk.daemon.pull.manager import PullManager
 from rk.daemon.runner.proxy import Runner
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
@@ -33,6 +34,7 @@ class Service:
     scheduler: Scheduler
     head_deadlines: HeadDeadlines
     metrics: Metrics
+    pulls: PullManager
     started: float = field(default_factory=time.time)
     version: str = __version__
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
@@ -44,7 +46,8 @@ class Service:
         scheduler = Scheduler(settings, store, runner)
         metrics = Metrics(scheduler.status)
         scheduler.observers.append(metrics.observe)
-        return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), metrics)
+        return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), metrics,
+                   PullManager(store, settings.sysfs_root))
 
     def key_ok(self, presented: str | None) -> bool:
         """Constant-time check of an API key; always true when no key is configured."""
@@ -76,5 +79,6 @@ class Service:
         return value
 
     def status(self) -> Status:
-        return self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
-                                      "tcp": self.settings.tcp, "npu": self.npu()})
+        status = self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
+                                        "tcp": self.settings.tcp, "npu": self.npu()})
+        return replace(status, pulls=self.pulls.describe())

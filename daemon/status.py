@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rk.daemon.jobs import ChatJob, EmbedJob
+from rk.daemon.pull.events import PullView
 from rk.daemon.residency import Resident
 from rk.daemon.ticket import Ticket
 
@@ -79,6 +80,7 @@ class Status:
     recent: tuple[dict[str, Any], ...]
     uptime_s: float
     runner: RunnerView
+    pulls: tuple[PullView, ...] = ()  # hub downloads: they never wait in the queue, but are shown with it
     extra: dict[str, Any] = field(default_factory=dict)  # daemon-wide facts: version, socket, NPU, host
 
     def loaded_model(self, name: str) -> LoadedView | None:

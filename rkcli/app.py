@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from rk import __version__, chat, embed_cmd, models_cmd
+from rk import __version__, chat, create_cmd, embed_cmd, models_cmd, pull_cmd
 from rk.import_cmd import import_model
 from rk.client import Client, DaemonError, DaemonUnavailable, Endpoint
 from rk.cliutil import run_client
@@ -50,6 +50,8 @@ app.command(rich_help_panel=MODELS)(models_cmd.show)
 app.command(rich_help_panel=MODELS)(models_cmd.load)
 app.command(rich_help_panel=MODELS)(models_cmd.unload)
 app.command(rich_help_panel=DAEMON)(models_cmd.status)
+app.command(rich_help_panel=MODELS)(pull_cmd.pull)
+app.command(rich_help_panel=MODELS)(create_cmd.create)
 
 
 @app.command(rich_help_panel=DAEMON)

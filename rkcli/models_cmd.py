@@ -87,7 +87,7 @@ def ps(ctx: typer.Context, json_out: bool = JSON) -> None:
     """The queue (running job first) and the loaded models, like `ollama ps`."""
     snap = run_client(ctx, lambda c: c.call("status"))
     if json_out:
-        print_json({"queue": snap.get("queue", []), "loaded": snap.get("loaded", [])})
+        print_json({"queue": snap.get("queue", []), "loaded": snap.get("loaded", []), "pulls": snap.get("pulls", [])})
         return
     loaded = _table(["MODEL", "MEMORY", "UNLOADS"],
                     [(m["name"], _mb(m.get("memory_mb")), _until(m.get("expires_at"))) for m in snap.get("loaded", [])])
@@ -97,6 +97,12 @@ def ps(ctx: typer.Context, json_out: bool = JSON) -> None:
                    for j in snap.get("queue", [])])
     _print(loaded if snap.get("loaded") else "no model loaded",
            jobs if snap.get("queue") else "queue empty")
+    if snap.get("pulls"):
+        from rk.tui.render import pull_progress
+
+        _print(_table(["PULLING", "STATUS", "PROGRESS", "CLIENTS"],
+                      [(p["model"], p.get("status", ""), pull_progress(p.get("completed", 0), p.get("total", 0)),
+                        str(p.get("clients", ""))) for p in snap["pulls"]]))
 
 
 def models(ctx: typer.Context, json_out: bool = JSON) -> None:

@@ -271,14 +271,3 @@ def test_version_parses_as_dotted_ints_at_least_0_5() -> None:
     v = ollama.version("0.1.0")
     parts = tuple(int(p) for p in v["version"].split("."))
     assert parts >= (0, 5) and v["rk_version"] == "0.1.0"
-
-
-def test_create_reads_parameters_in_ollama_names() -> None:
-    req = ollama.parse_create({"model": "mine", "from": "base", "system": "s", "parameters": {"num_predict": 5, "temperature": 0.2}})
-    assert (req.base, req.system, req.defaults) == ("base", "s", {"max_tokens": 5, "temperature": 0.2})
-    with pytest.raises(RkError) as e:
-        ollama.parse_create({"model": "mine", "files": {"a.gguf": "sha256:x"}})
-    assert e.value.code == "not_implemented"
-    with pytest.raises(RkError) as e:
-        ollama.parse_create({"model": "mine"})
-    assert e.value.param == "from"

@@ -77,7 +77,7 @@ def test_json_shapes(syn_daemon):
     assert "load_ms" in loaded["stats"]
 
     ps = rk_json(syn_daemon, "ps", tcp=True)  # the same over TCP, as from another board
-    assert set(ps) == {"queue", "loaded"} and ps["queue"] == []
+    assert set(ps) == {"queue", "loaded", "pulls"} and ps["queue"] == [] and ps["pulls"] == []
     assert [m["name"] for m in ps["loaded"]] == ["syn:embed"] and {"memory_mb", "expires_at"} <= ps["loaded"][0].keys()
 
     assert rk_json(syn_daemon, "unload", "syn:embed") == {"model": "syn:embed", "loaded": False}

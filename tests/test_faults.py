@@ -248,7 +248,8 @@ def refused_everywhere(d: DaemonProc, name: str) -> None:
                 ("POST", "/api/generate", {"model": name, "prompt": "x"}), ("POST", "/api/embed", {"model": name, "input": "x"}),
                 ("POST", "/api/create", {"model": name, "from": "syn:chat"}), ("POST", "/api/create", {"model": "ok:1", "from": name}),
                 ("POST", "/api/copy", {"source": "syn:chat", "destination": name}), ("POST", "/api/copy", {"source": name, "destination": "ok:2"}),
-                ("DELETE", "/api/delete", {"model": name}), ("POST", "/v1/chat/completions", {"model": name, "messages": HI}),
+                ("DELETE", "/api/delete", {"model": name}), ("POST", "/api/pull", {"model": name}),
+                ("POST", "/v1/chat/completions", {"model": name, "messages": HI}),
                 ("POST", "/v1/embeddings", {"model": name, "input": "x"})]
     with httpx.Client(base_url=d.base_url, timeout=10) as h:
         for method, path, body in requests:

@@ -111,12 +111,12 @@ def test_create_copy_delete(client: ollama.Client) -> None:
     assert e.value.status_code == 404
 
 
-def test_pull_succeeds_only_for_present_models(client: ollama.Client) -> None:
+def test_pull_of_a_local_name_succeeds_only_for_present_models(client: ollama.Client) -> None:
     assert [s.status for s in client.pull("syn:chat", stream=True)][-1] == "success"
     assert client.pull("syn:chat").status == "success"
     with pytest.raises(ollama.ResponseError) as e:
-        client.pull("qwen2.5:3b")
-    assert e.value.status_code == 501 and "pull model manifest" in e.value.error
+        client.pull("qwen2.5:3b")  # not a hub name (tests/test_pull.py pulls those from a fake hub)
+    assert e.value.status_code == 404 and "pull model manifest" in e.value.error
 
 
 def test_unknown_model_is_404(client: ollama.Client) -> None:

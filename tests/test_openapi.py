@@ -53,11 +53,11 @@ def app_operations(tmp_path: Path) -> set[tuple[str, str]]:
 def test_spec_names_exactly_the_app_routes(tmp_path: Path) -> None:
     """Every route the app registers is documented with its method, and the document invents none.
 
-    aiohttp adds HEAD to every GET route; the document says so once instead of listing each.
+    aiohttp adds HEAD to every GET route; the document says so once instead of listing each. A HEAD
+    route of its own (`/api/blobs/{digest}`) is documented like any other.
     """
     routes = app_operations(tmp_path)
-    heads = {(m, p) for m, p in routes if m == "HEAD"}
-    assert heads == {("HEAD", p) for m, p in routes if m == "GET"}, "HEAD should come only from GET routes"
+    heads = {(m, p) for m, p in routes if m == "HEAD" and ("GET", p) in routes}
     documented = spec_operations()
     assert routes - heads - documented == set(), "routes missing from docs/openapi.yaml"
     assert documented - routes == set(), "docs/openapi.yaml documents routes the app does not have"
@@ -92,11 +92,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
 
 
 def not_implemented_is_fine(ctx: Any, response: Any, case: Any) -> bool | None:
-    """No 5xx, except 501 where the document promises it (`/api/pull` of a missing model, `/api/create` with files)."""
+    """No 5xx, except where the document promises one: 501 for `/api/create` with adapters or quantize,
+    502 for a pull when the hub cannot be reached (tests have no network), 507 for a full disk."""
     try:
         return not_a_server_error(ctx, response, case)
     except ServerError:
-        if response.status_code == 501 and case.operation.path in ("/api/pull", "/api/create"):
+        if (response.status_code, case.operation.path) in {(501, "/api/create"), (502, "/api/pull"),
+                                                           (507, "/api/pull"), (507, "/api/blobs/{digest}")}:
             return None
         raise
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon_proc import DaemonProc
+from rk.daemon import modelfile
 from rk.daemon.adapters import lineproto, ollama, openai
 from rk.daemon.errors import RkError
 from rk.daemon.runner import wire
@@ -122,7 +123,7 @@ HTTP_PARSERS: dict[str, Callable[[Any], Any]] = {
     "ollama.chat": lambda b: ollama.parse_chat(b, "peer"),
     "ollama.embed": lambda b: ollama.parse_embed(b, "peer"),
     "ollama.embeddings": lambda b: ollama.parse_legacy_embeddings(b, "peer"),
-    "ollama.create": ollama.parse_create,
+    "ollama.create": modelfile.from_request,
     "ollama.copy": ollama.parse_copy,
 }
 
@@ -138,7 +139,7 @@ def test_http_adapter_gives_job_or_rkerror(name: str) -> None:
         result = parses_or_refuses(parse, body)
         if job_of(result) is not None:
             check_job(result.job)
-        if isinstance(result, ollama.CreateRequest):
+        if isinstance(result, modelfile.CreateSpec):
             orjson.dumps(result.defaults)  # saved in the new manifest
             GenOptions().over(result.defaults)
 

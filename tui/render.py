@@ -109,7 +109,18 @@ def gauges(snap: QueueSnapshot) -> RenderableType:
         lines.append("\n")
         lines.append(m.name, style="cyan")
         lines.append(f" {m.memory_mb:.0f} MB · {left}")
+    for p in snap.pulls:
+        lines.append("\n")
+        lines.append(f"⇣ {p.model}", style="magenta")
+        lines.append(f" {pull_progress(p.completed, p.total)}")
     return Group(bars, lines)
+
+
+def pull_progress(completed: int, total: int) -> str:
+    """`45% · 120/260 MB` for a download (`rk top` and `rk ps` alike)."""
+    if not total:
+        return "starting"
+    return f"{100 * completed // total}% · {completed / 2**20:.0f}/{total / 2**20:.0f} MB"
 
 
 def table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:

@@ -74,6 +74,21 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class Pull:
+    """A hub download in progress (not a queue job: pulls never wait for the accelerator)."""
+
+    model: str
+    status: str
+    completed: int  # bytes
+    total: int
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> "Pull":
+        return cls(str(d.get("model", "")), str(d.get("status", "")), int(d.get("completed") or 0),
+                   int(d.get("total") or 0))
+
+
+@dataclass(frozen=True)
 class Npu:
     """NPU telemetry (daemon/npu.py); a reading is None where it is "n/a" (no debugfs access, no devfreq)."""
 
@@ -113,6 +128,7 @@ class QueueSnapshot:
     memory_total_mb: float | None
     runner_rss_mb: float
     daemon_time: float
+    pulls: tuple[Pull, ...] = ()
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], received: float) -> "QueueSnapshot":
@@ -134,6 +150,7 @@ class QueueSnapshot:
             memory_used_mb=_num(memory.get("used_mb")), memory_total_mb=_num(memory.get("total_mb")),
             runner_rss_mb=_num((d.get("runner") or {}).get("rss_mb")) or 0.0,
             daemon_time=_num(host.get("time")) or received,
+            pulls=tuple(Pull.from_wire(p) for p in d.get("pulls") or [] if isinstance(p, Mapping)),
         )
 
     @property

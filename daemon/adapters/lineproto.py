@@ -14,11 +14,12 @@ from rk.daemon.errors import RkError
 from rk.daemon.importer import ImportRequest
 from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, ThinkingText, Token, ToolCalled, Vectors
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
+from rk.daemon.pull.events import PullEvent
 from rk.daemon.settings import Settings
 
 PROTOCOL_VERSION = 1
 JOB_OPS = ("chat", "generate", "embed", "load", "unload")
-INFO_OPS = ("status", "models", "show", "version", "watch", "cancel", "import")
+INFO_OPS = ("status", "models", "show", "version", "watch", "cancel", "import", "pull")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Request:
     op: str
     job: Job | None = None
     target: str | None = None  # cancel: a request id on this connection, or a job id from status
-    model: str | None = None  # show
+    model: str | None = None  # show, pull
     key: str | None = None  # API key, for TCP connections that require one
     imported: ImportRequest | None = None  # import
 
@@ -87,7 +88,7 @@ def parse_line(line: bytes, settings: Settings, peer: str) -> Request:
             embed=f.boolean(d, "embed", False), pooling=f.string(d, "pooling"), tokenizer=f.string(d, "tokenizer"),
             force=f.boolean(d, "force", False))
         return Request(rid, op, imported=imp, key=key)
-    if op == "show":
+    if op in ("show", "pull"):
         return Request(rid, op, model=f.string(d, "model", required=True), key=key)
     if op in INFO_OPS:
         return Request(rid, op, key=key)
@@ -118,6 +119,11 @@ def render(rid: str, job_id: str, ev: Event) -> dict[str, Any]:
         case Failed(error=e):
             return error(rid, e)
     raise TypeError(f"unknown event {ev!r}")
+
+
+def progress(rid: str, ev: PullEvent) -> dict[str, Any]:
+    """A pull's status line (Ollama's fields) as a `progress` event."""
+    return {"id": rid, "ev": "progress", **ev.wire()}
 
 
 def error(rid: str | None, e: RkError) -> dict[str, Any]:

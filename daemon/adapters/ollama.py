@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -44,17 +44,6 @@ class EmbedRequest:
     job: EmbedJob | ModelAction  # no input at all loads the model
     model: str
     dimensions: int | None = None
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    """`/api/create` from an existing model with a new system prompt and/or default parameters."""
-
-    model: str
-    base: str
-    system: str | None
-    defaults: dict[str, Any] = field(default_factory=dict)  # GenOptions field names
-    stream: bool = True
 
 
 # ---- requests ----------------------------------------------------------------------------------
@@ -182,20 +171,6 @@ def parse_copy(body: Any) -> tuple[str, str]:
     src, dst = f.string(d, "source", required=True), f.string(d, "destination", required=True)
     assert src is not None and dst is not None
     return src, dst
-
-
-def parse_create(body: Any) -> CreateRequest:
-    d = f.obj(body)
-    for key in ("files", "adapters", "quantize", "modelfile", "template"):
-        if d.get(key):
-            raise RkError("not_implemented", f"'{key}' is not supported yet; create from an existing model with "
-                          "'from' plus 'system' and/or 'parameters'", param=key)
-    base = f.string(d, "from")
-    if not base:
-        raise f.bad("from", "is required: rk creates a model from an existing one")
-    params = {k: v for k, v in f.obj({} if d.get("parameters") is None else d["parameters"], "parameters").items() if v is not None}
-    defaults = f.gen_options(params, max_tokens_keys=("num_predict",)).set()
-    return CreateRequest(model_name(d), base, f.string(d, "system"), defaults, f.boolean(d, "stream", True))
 
 
 # ---- replies -----------------------------------------------------------------------------------

@@ -1,16 +1,22 @@
 """Ollama metadata and model-store routes: answered at once, never behind the job queue."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 from aiohttp import web
 
+from rk.daemon import modelfile
 from rk.daemon.adapters import fields as f
 from rk.daemon.adapters import ollama
 from rk.daemon.errors import RkError
 from rk.daemon.http.streaming import NDJSON_HEADERS, ndjson_line
 from rk.daemon.http.wire import SERVICE, json_response, read_json
-from rk.daemon.models import Manifest, modified_at, normalize_name
+from rk.daemon.models import modified_at
+from rk.daemon.pull.blobs import Blobs
+from rk.daemon.pull.create import create as create_model
+from rk.daemon.pull.manager import SUCCESS
+from rk.daemon.pull.refs import Digest
 
 STATUS_SUCCESS = {"status": "success"}
 
@@ -55,43 +61,64 @@ async def copy(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    store = request.app[SERVICE].store
-    store.delete(ollama.model_name(f.obj(await read_json(request))))
+    """The model, and the blobs it held that no other model uses."""
+    svc = request.app[SERVICE]
+    m = svc.store.get(ollama.model_name(f.obj(await read_json(request))))
+    held = Blobs.inodes(m.dir)
+    svc.store.delete(m.name)
+    svc.pulls.blobs.prune(held)
     return web.Response(status=200)
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    """A new model from an existing one, with its own system prompt and default parameters."""
-    req = ollama.parse_create(await read_json(request))
-    store = request.app[SERVICE].store
-    base = store.get(req.base)
+    """A model from uploaded blobs or from an existing model (structured fields or a legacy `modelfile`)."""
+    spec = modelfile.from_request(await read_json(request))
+    svc = request.app[SERVICE]
+    statuses = await create_model(svc.store, svc.pulls.blobs, spec)
+    return await _status_reply(request, spec.stream, statuses)
 
-    def amend(m: Manifest) -> None:
-        if req.system is not None:
-            m.system = req.system
-        m.defaults = {**m.defaults, **req.defaults}
 
-    if normalize_name(req.model) == base.name:
-        amend(base)
-        store.save(base)
-    else:  # re-creating a name replaces it, as Ollama does, but only once the new model is complete
-        store.copy(base.name, req.model, replace=True, amend=amend)
-    return await _status_reply(request, req.stream, ["using existing layers", "writing manifest"])
+def _blob_digest(request: web.Request) -> Digest:
+    return Digest("sha256", modelfile.digest_hex(request.match_info["digest"]))
+
+
+async def blob_head(request: web.Request) -> web.Response:
+    """200 if the daemon holds the blob (a client then skips the upload), else 404."""
+    found = request.app[SERVICE].pulls.blobs.has(_blob_digest(request))
+    return web.Response(status=200 if found else 404)
+
+
+async def blob_upload(request: web.Request) -> web.Response:
+    """Store the body as a blob, refused unless it hashes to the digest in the path."""
+    digest = _blob_digest(request)
+    blobs = request.app[SERVICE].pulls.blobs
+    if not blobs.has(digest):
+        await blobs.ingest(request.content.iter_chunked(1 << 20), digest, request.content_length)
+    return web.Response(status=201)
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
-    """No downloads yet: success for a model that is already here, else a clear 501."""
+    """A hub model, streamed as Ollama's statuses; an error after the first line is an `{"error"}` line."""
     body = f.obj(await read_json(request))
     name = ollama.model_name(body)
-    try:
-        request.app[SERVICE].store.get(name)
-    except RkError as e:
-        if e.code != "model_not_found":
-            raise
-        raise RkError("not_implemented", f"pull model manifest: file does not exist: rk cannot download models "
-                      f"yet; import '{name}' with `rk import` or create it from an existing model") from None
-    stream = body.get("stream") is not False
-    return await _status_reply(request, stream, ["pulling manifest"])
+    pulls = request.app[SERVICE].pulls
+    async with contextlib.aclosing(pulls.follow(name)) as events:
+        # The first byte waits for the hub's listing, so a bad name or an unknown repo is a proper status code.
+        held = [await anext(events), await anext(events)]
+        if body.get("stream") is False:
+            async for _ in events:
+                pass
+            return json_response(SUCCESS.wire())
+        resp = web.StreamResponse(headers=NDJSON_HEADERS)
+        await resp.prepare(request)
+        await resp.write(b"".join(ndjson_line(ev.wire()) for ev in held))
+        try:
+            async for ev in events:
+                await resp.write(ndjson_line(ev.wire()))
+        except RkError as e:
+            await resp.write(ndjson_line(ollama.error(e.message)))
+        await resp.write_eof()
+        return resp
 
 
 async def _status_reply(request: web.Request, stream: bool, steps: list[str]) -> web.StreamResponse:
@@ -115,3 +142,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/delete", delete)
     app.router.add_post("/api/create", create)
     app.router.add_post("/api/pull", pull)
+    app.router.add_route("HEAD", "/api/blobs/{digest}", blob_head)
+    app.router.add_post("/api/blobs/{digest}", blob_upload)

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from rk.daemon.backends import load_model
 from rk.daemon.backends.base import LoadedModel, RunnerConfig
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
+from rk.daemon.jobs import GenSpec, Message
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, output_parser
 
@@ -77,8 +77,14 @@ class Child:
             cur[1].abort()
 
     def _spec(self, model: LoadedModel, cmd: wire.Generate) -> GenSpec:
-        """The request's options over the model's defaults: what the backend sees."""
-        return replace(cmd.spec, options=cmd.spec.options.over(model.manifest.defaults))
+        """The request's options over the model's defaults, and a chat after the model's own Modelfile
+        MESSAGE turns (behind a leading system message): what the backend sees."""
+        spec = cmd.spec
+        history = tuple(Message(m["role"], m["content"]) for m in model.manifest.messages)  # type: ignore[arg-type]
+        if history and spec.messages:
+            head = 1 if spec.messages[0].role == "system" else 0
+            spec = replace(spec, messages=spec.messages[:head] + history + spec.messages[head:])
+        return replace(spec, options=spec.options.over(model.manifest.defaults))
 
     def _prepare_ahead(self, cmd: wire.Generate) -> None:
         """Start a queued chat's `prepare` now, so its turn begins with the prompt already tokenised."""

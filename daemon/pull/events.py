@@ -1,0 +1,33 @@
+"""What a pull reports, as typed values: kept free of the HTTP client so adapters can render them."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    """One Ollama pull status line."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class PullView:
+    """A pull in progress, as the daemon's status shows it."""
+
+    model: str
+    status: str
+    completed: int  # bytes of all its files, present or fetched
+    total: int
+    clients: int
+    started_at: float  # wall clock
+
+
+SUCCESS = PullEvent("success")

@@ -215,7 +215,7 @@ def completion(r: Reply, gen: Generated, echo: str = "") -> dict[str, Any]:
     """The non-streaming reply; reasoning goes out as both `reasoning_content` and `reasoning`."""
     choice: dict[str, Any] = {"index": 0}
     if r.chat:
-        msg: dict[str, Any] = {"role": "assistant", "content": gen.text}
+        msg: dict[str, Any] = {"role": "assistant", "content": gen.text or (None if gen.tool_calls else "")}
         if gen.thinking:
             msg["reasoning_content"] = msg["reasoning"] = gen.thinking
         if gen.tool_calls:

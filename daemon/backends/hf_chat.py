@@ -80,7 +80,7 @@ class HFChatModel:
             return list(self.tok(spec.prompt)["input_ids"])
         messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
         extra: dict[str, Any] = {}
-        if spec.tools:
+        if spec.tools and spec.tool_choice != "none":  # "none": the model is not told of them
             extra["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                                  "parameters": t.parameters}} for t in spec.tools]
         if spec.think is not None:

@@ -240,11 +240,15 @@ class Scheduler:
                 t.emit(ev.Prefill(ms, n))
             case wire.Token(text=text):
                 t.generated += 1
+                t.state = "answering"
                 t.emit(ev.Token(text))
             case wire.Thinking(text=text):
                 t.generated += 1
+                s.thinking_tokens += 1
+                t.state = "thinking"
                 t.emit(ev.ThinkingText(text))
             case wire.Called(call=c):
+                t.state = "calling tool"
                 t.emit(ev.ToolCalled(c))
             case wire.Finished(result=r):
                 s.record(r)

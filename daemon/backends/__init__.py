@@ -23,6 +23,7 @@ BACKENDS: dict[str, str] = {
 # the reply against the schema, failing the job with the problem named. A backend not listed refuses
 # `format` with a 400. Every reply with a format is checked in the runner either way.
 STRUCTURED: dict[str, str] = {
+    "hf": "grammar",  # llguidance (backends/constrained.py)
     "rkllm": "validate",
     "synthetic": "validate",
 }

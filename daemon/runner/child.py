@@ -163,7 +163,8 @@ class Child:
         if (problem := pipe.tool_choice.problem()) is not None:
             raise RkError("model_failed", f"{model.manifest.name} did not follow tool_choice: {problem}")
         if (problem := pipe.format_problem(spec.format)) is not None:
-            raise RkError("model_failed", f"{model.manifest.name} did not produce the requested format: {problem}")
+            cut = " (the reply reached max tokens first)" if result.finish_reason == "length" else ""
+            raise RkError("model_failed", f"{model.manifest.name} did not produce the requested format{cut}: {problem}")
         return wire.Finished(cmd.seq, result)
 
 

@@ -138,3 +138,17 @@ def test_on_token_input_the_tokenizers_template_renders_tools_and_thinking(tmp_p
     assert sent(GenSpec(messages=hi, tools=weather)) == (["tool", "get_weather", "user", "hi", "assistant"], True)
     assert sent(GenSpec(messages=hi, tools=weather, tool_choice="none")) == (["user", "hi", "assistant"], True)
     assert sent(GenSpec(messages=hi, think=False)) == (["user", "hi", "assistant", "nothink"], False)
+
+
+def test_structured_output_is_generated_then_validated(npu: tuple[DaemonProc, Path]) -> None:
+    """The NPU cannot constrain decoding: the reply is checked against the schema and a mismatch is named."""
+    d, _ = npu
+    client = ollama.Client(host=d.base_url)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    r = client.chat(model="npu:qwen3", messages=[{"role": "user", "content": '{"n": 3}'}], format=schema, think=False)
+    assert json.loads(r.message.content) == {"n": 3}
+    with pytest.raises(ollama.ResponseError) as e:
+        client.chat(model="npu:qwen3", messages=[{"role": "user", "content": '{"n": "three"}'}], format=schema, think=False)
+    assert e.value.status_code == 500
+    assert e.value.error == ("npu:qwen3 did not produce the requested format: the reply does not match the schema "
+                             "at $.n: 'three' is not of type 'integer'")

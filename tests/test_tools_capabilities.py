@@ -90,3 +90,19 @@ def test_rk_models_and_show_print_derived_capabilities(tmp_path: Path) -> None:
         assert "completion, tools, thinking" in show.stdout
     finally:
         d.stop()
+
+
+def test_rk_import_with_a_tokenizer_takes_capabilities_from_its_template(tmp_path: Path) -> None:
+    """A .rkllm file has no readable template; a shipped tokenizer's template says what the model takes."""
+    d = start_daemon(tmp_path / "d", models_dir=tmp_path / "models", bundled=False)
+    try:
+        src = tmp_path / "qwen3.rkllm"
+        src.write_bytes(b"RKLLM fake weights")
+        tok = hf_dir(tmp_path / "tok", QWEN3)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RK_")}
+        res = subprocess.run([RK, "--socket", str(d.socket), "import", str(src), "--name", "q:1", "--tokenizer", str(tok)],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert "imported q:1 (completion, tools, thinking, embedding" in res.stdout
+    finally:
+        d.stop()

@@ -18,7 +18,6 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                            "required": ["city"]}}}
 FORECASTS = {"Oslo": "4 C and rain", "Bergen": "7 C and wind"}
-MARKERS = ("<", ">", "think", "tool_call")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ scripted model writes exactly what Qwen3 writes (`<think>` blocks, `<tool_call>`
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import openai
@@ -134,7 +133,7 @@ def test_a_reply_that_ignores_a_named_tool_choice_fails_clearly(client: openai.O
         assert "tool_choice asked for a call to get_time" in str(e.value) and problem in str(e.value)
         return
     with pytest.raises(openai.APIError) as e:
-        _, _, calls, _ = collect(client.chat.completions.create(**kw, stream=True))
+        collect(client.chat.completions.create(**kw, stream=True))
     assert "tool_choice asked for a call to get_time" in str(e.value) and problem in str(e.value)
 
 

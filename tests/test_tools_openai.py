@@ -55,6 +55,8 @@ def test_two_round_tool_loop_with_parallel_calls(client: openai.OpenAI) -> None:
     assert len({c.id for c in calls}) == 2 and all(c.id for c in calls)
     assert choice.message.content in (None, "")
     assert getattr(choice.message, "reasoning_content") == "I need both forecasts."
+    assert first.usage is not None and first.usage.completion_tokens_details is not None
+    assert 0 < (first.usage.completion_tokens_details.reasoning_tokens or 0) < first.usage.completion_tokens
     messages += [choice.message.model_dump(exclude_none=True), *run_tools(calls)]
     second = client.chat.completions.create(model="qwen:tools", messages=messages, tools=[WEATHER])
     assert second.choices[0].finish_reason == "stop"

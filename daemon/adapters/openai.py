@@ -192,10 +192,12 @@ def parse_embeddings(body: Any, peer: str) -> EmbedRequest:
 
 
 def usage(stats: JobStats) -> dict[str, Any]:
-    """The whole prompt counts, cached or not; the cached part is reported apart, as OpenAI does."""
+    """The whole prompt counts, cached or not; the cached part is reported apart, as OpenAI does, and so is
+    the reasoning within the completion."""
     prompt, completion = stats.prompt_tokens, stats.generate_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": stats.thinking_tokens}}
 
 
 def finish_reason(stats: JobStats, called: bool = False) -> str:

@@ -4,7 +4,8 @@ so the reply is valid by construction.
 Built on llguidance (the engine llama.cpp also links): one self-contained wheel with no torch, triton or
 compiler at run time, JSON-schema support, a token mask in well under a millisecond, and a Hugging Face
 tokenizer adapter; it works with transformers 5 on CPU. Its matcher also says when the JSON is complete,
-so generation ends there instead of waiting for the model's end-of-turn token.
+so generation ends there instead of waiting for the model's end-of-turn token, and which tokens the
+grammar forces (keys, punctuation), so those are fed to the model in one forward pass.
 """
 from __future__ import annotations
 
@@ -35,9 +36,15 @@ class JsonConstraint:
         self._fill(self._matcher, self._bitmask, 0)
         self._apply(logits, self._bitmask)
 
-    def accept(self, token: int) -> None:
+    def accept(self, token: int, room: int) -> list[int]:
+        """Take the sampled token; returns the tokens the grammar forces next (at most `room`), already
+        taken, which the caller feeds to the model in one forward pass instead of one pass each."""
         if not self._matcher.consume_token(token):
             raise RuntimeError(f"constrained decoding refused token {token}: {self._matcher.get_error()}")
+        forced = self._matcher.compute_ff_tokens()[:max(room, 0)]
+        if forced and not self._matcher.consume_tokens(forced):
+            raise RuntimeError(f"constrained decoding refused its own forced tokens: {self._matcher.get_error()}")
+        return forced
 
     @property
     def complete(self) -> bool:

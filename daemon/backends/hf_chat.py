@@ -142,17 +142,19 @@ class HFChatModel:
                 if tid in self.eos:
                     finish = "stop"
                     break
-                if constraint is not None:
-                    constraint.accept(tid)
-                out.append(tid)
-                text = detok.push(tid)
-                if text:
-                    sink.token(text)
+                step = [tid]
+                if constraint is not None:  # the grammar's forced continuation comes in the same forward pass
+                    step += constraint.accept(tid, room=max_new - len(out) - 1)
+                for t in step:
+                    out.append(t)
+                    text = detok.push(t)
+                    if text:
+                        sink.token(text)
                 if constraint is not None and constraint.complete:
                     finish = "stop"
                     break
                 if len(out) < max_new and not stop.is_set():
-                    logits = self._forward([tid])
+                    logits = self._forward(step)
         except BaseException:
             self._cache, self._cached_ids = None, []
             raise

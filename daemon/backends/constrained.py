@@ -1,11 +1,12 @@
 """Constrained decoding for structured output: a JSON schema becomes a token mask applied before sampling,
 so the reply is valid by construction.
 
-Built on llguidance (the engine llama.cpp also links): one self-contained wheel with no torch, triton or
-compiler at run time, JSON-schema support, a token mask in milliseconds (small against a CPU forward pass), and a Hugging
-Face tokenizer adapter; it works with transformers 5 on CPU. Its matcher also says when the JSON is complete,
-so generation ends there instead of waiting for the model's end-of-turn token, and which tokens the
-grammar forces (keys, punctuation), so those are fed to the model in one forward pass.
+Built on llguidance (the engine llama.cpp also links): one self-contained wheel with no torch, triton
+or compiler at run time, JSON-schema support, a token mask in milliseconds (small against a CPU
+forward pass), and a Hugging Face tokenizer adapter; it works with transformers 5 on CPU. Its matcher
+also says when the JSON is complete, so generation ends there instead of waiting for the model's
+end-of-turn token, and which tokens the grammar forces (keys, punctuation), so those are fed to the
+model in one forward pass.
 """
 from __future__ import annotations
 

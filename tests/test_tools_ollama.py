@@ -11,7 +11,7 @@ import httpx
 import ollama
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon
+from daemon_proc import DaemonProc, start_daemon, write_manifest
 from tool_models import HOLD, call, script, tool_models
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
@@ -24,6 +24,8 @@ FORECASTS = {"Oslo": "4 C and rain", "Bergen": "7 C and wind"}
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     tmp = tmp_path_factory.mktemp("tools-ollama")
     tool_models(tmp / "models", tmp / "gate")
+    # A backend without an entry in backends.STRUCTURED (none is loaded: admission refuses first).
+    write_manifest(tmp / "models", "nofmt:chat", backend="elsewhere", capabilities=["completion"])
     d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
     yield d
     d.stop()
@@ -172,3 +174,10 @@ def test_structured_output_is_checked_against_the_schema(client: ollama.Client) 
     with pytest.raises(ollama.ResponseError) as e:
         client.chat(model="qwen:tools", format={"type": "nonsense"}, messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 400 and "format is not a valid JSON schema" in e.value.error
+
+
+def test_format_on_a_backend_that_cannot_honour_it_is_a_400(client: ollama.Client) -> None:
+    with pytest.raises(ollama.ResponseError) as e:
+        client.chat(model="nofmt:chat", format="json", messages=[{"role": "user", "content": "x"}])
+    assert (e.value.status_code, e.value.error) == (
+        400, "nofmt:chat does not support structured output ('format') on the elsewhere backend")

@@ -152,3 +152,16 @@ def test_structured_output_is_generated_then_validated(npu: tuple[DaemonProc, Pa
     assert e.value.status_code == 500
     assert e.value.error == ("npu:qwen3 did not produce the requested format: the reply does not match the schema "
                              "at $.n: 'three' is not of type 'integer'")
+
+
+def test_a_thinking_reply_is_reused_from_the_kv_cache_without_its_reasoning(npu: tuple[DaemonProc, Path]) -> None:
+    """Clients send a reply back without its reasoning; the KV cache, which holds the reasoning too, still
+    continues the conversation, so only the new message is sent."""
+    d, record = npu
+    client = ollama.Client(host=d.base_url)
+    msgs: list[Any] = [{"role": "user", "content": "<think> weigh it </think> the answer"}]
+    first = client.chat(model="npu:qwen3", messages=msgs)
+    assert (first.message.thinking, first.message.content) == ("weigh it", "the answer ")  # the double ends words with a space
+    msgs += [{"role": "assistant", "content": first.message.content}, {"role": "user", "content": "and then"}]
+    client.chat(model="npu:qwen3", messages=msgs)
+    assert records(record, "run")[-1] == ["user", "1", "and then"]

@@ -28,6 +28,8 @@ from rk.daemon.models import Manifest
 
 Key = tuple[Hashable, ...]
 Turn = tuple[str, str]  # (role, content)
+# The end of a reasoning block in a reply (RKLLM's thinking models write Qwen3's `<think>…</think>`).
+_THINK_END = "</think>"
 # Roles an RKLLMInput can carry; a continuation in prompt mode must be exactly one message with one of them.
 _INPUT_ROLES = ("user", "tool")
 
@@ -148,8 +150,11 @@ class InputBuilder:
         return ChatInput(self._prompt(_flatten(turns), role, think), key, 0)
 
     def reply_key(self, text: str, token_ids: list[int]) -> Key:
-        """The units a generated reply adds to the KV cache's key."""
-        return tuple(token_ids) if self.sends_tokens else (turn_digest("assistant", text),)
+        """The units a generated reply adds to the KV cache's key: in prompt modes, the digest of the
+        message a client sends back, which carries the answer and its calls but not the reasoning."""
+        if self.sends_tokens:
+            return tuple(token_ids)
+        return (turn_digest("assistant", text.rsplit(_THINK_END, 1)[-1]),)
 
     def embed(self, text: str, context: int, truncate: bool) -> RunInput:
         if not text.strip():

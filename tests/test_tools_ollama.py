@@ -181,3 +181,11 @@ def test_format_on_a_backend_that_cannot_honour_it_is_a_400(client: ollama.Clien
         client.chat(model="nofmt:chat", format="json", messages=[{"role": "user", "content": "x"}])
     assert (e.value.status_code, e.value.error) == (
         400, "nofmt:chat does not support structured output ('format') on the elsewhere backend")
+
+
+@pytest.mark.parametrize("think", [True, False])
+def test_generate_sends_thinking_apart(client: ollama.Client, think: bool) -> None:
+    """`/api/generate` carries the reasoning in `thinking`, and drops it with think false."""
+    r = client.generate(model="qwen:tools", prompt=script("<think>Count: 1, 2.</think>Two."), think=think)
+    assert r.response == "Two."
+    assert r.thinking == ("Count: 1, 2." if think else None)

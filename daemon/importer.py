@@ -11,8 +11,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rk.daemon.capabilities import from_template
 from rk.daemon.errors import RkError
 from rk.daemon.models import CAPABILITIES, MANIFEST, Manifest, ModelStore
+from rk.daemon.templates import hf_template
 
 
 @dataclass(frozen=True)
@@ -72,5 +74,7 @@ def import_model(store: ModelStore, req: ImportRequest) -> Manifest:
     if req.pooling or req.embed:
         params["pooling"] = req.pooling or "last"
     caps = ("embedding",) if req.embed else ("completion", *req.capabilities)
+    if not req.embed and not req.capabilities and "tokenizer" in files:  # the shipped template says what it takes
+        caps = from_template(hf_template(target / "tokenizer"))
     return store.save(Manifest(name=req.name, backend="rkllm", capabilities=caps, files=files,
                                context_length=req.context, format="rkllm", params=params))

@@ -187,6 +187,7 @@ class JobStats:
     cached_tokens: int = 0
     generate_ms: float = 0.0
     generate_tokens: int = 0
+    thinking_tokens: int = 0  # pieces of reasoning streamed (part of generate_tokens)
     prompt_tokens: int = 0
     memory_mb: float = 0.0
     total_ms: float = 0.0

@@ -103,8 +103,15 @@ class Manifest:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "dir"}
         if "capabilities" not in known and "kind" in d:
             known["capabilities"] = ("embedding",) if d["kind"] == "embed" else ("completion",)
+        derive = "capabilities" not in known
         known["capabilities"] = tuple(known.get("capabilities", ("completion",)))
-        return cls(**known, dir=directory)
+        m = cls(**known, dir=directory)
+        if derive:  # none listed: what the model's chat template supports
+            from rk.daemon.templates import derived_capabilities
+
+            m.capabilities = derived_capabilities(m)
+            m.__post_init__()
+        return m
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -16,6 +16,7 @@ from collections import Counter, deque
 from typing import Any, Callable
 
 from rk.daemon import events as ev
+from rk.daemon.backends import STRUCTURED
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
 from rk.daemon.models import Manifest, ModelStore
@@ -24,6 +25,7 @@ from rk.daemon.residency import Residency
 from rk.daemon.runner import wire
 from rk.daemon.runner.proxy import NotBegun, RunnerPort
 from rk.daemon.settings import Settings
+from rk.daemon.structured import schema_for
 from rk.daemon.status import LoadedView, RunnerView, Status, job_views
 from rk.daemon.ticket import Ticket
 
@@ -91,8 +93,10 @@ class Scheduler:
         if isinstance(job, EmbedJob) and not job.texts:
             raise RkError("empty_input", "no texts to embed", param="input")
         if isinstance(job, ChatJob) and job.spec.format is not None:
-            raise RkError("unsupported", f"{m.name} does not support structured output ('format') on the "
-                          f"{m.backend} backend", param="format")
+            schema_for(job.spec.format)  # a schema that is not one is the client's 400
+            if m.backend not in STRUCTURED:
+                raise RkError("unsupported", f"{m.name} does not support structured output ('format') on the "
+                              f"{m.backend} backend", param="format")
         if not isinstance(job, ModelAction):
             self.residency.check_usable(m)
 
@@ -270,11 +274,15 @@ class Scheduler:
                 t.emit(ev.Prefill(ms, n))
             case wire.Token(text=text):
                 t.generated += 1
+                t.state = "answering"
                 t.emit(ev.Token(text))
             case wire.Thinking(text=text):
                 t.generated += 1
+                s.thinking_tokens += 1
+                t.state = "thinking"
                 t.emit(ev.ThinkingText(text))
             case wire.Called(call=c):
+                t.state = "calling tool"
                 t.emit(ev.ToolCalled(c))
             case wire.Finished(result=r):
                 s.record(r)

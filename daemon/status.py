@@ -10,7 +10,7 @@ from typing import Any
 from rk.daemon.jobs import ChatJob, EmbedJob
 from rk.daemon.pull.events import PullView
 from rk.daemon.residency import Resident
-from rk.daemon.ticket import Ticket
+from rk.daemon.ticket import GENERATING, Ticket
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class JobView:
             progress = Progress(t.cursor, t.total, "texts")
         elif isinstance(t.job, ChatJob):
             progress = Progress(t.generated, t.job.options.max_tokens, "tokens")
-            if t.state == "generating" and t.started is not None and t.generated:
+            if t.state in GENERATING and t.started is not None and t.generated:
                 elapsed = now - t.started - t.stats.prefill_ms / 1000 - t.stats.load_ms / 1000
                 rate = round(t.generated / elapsed, 2) if elapsed > 0 else None
         return cls(t.id, t.client_id, t.kind, t.manifest.name, t.job.source, t.job.peer, t.state, t.position,

@@ -13,6 +13,10 @@ from rk.daemon.models import Manifest
 if TYPE_CHECKING:
     from rk.daemon.runner.proxy import Call
 
+# A chat's phases once its first token is out (`rk top` shows them): the model reasons, answers, or
+# writes a tool call; "generating" until the first piece says which.
+GENERATING = ("generating", "thinking", "answering", "calling tool")
+
 
 @dataclass(eq=False)
 class Ticket:
@@ -24,7 +28,7 @@ class Ticket:
     client_id: str
     arrived: float
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
-    state: str = "waiting"  # waiting | loading | prefill | generating | embedding | finished
+    state: str = "waiting"  # waiting | loading | prefill | one of GENERATING | embedding | finished
     position: int = 0
     cursor: int = 0  # embed jobs: index of the next text to run
     started: float | None = None

@@ -23,6 +23,15 @@ PROMPT, MORE, FENCE = ">>> ", "... ", '"""'
 MAX_TOKENS = typer.Option(None, "--max-tokens", "-n", help="Stop a reply after this many tokens.")
 TEMPERATURE = typer.Option(None, "--temperature", "-t", help="Sampling temperature; 0 = greedy.")
 SEED = typer.Option(None, "--seed", help="Sampling seed, for repeatable replies.")
+THINK = typer.Option(None, "--think/--no-think", help="Let a thinking model reason before it answers, or not "
+                     "(default: the model's own; /think on|off switches it in a session).")
+FORMAT = typer.Option(None, "--format", help="Structured replies: 'json' for a JSON object.")
+
+
+def _format(value: str | None) -> str | None:
+    if value not in (None, "json"):
+        raise fail("--format takes 'json'")
+    return value
 
 
 def _options(max_tokens: int | None, temperature: float | None, seed: int | None) -> dict[str, Any]:
@@ -124,9 +133,12 @@ def chat(
     max_tokens: Optional[int] = MAX_TOKENS,
     temperature: Optional[float] = TEMPERATURE,
     seed: Optional[int] = SEED,
+    think: Optional[bool] = THINK,
+    format: Optional[str] = FORMAT,
 ) -> None:
     """Talk to a model. With stdin from a pipe or file, send it as one prompt, print the reply and exit."""
-    session = Session(model=model, system=system, options=_options(max_tokens, temperature, seed))
+    session = Session(model=model, system=system, options=_options(max_tokens, temperature, seed), think=think,
+                      format=_format(format))
     if not sys.stdin.isatty():
         prompt = sys.stdin.read()
         if not prompt.strip():

@@ -20,12 +20,19 @@ class Session:
     messages: list[dict[str, str]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     last_stats: dict[str, Any] | None = None
+    think: bool | None = None  # None: the model's default (a thinking model thinks)
+    format: str | None = None  # "json": replies are JSON objects
 
     def request(self, prompt: str) -> dict[str, Any]:
         """The `chat` request for one more user turn."""
         head = [{"role": "system", "content": self.system}] if self.system else []
-        return {"model": self.model, "messages": head + self.messages + [{"role": "user", "content": prompt}],
-                "options": self.options}
+        req: dict[str, Any] = {"model": self.model, "messages": head + self.messages + [{"role": "user", "content": prompt}],
+                               "options": self.options}
+        if self.think is not None:
+            req["think"] = self.think
+        if self.format is not None:
+            req["format"] = self.format
+        return req
 
     def record(self, prompt: str, reply: str, stats: dict[str, Any]) -> None:
         self.messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
@@ -105,6 +112,17 @@ def _model(ctx: Ctx, arg: str) -> bool:
 def _system(ctx: Ctx, arg: str) -> bool:
     ctx.session.system = arg or None
     ctx.console.print("system prompt set" if arg else "system prompt cleared", style="dim")
+    return True
+
+
+@command("think", "/think on|off  let a thinking model reason first, or not (no argument: the model's default)")
+def _think(ctx: Ctx, arg: str) -> bool:
+    choice = {"on": True, "off": False, "": None}.get(arg.lower(), "?")
+    if choice == "?":
+        ctx.console.print("usage: /think on|off", style="yellow")
+        return True
+    ctx.session.think = choice  # type: ignore[assignment]
+    ctx.console.print(f"thinking {'model default' if choice is None else arg.lower()}", style="dim")
     return True
 
 

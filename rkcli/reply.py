@@ -34,24 +34,59 @@ def stats_line(stats: dict[str, Any]) -> str:
     parts = [f"wait {stats.get('wait_ms', 0):.0f} ms"]
     if stats.get("load_ms", 0) >= 1:
         parts.append(f"load {stats['load_ms']:.0f} ms")
+    thought = f" ({stats['thinking_tokens']} thinking)" if stats.get("thinking_tokens") else ""
     parts += [f"prefill {stats.get('prefill_ms', 0):.0f} ms ({stats.get('prefill_tokens', 0)} tok)",
-              f"generate {gen_tok} tok at {tps}", f"mem {stats.get('memory_mb', 0):.0f} MB"]
+              f"generate {gen_tok} tok{thought} at {tps}", f"mem {stats.get('memory_mb', 0):.0f} MB"]
     return " · ".join(parts)
+
+
+def folded(thinking: str, width: int = 72) -> str:
+    """Reasoning folded to one line once the answer starts: its size and how it began."""
+    words = " ".join(thinking.split())
+    head = words if len(words) <= width else words[:width - 1].rstrip() + "…"
+    return f"thought ({len(words.split())} words): {head}"
 
 
 class ReplyView:
     """Draws one reply on a console: a transient status line while waiting, then the streamed text.
 
     With `markdown`, the text is re-rendered as rich Markdown as it grows; otherwise it is written
-    as plain text. Status lines appear only on a terminal.
+    as plain text. Status lines appear only on a terminal. Reasoning streams dim on a terminal and
+    is folded to one line when the answer (or the end) comes; elsewhere it is left out.
     """
 
     def __init__(self, console: "Console", markdown: bool) -> None:
         self.console = console
         self.markdown = markdown
         self.text = ""
+        self.thinking = ""
+        self.calls: list[dict[str, Any]] = []
         self._status: Live | None = None
         self._body: Live | None = None
+        self._thought: Live | None = None
+
+    def think(self, text: str) -> None:
+        self.thinking += text
+        if not self.console.is_terminal:
+            return
+        self._stop_status()
+        from rich.live import Live
+        from rich.text import Text
+
+        shown = Text(self.thinking, style="dim italic")
+        if self._thought is None:
+            self._thought = Live(shown, console=self.console, transient=True, refresh_per_second=8,
+                                 vertical_overflow="crop")
+            self._thought.start(refresh=True)
+        else:
+            self._thought.update(shown, refresh=True)
+
+    def tool_call(self, call: dict[str, Any]) -> None:
+        """A call the model made (rk chat offers no tools; shown so it is not silently lost)."""
+        self._fold()
+        self._stop_status()
+        self.calls.append(call)
+        self.console.print(f"→ {call.get('name')}({call.get('arguments')})", style="cyan", markup=False, highlight=False)
 
     def status(self, message: str) -> None:
         if not self.console.is_terminal or self.text:
@@ -68,6 +103,7 @@ class ReplyView:
             self._status.update(spinner)
 
     def token(self, text: str) -> None:
+        self._fold()
         self._stop_status()
         self.text += text
         if not self.markdown:
@@ -86,12 +122,21 @@ class ReplyView:
             self._body.update(Markdown(self.text))
 
     def close(self) -> None:
+        self._fold()
         self._stop_status()
         if self._body is not None:
             self._body.stop()
         elif self.text and not self.text.endswith("\n"):
             self.console.file.write("\n")
             self.console.file.flush()
+
+    def _fold(self) -> None:
+        """End the streamed reasoning: replace it with its one-line summary."""
+        if self._thought is None:
+            return
+        self._thought.stop()
+        self._thought = None
+        self.console.print(folded(self.thinking), style="dim italic", markup=False, highlight=False)
 
     def _stop_status(self) -> None:
         if self._status is not None:
@@ -132,6 +177,10 @@ def _draw(view: ReplyView, ev: dict[str, Any]) -> None:
         view.status("thinking…")
     elif kind == "token":
         view.token(ev["text"])
+    elif kind == "thinking":
+        view.think(ev["text"])
+    elif kind == "tool_call":
+        view.tool_call(ev)
 
 
 def stream(client: Client, view: ReplyView, **request: Any) -> Reply:

@@ -279,7 +279,7 @@ def test_status_is_one_typed_snapshot(run: Run) -> None:
         s.submit(chat("wait"))
         await r.started["hold"].wait()
         st = s.status()
-        assert [j.state for j in st.queue] == ["generating", "waiting"] and st.depth == 1
+        assert [j.state for j in st.queue] == ["answering", "waiting"] and st.depth == 1
         assert st.loaded[0].name == "chat:a" and st.runner.pid == 4242
         d = st.to_dict()
         assert d["totals"]["runner_restarts"] == 0 and list(d["running"]) == [st.queue[0].id]

@@ -97,7 +97,7 @@ def test_several_watchers_rate_limit_and_heartbeat(syn_daemon: DaemonProc) -> No
             times: list[float] = []
             while not times or times[-1] < start + 2.0:
                 ev = c.read()
-                assert ev["ev"] == "snapshot" and ev["queue"][0]["state"] in ("prefill", "generating")
+                assert ev["ev"] == "snapshot" and ev["queue"][0]["state"] in ("prefill", "generating", "answering")
                 times.append(ev["host"]["time"])
             counts.append(sum(start <= t < start + 2.0 for t in times))
         assert all(1 <= n <= 24 for n in counts), counts  # at most ~10/s (the limit); fewer only on a loaded box
@@ -118,7 +118,7 @@ def test_top_once_prints_the_queue_without_textual(syn_daemon: DaemonProc) -> No
     lines = out.stdout.splitlines()
     rows = [ln.split() for ln in lines if len(ln.split()) > 2 and ln.split()[1] in jobs]  # "#  job  model ..."
     assert [r[0] for r in rows] == ["▶", "2", "3"] and [r[1] for r in rows] == jobs  # in position order
-    assert {"loading", "prefill", "generating"} & set(rows[0]) and "waiting" in rows[1] and "waiting" in rows[2]
+    assert {"loading", "prefill", "generating", "answering"} & set(rows[0]) and "waiting" in rows[1] and "waiting" in rows[2]
     assert lines[-1] == "textual not imported"
 
 

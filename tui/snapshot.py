@@ -23,7 +23,7 @@ class QueuedJob:
     model: str
     source: str
     peer: str
-    state: str  # waiting | loading | prefill | generating | embedding
+    state: str  # waiting | loading | prefill | generating | thinking | answering | calling tool | embedding
     position: int
     waited_ms: float
     done: int

@@ -192,10 +192,12 @@ def parse_embeddings(body: Any, peer: str) -> EmbedRequest:
 
 
 def usage(stats: JobStats) -> dict[str, Any]:
-    """The whole prompt counts, cached or not; the cached part is reported apart, as OpenAI does."""
+    """The whole prompt counts, cached or not; the cached part is reported apart, as OpenAI does, and so is
+    the reasoning within the completion."""
     prompt, completion = stats.prompt_tokens, stats.generate_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": stats.thinking_tokens}}
 
 
 def finish_reason(stats: JobStats, called: bool = False) -> str:
@@ -215,7 +217,7 @@ def completion(r: Reply, gen: Generated, echo: str = "") -> dict[str, Any]:
     """The non-streaming reply; reasoning goes out as both `reasoning_content` and `reasoning`."""
     choice: dict[str, Any] = {"index": 0}
     if r.chat:
-        msg: dict[str, Any] = {"role": "assistant", "content": gen.text}
+        msg: dict[str, Any] = {"role": "assistant", "content": gen.text or (None if gen.tool_calls else "")}
         if gen.thinking:
             msg["reasoning_content"] = msg["reasoning"] = gen.thinking
         if gen.tool_calls:

@@ -18,6 +18,16 @@ BACKENDS: dict[str, str] = {
     "synthetic": "rk.daemon.backends.synthetic:load",
 }
 
+# How each backend honours a request's `format` (structured output): "grammar" constrains decoding to
+# the schema, so the reply is valid by construction; "validate" generates freely and the runner checks
+# the reply against the schema, failing the job with the problem named. A backend not listed refuses
+# `format` with a 400. Every reply with a format is checked in the runner either way.
+STRUCTURED: dict[str, str] = {
+    "hf": "grammar",  # llguidance (backends/constrained.py)
+    "rkllm": "validate",
+    "synthetic": "validate",
+}
+
 
 def load_model(manifest: Manifest, config: RunnerConfig) -> LoadedModel:
     """Load `manifest` with the backend it names."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from rk.daemon.backends.base import EmbedResult, GenResult, Sink, check_files, l2_normalise
+from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for
 from rk.daemon.backends.hf_convert import ensure_converted
 from rk.daemon.backends.sampling import next_token
 from rk.daemon.errors import RkError
@@ -73,6 +74,7 @@ class HFChatModel:
         self.pooling = str(manifest.params.get("pooling", "last"))
         self._cache: Any = None
         self._cached_ids: list[int] = []
+        self._lltok: Any = None  # llguidance's tokenizer, built on the first structured-output request
 
     def prepare(self, spec: GenSpec) -> list[int]:
         """Template and tokenise the prompt (the runner calls this ahead, while the job before generates)."""
@@ -80,7 +82,7 @@ class HFChatModel:
             return list(self.tok(spec.prompt)["input_ids"])
         messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
         extra: dict[str, Any] = {}
-        if spec.tools:
+        if spec.tools and spec.tool_choice != "none":  # "none": the model is not told of them
             extra["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                                  "parameters": t.parameters}} for t in spec.tools]
         if spec.think is not None:
@@ -125,6 +127,7 @@ class HFChatModel:
         prefill_ms = (time.perf_counter() - t0) * 1000
         sink.prefill(prefill_ms, len(ids) - keep, keep)
         detok = Detokenizer(self.tok)
+        constraint = self._constraint(spec)
         out: list[int] = []
         finish = "length"
         t1 = time.perf_counter()
@@ -133,22 +136,39 @@ class HFChatModel:
                 if stop.is_set():
                     finish = "stop"
                     break
+                if constraint is not None:
+                    constraint.mask(logits)
                 tid = next_token(logits, opts, ids + out, gen)
                 if tid in self.eos:
                     finish = "stop"
                     break
-                out.append(tid)
-                text = detok.push(tid)
-                if text:
-                    sink.token(text)
+                step = [tid]
+                if constraint is not None:  # the grammar's forced continuation comes in the same forward pass
+                    step += constraint.accept(tid, room=max_new - len(out) - 1)
+                for t in step:
+                    out.append(t)
+                    text = detok.push(t)
+                    if text:
+                        sink.token(text)
+                if constraint is not None and constraint.complete:
+                    finish = "stop"
+                    break
                 if len(out) < max_new and not stop.is_set():
-                    logits = self._forward([tid])
+                    logits = self._forward(step)
         except BaseException:
             self._cache, self._cached_ids = None, []
             raise
         return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - keep, cached_tokens=keep,
                          generate_ms=(time.perf_counter() - t1) * 1000, generate_tokens=len(out),
                          memory_mb=self.memory_mb(), finish_reason=finish)
+
+    def _constraint(self, spec: GenSpec) -> JsonConstraint | None:
+        """The grammar that keeps this reply valid JSON of the requested schema, if the request has a format."""
+        if spec.format is None:
+            return None
+        if self._lltok is None:
+            self._lltok = tokenizer_for(self.tok)
+        return JsonConstraint(self._lltok, spec.format)
 
     @torch.inference_mode()
     def embed(self, texts: list[str], truncate: bool) -> EmbedResult:

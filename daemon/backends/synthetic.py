@@ -2,6 +2,15 @@
 
 Tokens are the prompt's words in turn, at `params.tokens_per_s`; vectors are hashed bag-of-words.
 Prompts containing `[[crash]]` or `[[hang]]` make the runner abort or stall, to exercise fault handling.
+
+Scripted replies (`params.script: true`), so tests can drive the output pipeline with exactly what a
+thinking, tool-calling model writes: the last user message's text after `[[script]]` is the script,
+its replies separated by `[[next]]`. Each round after that user message (one per assistant turn since)
+takes the next reply, the last one repeating; `[[tool]]` in a reply stands for the contents of the tool
+results since the last assistant turn (a model "answering from the result"). A reply is emitted
+`params.token_chars` characters per token (default 4), so markers can arrive split at any point.
+`[[hold]]` in a reply pauses emission there until the file `params.gate` exists (or the job stops), so
+a test can see what reached the client before the double wrote anything more.
 """
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ import hashlib
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -16,8 +26,34 @@ from typing import Any
 
 from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, l2_normalise
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
+from rk.daemon.jobs import GenSpec, Message
 from rk.daemon.models import Manifest
+
+SCRIPT, NEXT, TOOL, HOLD = "[[script]]", "[[next]]", "[[tool]]", "[[hold]]"
+
+
+def scripted_reply(messages: list[Message]) -> str | None:
+    """The reply a script asks for in this round, or None when the conversation carries no script."""
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last_user is None or SCRIPT not in messages[last_user].content:
+        return None
+    replies = messages[last_user].content.split(SCRIPT, 1)[1].split(NEXT)
+    later = messages[last_user + 1:]
+    rounds = sum(m.role == "assistant" for m in later)
+    reply = replies[min(rounds, len(replies) - 1)]
+    last_assistant = max((i for i, m in enumerate(later) if m.role == "assistant"), default=-1)
+    results = "; ".join(m.content for m in later[last_assistant + 1:] if m.role == "tool")
+    return reply.replace(TOOL, results)
+
+
+def _pieces(reply: str, size: int) -> list[str]:
+    """The reply cut into tokens of `size` characters; `[[hold]]` stays one piece of its own."""
+    out: list[str] = []
+    for i, part in enumerate(reply.split(HOLD)):
+        if i:
+            out.append(HOLD)
+        out.extend(part[j:j + size] for j in range(0, len(part), size))
+    return out
 
 
 class SyntheticModel:
@@ -25,12 +61,17 @@ class SyntheticModel:
         self.manifest = manifest
         self._rate = float(manifest.params.get("tokens_per_s", 2000.0))
         self._dim = int(manifest.params.get("dim", 64))
+        self._script = bool(manifest.params.get("script", False))
+        self._token_chars = max(1, int(manifest.params.get("token_chars", 4)))
+        gate = manifest.params.get("gate")
+        self._gate = Path(gate) if gate else None
         self.chat_template: str | None = manifest.template
         if manifest.params.get("crash_on_load"):
             os.abort()
 
     def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult:
-        text = " ".join(m.content for m in spec.chat_messages())
+        messages = spec.chat_messages()
+        text = " ".join(m.content for m in messages)
         words = text.split() or ["…"]
         if len(words) > self.manifest.context_length:
             raise RkError("prompt_too_large", f"prompt is {len(words)} tokens; {self.manifest.name} takes {self.manifest.context_length}")
@@ -38,22 +79,40 @@ class SyntheticModel:
             os.abort()
         if "[[hang]]" in text:
             time.sleep(3600)
+        reply = scripted_reply(messages) if self._script and not spec.raw else None
+        if reply is not None:
+            tokens = _pieces(reply, self._token_chars)
+        else:
+            tokens = [w + " " for w in words]
         opts = spec.options
-        natural = int(self.manifest.params.get("reply_tokens", 0)) or len(words)
+        natural = len(tokens) if reply is not None else int(self.manifest.params.get("reply_tokens", 0)) or len(words)
         limit = natural if opts.max_tokens is None else min(natural, opts.max_tokens)
         t0 = time.perf_counter()
         sink.prefill((time.perf_counter() - t0) * 1000, len(words))
         t1 = time.perf_counter()
         n = 0
         while n < limit and not stop.is_set():
+            piece = tokens[n % len(tokens)]
+            if piece == HOLD:
+                self._wait_gate(stop)
+                t1 = time.perf_counter() - n / self._rate  # the pause does not make the next tokens burst
+                n += 1
+                continue
             due = t1 + (n + 1) / self._rate
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            sink.token(words[n % len(words)] + " ")
+            sink.token(piece)
             n += 1
         return GenResult(prefill_tokens=len(words), generate_ms=(time.perf_counter() - t1) * 1000,
                          generate_tokens=n, memory_mb=1.0, finish_reason="length" if limit < natural and n == limit else "stop")
+
+    def _wait_gate(self, stop: threading.Event) -> None:
+        """Block at a `[[hold]]` until the gate file appears or the job is stopped."""
+        if self._gate is None:
+            raise RkError("model_failed", f"{self.manifest.name}: a [[hold]] in a script needs params.gate")
+        while not self._gate.exists() and not stop.wait(0.01):
+            pass
 
     def embed(self, texts: list[str], truncate: bool) -> EmbedResult:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)

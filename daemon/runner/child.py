@@ -166,6 +166,11 @@ class Child:
         elif pipe.ended_in_thinking and result.finish_reason == "stop":
             raise RkError("model_failed", f"{model.manifest.name} ended its reply inside its reasoning and gave no "
                           "answer (a known RKLLM 1.3.0 behaviour); retry with thinking off (think: false)")
+        if (problem := pipe.tool_choice.problem()) is not None:
+            raise RkError("model_failed", f"{model.manifest.name} did not follow tool_choice: {problem}")
+        if (problem := pipe.format_problem(spec.format)) is not None:
+            cut = " (the reply reached max tokens first)" if result.finish_reason == "length" else ""
+            raise RkError("model_failed", f"{model.manifest.name} did not produce the requested format{cut}: {problem}")
         return wire.Finished(cmd.seq, result)
 
 

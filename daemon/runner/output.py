@@ -9,10 +9,11 @@ import re
 import threading
 from typing import Callable
 
-from rk.daemon.jobs import GenSpec
+from rk.daemon.jobs import Format, GenSpec
 from rk.daemon.models import Manifest
 from rk.daemon.parsers import Call, OutputParser, Piece, PlainParser, Text, Thinking, parser_for
 from rk.daemon.runner import wire
+from rk.daemon.structured import validate
 
 
 def _longest_held(buf: str, prefixes: frozenset[str], longest: int) -> int:
@@ -69,6 +70,37 @@ def output_parser(manifest: Manifest, template: str | None, spec: GenSpec) -> Ou
     return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think)
 
 
+class ToolChoice:
+    """What `tool_choice` demands of a finished reply: "auto" and "none" nothing, "required" a call, a
+    function's name a call to that function and no other.
+
+    Nothing here can force the model (a grammar can, on engines that have one): a call to another
+    function is held back, never passed off as the one asked for, and a reply that does not comply
+    fails the job with a sentence saying so.
+    """
+
+    def __init__(self, spec: GenSpec) -> None:
+        self.choice = spec.tool_choice if spec.tools else "auto"
+        self.called: list[str] = []
+        self.refused: list[str] = []
+
+    def allows(self, name: str) -> bool:
+        """Whether a call to `name` may go out (a call refused here is remembered for `problem`)."""
+        if self.choice in ("auto", "none", "required") or name == self.choice:
+            self.called.append(name)
+            return True
+        self.refused.append(name)
+        return False
+
+    def problem(self) -> str | None:
+        """None if the reply honours the choice, else what is wrong with it."""
+        if self.choice in ("auto", "none") or (self.called and not self.refused):
+            return None
+        wanted = "a tool call" if self.choice == "required" else f"a call to {self.choice}"
+        got = f"called {', '.join(self.refused)} instead" if self.refused else "answered without one"
+        return f"tool_choice asked for {wanted}; the model {got}"
+
+
 class Pipeline:
     """The Sink a backend writes to for one generation; it emits the command's typed events."""
 
@@ -78,7 +110,10 @@ class Pipeline:
         self._stops = StopStrings(spec.options.stop)
         self._parser = parser
         self._show_thinking = spec.think is not False  # a thinking model asked not to: its reasoning is dropped
+        self.tool_choice = ToolChoice(spec)
         self.answered = False  # any answer text or tool call went out
+        self._answer: list[str] = []  # kept only when a format asks to check it
+        self._keep_answer = spec.format is not None
 
     @property
     def hit_stop(self) -> bool:
@@ -101,6 +136,12 @@ class Pipeline:
         tail = self._stops.flush()
         self._emit((self._parser.feed(tail) if tail else []) + self._parser.finish())
 
+    def format_problem(self, format: Format) -> str | None:
+        """What is wrong with the answer for the requested structured output (a reply of tool calls is not checked)."""
+        if format is None or self.tool_choice.called:
+            return None
+        return validate("".join(self._answer), format)
+
     @property
     def ended_in_thinking(self) -> bool:
         """The model stopped inside its reasoning and never answered (reported of RKLLM 1.3.0)."""
@@ -111,10 +152,13 @@ class Pipeline:
             match p:
                 case Text(text=t):
                     self.answered = True
+                    if self._keep_answer:
+                        self._answer.append(t)
                     self._send(wire.Token(self._seq, t))
                 case Thinking(text=t):
                     if self._show_thinking:
                         self._send(wire.Thinking(self._seq, t))
                 case Call(call=c):
                     self.answered = True
-                    self._send(wire.Called(self._seq, c))
+                    if self.tool_choice.allows(c.name):
+                        self._send(wire.Called(self._seq, c))

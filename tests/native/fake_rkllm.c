@@ -18,6 +18,9 @@
  *   (junk follows text_len), and the ids come back as words "t<id>";
  * - FAKE_RKLLM_HIDDEN_EMPTY_FIRST=1: a NORMAL callback without hidden states precedes the one carrying
  *   them (rknn-llm #278).
+ * - FAKE_RKLLM_RECORD names a file that gets one line per rkllm_set_function_tools call
+ *   ("set_function_tools<TAB>system<TAB>tools<TAB>tool_response") and per rkllm_run
+ *   ("run<TAB>role<TAB>enable_thinking<TAB>input"), tabs and newlines in the strings escaped as \t, \n.
  * The version is stored the way a shipped build stores it: the init banner is a format string, the
  * version a literal of its own (FAKE_LITERAL, and FAKE_LITERAL2 for a second, conflicting one), and the
  * SDK line (FAKE_SDK) carries it too. Any of them can be left out.
@@ -62,6 +65,31 @@ typedef struct {
     int paused;
     long delay_us;
 } FakeLLM;
+
+/* Writes `s` to `f` with tabs, newlines and backslashes escaped, so each record stays one line. */
+static void put_escaped(FILE* f, const char* s) {
+    for (; s && *s; s++) {
+        if (*s == '\n') fputs("\\n", f);
+        else if (*s == '\t') fputs("\\t", f);
+        else if (*s == '\\') fputs("\\\\", f);
+        else fputc(*s, f);
+    }
+}
+
+/* Appends one record (a name and up to three fields) to FAKE_RKLLM_RECORD, if it is set. */
+static void record(const char* name, const char* a, const char* b, const char* c) {
+    const char* path = getenv("FAKE_RKLLM_RECORD");
+    FILE* f = path ? fopen(path, "a") : NULL;
+    if (!f) return;
+    fputs(name, f);
+    const char* fields[3] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        fputc('\t', f);
+        put_escaped(f, fields[i]);
+    }
+    fputc('\n', f);
+    fclose(f);
+}
 
 static double now_ms(void) {
     struct timespec ts;
@@ -347,6 +375,7 @@ int rkllm_run(LLMHandle handle, RKLLMInput* in, RKLLMInferParam* infer, void* us
         atomic_store(&m->running, 0);
         return -1;
     }
+    record("run", in->role ? in->role : "(null)", in->enable_thinking ? "1" : "0", text);
     if (strstr(text, "[[crash]]")) abort();
     if (strstr(text, "[[error]]")) {
         emit(m, &r, ud, NULL, -1, RKLLM_RUN_ERROR);
@@ -463,7 +492,9 @@ int rkllm_set_chat_template(LLMHandle handle, const char* system_prompt, const c
 }
 
 int rkllm_set_function_tools(LLMHandle handle, const char* system_prompt, const char* tools, const char* tool_response_str) {
-    return handle && system_prompt && tools && tool_response_str ? 0 : -1;
+    if (!handle || !system_prompt || !tools || !tool_response_str) return -1;
+    record("set_function_tools", system_prompt, tools, tool_response_str);
+    return 0;
 }
 
 int rkllm_set_cross_attn_params(LLMHandle handle, RKLLMCrossAttnParam* cross_attn_params) {

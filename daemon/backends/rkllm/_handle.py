@@ -105,6 +105,11 @@ class Handle:
         _check(self._lib.rkllm_set_chat_template(self._live(), system.encode(), prefix.encode(), postfix.encode()),
                "rkllm_set_chat_template")
 
+    def set_function_tools(self, system: str, tools: str, tool_response: str = "tool_response") -> None:
+        """The tools the runtime's template offers the model (a JSON list), and the system prompt with them."""
+        _check(self._lib.rkllm_set_function_tools(self._live(), system.encode(), tools.encode(), tool_response.encode()),
+               "rkllm_set_function_tools")
+
     def close(self) -> None:
         with self._lock:
             h, self._h = self._h, None

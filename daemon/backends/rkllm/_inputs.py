@@ -16,17 +16,20 @@ messages plus the reply generated into it) is a proper prefix of a job's key, on
 from __future__ import annotations
 
 import hashlib
+import json
 from ctypes import Structure, c_int32
 from dataclasses import dataclass
 from typing import Any, Hashable
 
 from rk.daemon.backends.rkllm._lib import RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN, Abi
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
+from rk.daemon.jobs import GenSpec, ToolCall
 from rk.daemon.models import Manifest
 
 Key = tuple[Hashable, ...]
 Turn = tuple[str, str]  # (role, content)
+# The end of a reasoning block in a reply (RKLLM's thinking models write Qwen3's `<think>…</think>`).
+_THINK_END = "</think>"
 # Roles an RKLLMInput can carry; a continuation in prompt mode must be exactly one message with one of them.
 _INPUT_ROLES = ("user", "tool")
 
@@ -51,13 +54,52 @@ class ChatInput:
 
 
 def _turns(spec: GenSpec) -> list[Turn]:
-    """The request's conversation as (role, content); a bare prompt is one user turn."""
-    return [(m.role, m.content) for m in spec.chat_messages()]
+    """The request's conversation as (role, content); a bare prompt is one user turn.
+
+    An assistant turn's tool calls are written back the way the model writes them; consecutive tool
+    results become one `tool` turn whose content is a JSON array of them, as the official server sends.
+    """
+    turns: list[Turn] = []
+    results: list[str] = []
+    for m in spec.chat_messages():
+        if m.role == "tool":
+            results.append(m.content)
+            continue
+        if results:
+            turns.append(("tool", json.dumps(results, ensure_ascii=False)))
+            results = []
+        content = m.content
+        if m.tool_calls:
+            content = "\n".join([content, *(tool_call_block(c) for c in m.tool_calls)])
+        turns.append((m.role, content))
+    if results:
+        turns.append(("tool", json.dumps(results, ensure_ascii=False)))
+    return turns
+
+
+def tool_call_block(c: ToolCall) -> str:
+    """A call as RKLLM's function-calling models write it."""
+    return f'<tool_call>\n{json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False)}\n</tool_call>'
+
+
+def tools_json(spec: GenSpec) -> str | None:
+    """The request's tools as `rkllm_set_function_tools` takes them (OpenAI's list), or None without tools."""
+    if not spec.tools or spec.tool_choice == "none":
+        return None
+    return json.dumps([{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                         "parameters": t.parameters}} for t in spec.tools],
+                      ensure_ascii=False)
+
+
+def thinking_for(spec: GenSpec, default: bool) -> bool:
+    """`RKLLMInput.enable_thinking` for this request: its `think` (an effort level is on), else the model's default."""
+    return default if spec.think is None else spec.think is not False
 
 
 def turn_digest(role: str, content: str) -> str:
-    """A message's identity: its role and its content without surrounding whitespace (clients trim replies)."""
-    return hashlib.sha256(f"{role}\x00{content.strip()}".encode()).hexdigest()[:32]
+    """A message's identity: its role and its words, whatever whitespace separates them (clients trim
+    replies, and a tool call sent back is written with other line breaks than the model used)."""
+    return hashlib.sha256(f"{role}\x00{' '.join(content.split())}".encode()).hexdigest()[:32]
 
 
 def continues(held: Key | None, key: Key) -> int:
@@ -93,22 +135,26 @@ class InputBuilder:
         """The job's input, only its new part when `held` (what the KV cache holds) is a prefix of it."""
         turns = self._with_system(_turns(spec))
         raw = spec.prompt is not None and spec.raw
+        think = thinking_for(spec, self.thinking)
         if self.sends_tokens:
-            return self._chat_tokens(spec, turns, raw, context, held)
+            return self._chat_tokens(spec, turns, raw, context, held, think)
         if raw:
             text = spec.prompt or ""
-            return ChatInput(self._prompt(text, "user"), (turn_digest("prompt", text),), 0)
+            return ChatInput(self._prompt(text, "user", think), (turn_digest("prompt", text),), 0)
         key: Key = tuple(turn_digest(r, c) for r, c in turns)
         reused = continues(held, key)
         new = turns[reused:]
         if reused and len(new) == 1 and new[0][0] in _INPUT_ROLES:
-            return ChatInput(self._prompt(new[0][1], new[0][0]), key, reused)
+            return ChatInput(self._prompt(new[0][1], new[0][0], think), key, reused)
         role = "tool" if turns[-1][0] == "tool" else "user"
-        return ChatInput(self._prompt(_flatten(turns), role), key, 0)
+        return ChatInput(self._prompt(_flatten(turns), role, think), key, 0)
 
     def reply_key(self, text: str, token_ids: list[int]) -> Key:
-        """The units a generated reply adds to the KV cache's key."""
-        return tuple(token_ids) if self.sends_tokens else (turn_digest("assistant", text),)
+        """The units a generated reply adds to the KV cache's key: in prompt modes, the digest of the
+        message a client sends back, which carries the answer and its calls but not the reasoning."""
+        if self.sends_tokens:
+            return tuple(token_ids)
+        return (turn_digest("assistant", text.rsplit(_THINK_END, 1)[-1]),)
 
     def embed(self, text: str, context: int, truncate: bool) -> RunInput:
         if not text.strip():
@@ -123,13 +169,16 @@ class InputBuilder:
             ids = ids[:context]
         return self._tokens(ids, "user")
 
-    def _chat_tokens(self, spec: GenSpec, turns: list[Turn], raw: bool, context: int, held: Key | None) -> ChatInput:
+    def _chat_tokens(self, spec: GenSpec, turns: list[Turn], raw: bool, context: int, held: Key | None,
+                     think: bool) -> ChatInput:
+        """Token input: the tokenizer's template renders the conversation, its tools and the thinking switch."""
         if raw:
             ids = list(self.tokenizer(spec.prompt)["input_ids"])
         else:
-            text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in turns],
-                                                      add_generation_prompt=True, tokenize=False,
-                                                      enable_thinking=self.thinking)
+            tools = tools_json(spec)
+            messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
+            text = self.tokenizer.apply_chat_template(messages, tools=json.loads(tools) if tools else None,
+                                                      add_generation_prompt=True, tokenize=False, enable_thinking=think)
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(ids) >= context:
             raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a "
@@ -137,26 +186,26 @@ class InputBuilder:
         key: Key = tuple(ids)
         reused = continues(held, key)
         role = "tool" if turns[-1][0] == "tool" else "user"
-        return ChatInput(self._tokens(ids[reused:], role), key, reused)
+        return ChatInput(self._tokens(ids[reused:], role, think), key, reused)
 
     def _with_system(self, turns: list[Turn]) -> list[Turn]:
         if self.manifest.system and not any(r == "system" for r, _ in turns):
             return [("system", self.manifest.system), *turns]
         return turns
 
-    def _base(self, role: str, input_type: int) -> Structure:
+    def _base(self, role: str, input_type: int, think: bool) -> Structure:
         inp = self.abi.RKLLMInput()
-        inp.role, inp.enable_thinking, inp.input_type = role.encode(), self.thinking, input_type
+        inp.role, inp.enable_thinking, inp.input_type = role.encode(), think, input_type
         return inp
 
-    def _prompt(self, text: str, role: str) -> RunInput:
-        inp = self._base(role, RKLLM_INPUT_PROMPT)
+    def _prompt(self, text: str, role: str, think: bool = False) -> RunInput:
+        inp = self._base(role, RKLLM_INPUT_PROMPT, think)
         data = text.encode()
         inp.prompt_input = data
         return RunInput(inp, (data,), None)
 
-    def _tokens(self, ids: list[int], role: str) -> RunInput:
-        inp = self._base(role, RKLLM_INPUT_TOKEN)
+    def _tokens(self, ids: list[int], role: str, think: bool = False) -> RunInput:
+        inp = self._base(role, RKLLM_INPUT_TOKEN, think)
         buf = (c_int32 * len(ids))(*ids)
         inp.token_input.input_ids = buf
         inp.token_input.n_tokens = len(ids)

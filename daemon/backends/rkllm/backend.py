@@ -27,7 +27,7 @@ import numpy as np
 
 from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, l2_normalise
 from rk.daemon.backends.rkllm._handle import Handle
-from rk.daemon.backends.rkllm._inputs import InputBuilder, Key
+from rk.daemon.backends.rkllm._inputs import InputBuilder, Key, tools_json
 from rk.daemon.backends.rkllm._lib import (ABIS, CALLBACK_CONTINUE, CALLBACK_PAUSE, RKLLM_INFER_GENERATE,
                                            RKLLM_INFER_GET_LAST_HIDDEN_LAYER, RKLLM_RUN_ERROR, RKLLM_RUN_FINISH,
                                            RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING, RKLLMPerfStat, RKLLMResult,
@@ -181,6 +181,7 @@ class RkllmModel:
         self.max_new = int(param.max_new_tokens) if param.max_new_tokens > 0 else self.context
         self.prefix_cache = bool(manifest.params.get("prefix_cache", True))
         self._kv = _Kv()
+        self._tools: tuple[str, str] | None = None  # (system prompt, tools JSON) the handle was last given
         self._memory = 0.0
         self.reinits = 0  # 1.2 handles re-created for a job's sampling
         self.last_cached = 0  # KV positions the last chat reused (its GenResult.cached_tokens)
@@ -194,6 +195,8 @@ class RkllmModel:
         wanted = _sampling(opts, type(self._base).from_buffer_copy(self._base))
         if not self.abi.sampling_per_run and sampling_of(wanted) != sampling_of(self._handle.param):
             self._reinit(wanted)
+        if not self._inputs.sends_tokens:  # token input renders tools with the tokenizer's template instead
+            self._offer_tools(spec)
         reuse = self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt
         chat = self._inputs.chat(spec, self.context, self._kv.held(self._handle) if reuse else None)
         if not chat.reused:
@@ -267,12 +270,29 @@ class RkllmModel:
             raise
         return handle
 
+    def _offer_tools(self, spec: GenSpec) -> None:
+        """Give the runtime this request's tools with `rkllm_set_function_tools`, only when the set changes.
+
+        A request without tools after one with them sets an empty list, so the model is not offered
+        tools nobody asked for. The KV cache was built under the old system prompt, so it is dropped.
+        """
+        tools = tools_json(spec)
+        wanted = None if tools is None and self._tools is None else (
+            next((m.content for m in spec.chat_messages(self.manifest.system) if m.role == "system"), ""), tools or "[]")
+        if wanted == self._tools:
+            return
+        self._forget()
+        if wanted is not None:
+            self._handle.set_function_tools(*wanted)
+        self._tools = wanted
+
     def _reinit(self, param: Structure) -> None:
         """1.2: sampling is fixed at rkllm_init, so a job that wants other values gets a new handle."""
         t0 = time.perf_counter()
         self._forget()
         previous = self._handle.param
         self._handle.close()  # first: a board may not hold the model twice
+        self._tools = None  # a new handle has no tools
         try:
             self._handle = self._open(param)
         except RkError:

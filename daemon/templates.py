@@ -1,0 +1,69 @@
+"""Finding a model's chat template without loading the model, so its capabilities are known before it runs.
+
+Where a manifest lists no capabilities, they come from the template the model was taught with
+(`capabilities.from_template`): the manifest's own `template`, a Hugging Face directory's
+`chat_template.jinja` / `tokenizer_config.json`, or a GGUF file's `tokenizer.chat_template`.
+Reading a GGUF's metadata takes a second or two, so results are cached per file version.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rk.daemon import capabilities
+
+if TYPE_CHECKING:
+    from rk.daemon.models import Manifest
+
+# Manifest `files` keys that may name a Hugging Face directory holding a tokenizer and its template.
+_HF_DIRS = ("tokenizer", "weights")
+
+
+def hf_template(directory: Path) -> str | None:
+    """The chat template of a Hugging Face model or tokenizer directory (the default one if it has several)."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = directory / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    value = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+    if isinstance(value, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        value = named.get("default") or next(iter(named.values()), None)
+    return value if isinstance(value, str) else None
+
+
+def gguf_template(path: Path) -> str | None:
+    """A GGUF file's `tokenizer.chat_template` metadata."""
+    stat = path.stat()
+    return _gguf_template(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _gguf_template(path: str, _mtime_ns: int, _size: int) -> str | None:
+    from gguf import GGUFReader  # numpy-only, but not needed by the CLI
+
+    field = GGUFReader(path).fields.get("tokenizer.chat_template")
+    return None if field is None else bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def chat_template(m: "Manifest") -> str | None:
+    """The template `m`'s model was taught with, from the first place that has one; None if none does."""
+    if m.template:
+        return m.template
+    for key in _HF_DIRS:
+        if key in m.files:
+            d = m.path(key)
+            if d.is_dir() and (text := hf_template(d)) is not None:
+                return text
+    if "gguf" in m.files and (p := m.path("gguf")).is_file():
+        return gguf_template(p)
+    return None
+
+
+def derived_capabilities(m: "Manifest") -> tuple[str, ...]:
+    """Capabilities of a chat model whose manifest lists none: what its chat template supports."""
+    return capabilities.from_template(chat_template(m))

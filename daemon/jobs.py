@@ -18,6 +18,7 @@ class GenOptions:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = None  # drop tokens below min_p x the top token's probability (llama.cpp's sampler)
     seed: int | None = None
     stop: tuple[str, ...] = ()
     repeat_penalty: float | None = None
@@ -96,6 +97,7 @@ class JobStats:
     generate_ms: float = 0.0
     generate_tokens: int = 0
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the KV cache (prefix reuse), not prefilled
     memory_mb: float = 0.0
     total_ms: float = 0.0
     finish_reason: str = "stop"

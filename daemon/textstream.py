@@ -1,6 +1,8 @@
-"""Streaming text helpers shared by every backend: stop strings that may span token boundaries."""
+"""Streaming text helpers shared by every backend: stop strings that may span token boundaries, and
+token bytes that may end inside a UTF-8 character."""
 from __future__ import annotations
 
+import codecs
 import threading
 
 from rk.daemon.backends.base import Sink
@@ -53,3 +55,16 @@ class StopFilter:
         if self._held and not self.hit:
             self._sink.token(self._held)
         self._held = ""
+
+
+class Utf8Stream:
+    """Token bytes in, whole characters out: a character split over two tokens waits for the second."""
+
+    def __init__(self) -> None:
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, data: bytes) -> str:
+        return self._dec.decode(data)
+
+    def flush(self) -> str:
+        return self._dec.decode(b"", final=True)

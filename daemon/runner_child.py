@@ -133,8 +133,10 @@ class Child:
             t0 = time.perf_counter()
             if manifest.name not in self.models:
                 self.models[manifest.name] = load_model(manifest, self.config)
-            return {"ev": "loaded", "ms": (time.perf_counter() - t0) * 1000,
-                    "memory_mb": self.models[manifest.name].memory_mb()}
+            loaded = self.models[manifest.name]
+            details = getattr(loaded, "details", None)
+            return {"ev": "loaded", "ms": (time.perf_counter() - t0) * 1000, "memory_mb": loaded.memory_mb(),
+                    "details": details() if details is not None else {}}
         if op == "unload":
             m = self.models.pop(cmd["model"], None)
             if m is not None:

@@ -61,7 +61,7 @@ class Scheduler:
         if len(self.waiting) >= self.settings.max_queue:
             raise RkError("queue_full", f"the queue is full ({self.settings.max_queue} jobs waiting); retry later")
         manifest = self.store.get(job.model)
-        if isinstance(job, EmbedJob) and manifest.kind != "embed":
+        if isinstance(job, EmbedJob) and not manifest.embeds:
             raise RkError("not_embedding_model", f"{manifest.name} is a chat model; embed with an embedding model such as {self.settings.default_embed_model}", param="model")
         if isinstance(job, ChatJob) and manifest.kind != "chat":
             raise RkError("not_chat_model", f"{manifest.name} is an embedding model and cannot chat; try {self.settings.default_chat_model}", param="model")
@@ -194,7 +194,8 @@ class Scheduler:
                     log.error("model %s marked failed after %d crashed loads", m.name, MAX_LOAD_CRASHES)
             raise
         self._load_crashes.pop(m.name, None)
-        self.loaded[m.name] = Resident(m.name, m.backend, time.time(), float(ev.get("memory_mb") or 0.0))
+        self.loaded[m.name] = Resident(m.name, m.backend, time.time(), float(ev.get("memory_mb") or 0.0),
+                                       dict(ev.get("details") or {}))
         return float(ev["ms"])
 
     async def _generate(self, t: Ticket) -> None:
@@ -227,7 +228,8 @@ class Scheduler:
         s = t.stats
         s.prefill_ms, s.prefill_tokens = float(r["prefill_ms"]), int(r["prefill_tokens"])
         s.generate_ms, s.generate_tokens = float(r["generate_ms"]), int(r["generate_tokens"])
-        s.prompt_tokens = s.prefill_tokens
+        s.prompt_tokens = int(r.get("prompt_tokens") or s.prefill_tokens)
+        s.cached_tokens = int(r.get("cached_tokens") or 0)
         s.memory_mb = float(r.get("memory_mb") or 0.0) or self.runner.rss_mb()
         s.finish_reason = r.get("finish_reason", "stop")
         self._finish(t, None)
@@ -462,7 +464,7 @@ class Scheduler:
             "running": [t.id for t in self.running],
             "loaded": [{
                 "name": r.name, "backend": r.backend, "memory_mb": round(r.memory_mb, 1),
-                "loaded_at": r.loaded_at,
+                "loaded_at": r.loaded_at, **r.details,
                 "expires_at": None if r.expires == math.inf else now_wall + (r.expires - now),
             } for r in self.loaded.values()],
             "failed_models": dict(self.failed_models),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from rk.daemon.events import FINAL, Event
 from rk.daemon.jobs import EmbedJob, Job, JobStats
@@ -65,5 +65,6 @@ class Resident:
     backend: str
     loaded_at: float
     memory_mb: float
+    details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. CPU threads
     expires: float = math.inf  # monotonic time; inf = kept until unloaded
     wall_expires: float = math.inf

@@ -284,7 +284,7 @@ def show(m: Manifest, modified_at: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "modelfile": modelfile, "parameters": "\n".join(f"{k:<30} {v}" for k, v in params),
         "template": m.template or "", "details": m.details(), "model_info": info,
-        "capabilities": ["embedding"] if m.kind == "embed" else ["completion"], "modified_at": modified_at,
+        "capabilities": (["completion"] if m.kind == "chat" else []) + (["embedding"] if m.embeds else []), "modified_at": modified_at,
     }
     if m.system:
         out["system"] = m.system

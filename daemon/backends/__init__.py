@@ -14,6 +14,7 @@ from rk.daemon.models import Manifest
 
 BACKENDS: dict[str, str] = {
     "hf": "rk.daemon.backends.hf:load",
+    "llamacpp": "rk.daemon.backends.llamacpp:load",
     "rkllm": "rk.daemon.backends.rkllm:load",
     "synthetic": "rk.daemon.backends.synthetic:load",
 }

@@ -39,7 +39,9 @@ class GenRequest:
 @dataclass
 class GenResult:
     prefill_ms: float = 0.0
-    prefill_tokens: int = 0
+    prefill_tokens: int = 0  # computed in this job
+    prompt_tokens: int = 0  # the whole prompt (0 = same as prefill_tokens)
+    cached_tokens: int = 0  # served from the KV cache of an earlier job
     generate_ms: float = 0.0
     generate_tokens: int = 0
     memory_mb: float = 0.0
@@ -65,7 +67,8 @@ class EmbedResult:
 
 class LoadedModel(Protocol):
     """A model resident in a runner. `abort` is called from another thread, and so is the optional
-    `prepare(req)` (tokenise and template ahead of time; its result arrives as `req.prepared`)."""
+    `prepare(req)` (tokenise and template ahead of time; its result arrives as `req.prepared`).
+    An optional `details()` dict (e.g. the CPU threads chosen) is shown with the loaded model."""
 
     manifest: Manifest
 

@@ -40,12 +40,12 @@ class GenRequest:
 class GenResult:
     prefill_ms: float = 0.0
     prefill_tokens: int = 0  # computed in this job
-    prompt_tokens: int = 0  # the whole prompt (0 = same as prefill_tokens)
-    cached_tokens: int = 0  # served from the KV cache of an earlier job
     generate_ms: float = 0.0
     generate_tokens: int = 0
     memory_mb: float = 0.0
     finish_reason: str = "stop"  # "stop" or "length"
+    prompt_tokens: int = 0  # the whole prompt (0 = same as prefill_tokens)
+    cached_tokens: int = 0  # prompt tokens served from the KV cache of an earlier job
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

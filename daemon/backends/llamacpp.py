@@ -95,8 +95,10 @@ class LlamaCppModel:
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             return None
+        def text(token: int) -> str:
+            return self.llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
+
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
-        text = lambda t: self.llm.detokenize([t], special=True).decode("utf-8", "replace") if t >= 0 else ""  # noqa: E731
         return Jinja2ChatFormatter(template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
 
     def details(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from rk.daemon.backends import load_model
+from rk.daemon.backends import load_model, preload
 from rk.daemon.backends.base import GenRequest, LoadedModel, RunnerConfig
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions
@@ -188,6 +188,7 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     child = Child(config, out)
+    threading.Thread(target=preload, args=(tuple(config.preload),), daemon=True, name="rk-preload").start()
     threading.Thread(target=child.read_commands, args=(sys.stdin.buffer,), daemon=True).start()
     child.serve()
 

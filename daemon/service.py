@@ -10,6 +10,7 @@ from typing import Any
 from rk import __version__
 from rk.daemon.backends.base import RunnerConfig
 from rk.daemon.deadlines import HeadDeadlines
+from rk.daemon.errors import RkError
 from rk.daemon.metrics import Metrics
 from rk.daemon.models import Manifest, ModelStore, modified_at
 from rk.daemon.npu import read_npu
@@ -34,7 +35,8 @@ class Service:
     def build(cls, settings: Settings) -> "Service":
         store = ModelStore(settings.models_dir, bundled=settings.bundled)
         runner = Runner(RunnerConfig(threads=settings.threads, rkllm_lib=settings.rkllm_lib,
-                                     rkllm_version=settings.rkllm_version, sysfs_root=str(settings.sysfs_root)),
+                                     rkllm_version=settings.rkllm_version, sysfs_root=str(settings.sysfs_root),
+                                     preload=default_backends(store, settings)),
                         stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)
         return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), Metrics(scheduler))
@@ -71,3 +73,11 @@ class Service:
         return self.scheduler.snapshot() | {"version": self.version, "pid": os.getpid(),
                                             "socket": str(self.settings.socket), "tcp": self.settings.tcp,
                                             "npu": self.npu()}
+
+
+def default_backends(store: ModelStore, settings: Settings) -> tuple[str, ...]:
+    """The default chat model's backend, for the runner to import while idle (not a load: no weights)."""
+    try:
+        return (store.get(settings.default_chat_model).backend,)
+    except RkError:
+        return ()

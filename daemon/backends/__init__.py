@@ -28,3 +28,15 @@ def load_model(manifest: Manifest, config: RunnerConfig) -> LoadedModel:
     module, _, func = target.partition(":")
     loader: Callable[[Manifest, RunnerConfig], LoadedModel] = getattr(importlib.import_module(module), func)
     return loader(manifest, config)
+
+
+def preload(names: tuple[str, ...]) -> None:
+    """Import backends ahead of their first load (a fresh runner's first reply then skips the import);
+    a backend that cannot be imported is left for its load to report."""
+    for name in names:
+        target = BACKENDS.get(name)
+        if target is not None:
+            try:
+                importlib.import_module(target.partition(":")[0])
+            except Exception:  # reported by the load that needs it, as an error of that job
+                pass

@@ -21,6 +21,7 @@ class RunnerConfig:
     rkllm_lib: str | None = None
     rkllm_version: str | None = None
     sysfs_root: str = "/"
+    preload: tuple[str, ...] = ()  # backends to import while the runner is idle (the default chat model's)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class LlamaCppModel:
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             return None
+
         def text(token: int) -> str:
             return self.llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
 
@@ -137,10 +138,9 @@ class LlamaCppModel:
         if saved is not None and there > here:
             if restore_sequence(llm.ctx, saved.blob):
                 llm.input_ids[:len(saved.tokens)] = saved.tokens
-                llm.n_tokens = len(saved.tokens)
                 keep = there
             else:
-                llm.n_tokens, keep = 0, 0
+                keep = 0  # llama.cpp refused the state: the sequence is empty, prefill it all
         llm.n_tokens = min(keep, len(ids) - 1)
         return llm.n_tokens
 

@@ -87,7 +87,8 @@ def run(ctx: Context) -> list[Row]:
                           str(files[EMBED_MODEL].path("weights"))], cwd=REPO, check=True, capture_output=True, text=True)
     llama_import, chat_ms, torch_import, embed_ms = map(float, out.stdout.strip().splitlines()[-1].split())
     rows.append(Row("6 start-up", f"cached load {CHAT_MODEL}", loads[CHAT_MODEL], llama_import + chat_ms, "ms",
-                    "fresh python: import llama_cpp + Llama(gguf)", note="both include importing llama_cpp"))
+                    "fresh python: import llama_cpp + Llama(gguf)",
+                    note="rk's runner imports llama_cpp while idle; the baseline's figure includes it"))
     rows.append(Row("6 start-up", f"cached load {EMBED_MODEL}", loads[EMBED_MODEL], torch_import + embed_ms, "ms",
                     "import torch + from_pretrained, same process", note="both include importing torch"))
     ctx.extra["startup"] = {"rk_ready_rss": rk_runs, "baseline_ready_rss": base_runs, "load_ms": loads}

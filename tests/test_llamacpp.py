@@ -291,3 +291,40 @@ def test_rk_import_registers_a_gguf_from_its_header(tmp_path: Path) -> None:
     bad.write_bytes(b"not a gguf at all")
     res = CliRunner().invoke(app, [str(bad), "--name", "bad:x", "--models-dir", str(tmp_path)])
     assert res.exit_code == 1 and "not a readable GGUF" in res.output
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_an_embedding_manifest_embeds_with_llama_cpp_pooling_and_refuses_chat(tmp_path: Path) -> None:
+    """The embed-only path (one llama.cpp context created for embeddings, its own pooling), here on the
+    SmolLM2 GGUF registered as an embedding model with mean pooling, against llama-cpp-python's embed."""
+    from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+
+    from rk.daemon.backends.base import GenRequest, RunnerConfig
+    from rk.daemon.backends.llamacpp import load
+    from rk.daemon.errors import RkError
+    from rk.daemon.models import Manifest
+
+    texts = ["first text", "a second, longer text about the sea", "first text"]
+    m = Manifest(name="smol-embed:latest", backend="llamacpp", kind="embed", files={"gguf": str(smollm_gguf())},
+                 context_length=256, params={"pooling": "mean"}, bundled=True, dir=tmp_path)
+    model = load(m, RunnerConfig())
+    try:
+        res = model.embed(texts, truncate=True)
+        with pytest.raises(RkError) as e:
+            model.generate(GenRequest(prompt="hi"), Collect(threading.Event(), 0), threading.Event())
+        assert e.value.code == "not_chat_model"
+        with pytest.raises(RkError) as e:
+            model.embed(["word " * 400], truncate=False)
+        assert e.value.code == "prompt_too_large"
+    finally:
+        model.close()
+    ref = Llama(model_path=str(smollm_gguf()), n_ctx=256, n_batch=256, n_ubatch=256, embedding=True,
+                pooling_type=LLAMA_POOLING_TYPE_MEAN, verbose=False)
+    try:
+        expected = np.array(ref.embed(texts, normalize=True), dtype=np.float32)
+    finally:
+        ref.close()
+    np.testing.assert_allclose(np.linalg.norm(res.vectors, axis=1), 1.0, atol=1e-5)
+    assert np.sum(res.vectors * expected, axis=1).min() > 0.999
+    assert np.allclose(res.vectors[0], res.vectors[2], atol=1e-5) and res.tokens[0] == res.tokens[2]

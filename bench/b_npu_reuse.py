@@ -62,25 +62,25 @@ def _conversations(c: Any, tags: tuple[str, ...], reuse: bool) -> dict[str, list
 
 def _reinit_cost(ctx: Context) -> tuple[float, float, int]:
     """Median ms of a 1.2 chat whose sampling differs from the handle's (re-init) and of one that does not."""
-    from rk.daemon.backends.base import GenRequest, RunnerConfig
+    from rk.daemon.backends.base import RkllmOptions, RunnerConfig
     from rk.daemon.backends.rkllm import load
-    from rk.daemon.jobs import GenOptions
+    from rk.daemon.jobs import GenOptions, GenSpec, Message
     from rk.daemon.models import Manifest
 
     d = ctx.tmp / "reinit"
     d.mkdir(exist_ok=True)
     (d / "m.rkllm").write_bytes(b"RKLLM fake weights")
-    m = load(Manifest(name="bench:reinit", backend="rkllm", kind="chat", files={"model": "m.rkllm"},
-                      context_length=512, dir=d), RunnerConfig(rkllm_lib=str(_double(ctx, "1.2"))))
+    m = load(Manifest(name="bench:reinit", backend="rkllm", files={"model": "m.rkllm"},
+                      context_length=512, dir=d), RunnerConfig(rkllm=RkllmOptions(lib=str(_double(ctx, "1.2")))))
 
     class Null:
-        def prefill(self, ms: float, tokens: int) -> None: ...
+        def prefill(self, ms: float, tokens: int, cached: int = 0) -> None: ...
 
         def token(self, text: str) -> None: ...
 
     def job(temperature: float) -> float:
         t0 = time.perf_counter()
-        m.generate(GenRequest(messages=[{"role": "user", "content": "hi"}], options=GenOptions(temperature=temperature)),
+        m.generate(GenSpec(messages=(Message("user", "hi"),), options=GenOptions(temperature=temperature)),
                    Null(), threading.Event())
         return (time.perf_counter() - t0) * 1000
 
@@ -96,7 +96,7 @@ def _reinit_cost(ctx: Context) -> tuple[float, float, int]:
 
 def run(ctx: Context) -> list[Row]:
     models = ctx.tmp / "npu-reuse" / "models"
-    write_manifest(models, "npu:chat", backend="rkllm", kind="chat", context_length=8192, files={"model": "m.rkllm"})
+    write_manifest(models, "npu:chat", backend="rkllm", capabilities=["completion"], context_length=8192, files={"model": "m.rkllm"})
     (models / "npu" / "chat" / "m.rkllm").write_bytes(b"RKLLM fake weights")
     rows: list[Row] = []
     raw: dict[str, Any] = {}

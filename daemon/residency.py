@@ -9,7 +9,8 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from rk.daemon.errors import RkError
 from rk.daemon.models import Manifest
@@ -26,6 +27,7 @@ class Resident:
     manifest: Manifest
     loaded_at: float
     memory_mb: float
+    details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. CPU threads
     expires: float = math.inf  # monotonic time; inf = kept until unloaded
     wall_expires: float = math.inf
 
@@ -78,7 +80,7 @@ class Residency:
         self._crashes.pop(m.name, None)
         self.failed.pop(m.name, None)  # a load that worked clears an earlier failure
         self._pid = self.runner.pid
-        self.loaded[m.name] = Resident(m, time.time(), ev.memory_mb)
+        self.loaded[m.name] = Resident(m, time.time(), ev.memory_mb, ev.details)
         log.info("loaded %s (%s) in %.0f ms, %.0f MB", m.name, m.backend, ev.ms, ev.memory_mb)
         return ev.ms
 

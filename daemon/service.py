@@ -10,6 +10,7 @@ from typing import Any
 from rk import __version__
 from rk.daemon.backends.base import CpuOptions, RkllmOptions, RunnerConfig
 from rk.daemon.deadlines import HeadDeadlines
+from rk.daemon.errors import RkError
 from rk.daemon.metrics import Metrics
 from rk.daemon.models import Manifest, ModelStore, modified_at
 from rk.daemon.npu import read_npu
@@ -20,10 +21,14 @@ from rk.daemon.settings import Settings
 from rk.daemon.status import Status
 
 
-def runner_config(settings: Settings) -> RunnerConfig:
-    """The runner's sections of the settings."""
+def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
+    """The runner's sections of the settings, and the default chat model's backend to import while idle."""
+    try:
+        preload: tuple[str, ...] = (store.get(settings.default_chat_model).backend,)
+    except RkError:
+        preload = ()
     return RunnerConfig(sysfs_root=str(settings.sysfs_root), cpu=CpuOptions(threads=settings.threads),
-                        rkllm=RkllmOptions(lib=settings.rkllm_lib, version=settings.rkllm_version))
+                        rkllm=RkllmOptions(lib=settings.rkllm_lib, version=settings.rkllm_version), preload=preload)
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Service:
     @classmethod
     def build(cls, settings: Settings) -> "Service":
         store = ModelStore(settings.models_dir, bundled=settings.bundled)
-        runner = Runner(runner_config(settings), stall_timeout_s=settings.stall_timeout_s)
+        runner = Runner(runner_config(settings, store), stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)
         metrics = Metrics(scheduler.status)
         scheduler.observers.append(metrics.observe)

@@ -55,11 +55,12 @@ class LoadedView:
     memory_mb: float
     loaded_at: float
     expires_at: float | None  # wall-clock time; None = kept until unloaded
+    details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. llamacpp's threads
 
     @classmethod
     def of(cls, r: Resident, now_wall: float) -> "LoadedView":
         return cls(r.name, r.manifest.backend, round(r.memory_mb, 1), r.loaded_at,
-                   None if math.isinf(r.wall_expires) else r.wall_expires)
+                   None if math.isinf(r.wall_expires) else r.wall_expires, dict(r.details))
 
 
 @dataclass(frozen=True)

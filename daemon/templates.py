@@ -3,16 +3,14 @@
 Where a manifest lists no capabilities, they come from the template the model was taught with
 (`capabilities.from_template`): the manifest's own `template`, a Hugging Face directory's
 `chat_template.jinja` / `tokenizer_config.json`, or a GGUF file's `tokenizer.chat_template`.
-Reading a GGUF's metadata takes a second or two, so results are cached per file version.
 """
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rk.daemon import capabilities
+from rk.daemon import capabilities, gguf_meta
 
 if TYPE_CHECKING:
     from rk.daemon.models import Manifest
@@ -38,16 +36,7 @@ def hf_template(directory: Path) -> str | None:
 
 def gguf_template(path: Path) -> str | None:
     """A GGUF file's `tokenizer.chat_template` metadata."""
-    stat = path.stat()
-    return _gguf_template(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=32)
-def _gguf_template(path: str, _mtime_ns: int, _size: int) -> str | None:
-    from gguf import GGUFReader  # numpy-only, but not needed by the CLI
-
-    field = GGUFReader(path).fields.get("tokenizer.chat_template")
-    return None if field is None else bytes(field.parts[field.data[0]]).decode("utf-8")
+    return gguf_meta.read(path).chat_template
 
 
 def chat_template(m: "Manifest") -> str | None:

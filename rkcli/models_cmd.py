@@ -176,7 +176,8 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             ("runner", f"pid {runner.get('pid', '-')} · {_mb(runner.get('rss_mb'))}"),
             ("queue", f"{len(snap.get('running', []))} running · {snap.get('depth', 0)} waiting"),
             ("totals", " · ".join(f"{k} {v}" for k, v in totals.items()) or "-"),
-            ("loaded", ", ".join(f"{m['name']} ({_mb(m.get('memory_mb'))})" for m in snap.get("loaded", [])) or "none")]
+            ("loaded", ", ".join(f"{m['name']} ({_mb(m.get('memory_mb'))}" + (f" · {m['details']['threads']} threads" if (m.get('details') or {}).get('threads') else '') + ")"
+                                 for m in snap.get("loaded", [])) or "none")]
     if snap.get("npu"):
         rows.append(("npu", " · ".join(f"{k} {v}" for k, v in snap["npu"].items() if not isinstance(v, (dict, list)))))
     _print(_grid(rows))

@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
+from daemon_proc import DaemonProc, hf_smollm_model, start_daemon, synthetic_models
 
 
 @pytest.fixture
@@ -51,8 +51,10 @@ def real_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_daemon(tmp_path_factory: pytest.TempPathFactory, real_models_dir: Path) -> Iterator[DaemonProc]:
-    """A daemon serving the bundled default models (smollm2:135m, all-minilm:l6-v2), shared by a session."""
+    """A daemon serving the bundled default models (smollm2:135m on llama.cpp, all-minilm:l6-v2 on hf), plus
+    the same SmolLM2 on the hf backend (`smollm2-hf:135m`) and the synthetic models, shared by a session."""
     d = start_daemon(tmp_path_factory.mktemp("real"), models_dir=real_models_dir, bundled=True, tcp=True)
     synthetic_models(real_models_dir)
+    hf_smollm_model(real_models_dir)
     yield d
     d.stop()

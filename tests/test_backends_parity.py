@@ -1,11 +1,16 @@
-"""The same daemon scenarios over every real backend: hf (the bundled models, CPU) and rkllm over each
-C double of librkllmrt.so. Chat streams with figures, embeddings are unit vectors, jobs finish in
-arrival order with falling positions, and a cancelled waiting job leaves the rest to finish."""
+"""The same daemon scenarios over every real backend: llamacpp (the bundled SmolLM2 GGUF, which also
+embeds), hf (SmolLM2 converted to safetensors, MiniLM), and rkllm over each C double of librkllmrt.so.
+Chat streams with figures, embeddings are unit vectors, jobs finish in arrival order with falling
+positions, a cancelled waiting job leaves the rest to finish, a job cancelled mid-stream ends at once,
+and a runner killed mid-job fails only that job."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,7 +18,7 @@ import pytest
 import ollama
 import openai
 
-from daemon_proc import DaemonProc, start_daemon
+from daemon_proc import SMOLLM_HF, DaemonProc, start_daemon
 from native_build import register_npu_models, rkllm_libs  # noqa: F401  (fixture)
 from rk.client import Client
 
@@ -25,10 +30,14 @@ class Backend:
     embed: str
 
 
-@pytest.fixture(scope="module", params=[pytest.param("hf", marks=pytest.mark.slow), "rkllm-1.2", "rkllm-1.3"])
+@pytest.fixture(scope="module", params=[pytest.param("llamacpp", marks=pytest.mark.slow),
+                                        pytest.param("hf", marks=pytest.mark.slow), "rkllm-1.2", "rkllm-1.3"])
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    if request.param == "llamacpp":
+        yield Backend(request.getfixturevalue("real_daemon"), "smollm2:135m", "smollm2:135m")
+        return
     if request.param == "hf":
-        yield Backend(request.getfixturevalue("real_daemon"), "smollm2:135m", "all-minilm:l6-v2")
+        yield Backend(request.getfixturevalue("real_daemon"), SMOLLM_HF, "all-minilm:l6-v2")
         return
     libs: dict[str, Path] = request.getfixturevalue("rkllm_libs")
     tmp = tmp_path_factory.mktemp(request.param)
@@ -110,3 +119,33 @@ def test_the_chat_model_also_embeds_from_the_same_load(backend: Backend) -> None
     loaded = [m.model for m in ollama.Client(host=url).ps().models]
     assert loaded.count(backend.chat) == 1
     assert backend.daemon.log().count(f"loaded {backend.chat} ") == 1  # one load served all of it
+
+
+# Long for every backend: real models keep counting; the rkllm double echoes the prompt's words.
+LONG = "Count from one to one hundred in words, one per line. " + "one two three four five six seven eight nine ten " * 20
+
+
+def test_cancel_mid_stream_ends_the_job_and_the_next_one_runs(backend: Backend) -> None:
+    with backend.daemon.client(timeout=300) as c:
+        rid = chat(c, backend, "long", LONG, 400)
+        seen = []
+        while (ev := c._next_for(rid))["ev"] != "token":
+            seen.append(ev)
+        c.send("cancel", target=rid)
+        rest = until_final(c, rid)
+        after = until_final(c, chat(c, backend, "next", "Say hello", 3))
+    assert rest[-1]["ev"] == "error" and rest[-1]["code"] == "cancelled"
+    assert sum(e["ev"] == "token" for e in rest) < 400
+    assert after[-1]["ev"] == "done"
+
+
+def test_a_runner_killed_mid_job_fails_only_that_job(backend: Backend) -> None:
+    with backend.daemon.client(timeout=300) as c:
+        rid = chat(c, backend, "victim", LONG, 400)
+        while c._next_for(rid)["ev"] != "token":
+            pass
+        os.kill(c.call("status")["runner"]["pid"], signal.SIGKILL)
+        victim = until_final(c, rid)
+        after = until_final(c, chat(c, backend, "after", "Say hello", 3))
+    assert victim[-1]["ev"] == "error" and victim[-1]["code"] == "runner_crashed"
+    assert after[-1]["ev"] == "done" and after[-1]["stats"]["generate_tokens"] > 0

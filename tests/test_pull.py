@@ -107,6 +107,11 @@ def test_gguf_pull_streams_ollama_statuses_and_registers_the_model(start: Callab
     again = api_pull(d, name)  # already here: the manifest is checked, nothing downloaded
     assert again[-1] == {"status": "success"} and hub.served[f"{GGUF_REPO}/{GGUF_FILE}"] == len(gguf_bytes)
     assert [x.get("completed") for x in again if "digest" in x] == [len(gguf_bytes)]
+    hub.stop()  # offline from here: the pulled GGUF answers on llama.cpp straight from the store
+    with d.client(timeout=120) as c:
+        done = c.call("chat", model=name, messages=[{"role": "user", "content": "Hi"}],
+                      options={"max_tokens": 3, "temperature": 0})
+    assert done["ev"] == "done" and done["stats"]["generate_tokens"] >= 1
 
 
 def test_npu_pull_by_soc_with_tokenizer_answers_offline(start: Callable[..., DaemonProc], hub: FakeHub) -> None:

@@ -60,9 +60,12 @@ def test_import_refuses_bad_input(tmp_path: Path, daemon_factory: Callable[..., 
     d = daemon_factory()
     src = tmp_path / "x.rkllm"
     src.write_bytes(b"x")
-    other = tmp_path / "x.gguf"
+    other = tmp_path / "x.bin"
     other.write_bytes(b"x")
-    assert "not a .rkllm" in rk(d, str(other), "--name", "a:b").stderr
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf at all")
+    assert "neither a .gguf nor a .rkllm" in rk(d, str(other), "--name", "a:b").stderr
+    assert "not a readable GGUF" in rk(d, str(fake), "--name", "a:b").stderr
     assert "1.2 or 1.3" in rk(d, str(src), "--name", "a:b", "--runtime", "1.1").stderr
     assert "unknown capabilities telepathy" in rk(d, str(src), "--name", "a:b", "--capabilities", "tools,telepathy").stderr
     assert "invalid model name" in rk(d, str(src), "--name", "../evil").stderr

@@ -84,7 +84,7 @@ def parse_line(line: bytes, settings: Settings, peer: str) -> Request:
             raise f.bad("capabilities", "must be a list of capability names")
         imp = ImportRequest(
             path=f.string(d, "path", required=True) or "", name=f.string(d, "name", required=True) or "",
-            capabilities=tuple(caps), context=f.integer(d, "context", lo=16) or 4096, runtime=f.string(d, "runtime"),
+            capabilities=tuple(caps), context=f.integer(d, "context", lo=16), runtime=f.string(d, "runtime"),
             embed=f.boolean(d, "embed", False), pooling=f.string(d, "pooling"), tokenizer=f.string(d, "tokenizer"),
             force=f.boolean(d, "force", False))
         return Request(rid, op, imported=imp, key=key)

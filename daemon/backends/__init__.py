@@ -14,6 +14,7 @@ from rk.daemon.models import Manifest
 
 BACKENDS: dict[str, str] = {
     "hf": "rk.daemon.backends.hf:load",
+    "llamacpp": "rk.daemon.backends.llamacpp:load",
     "rkllm": "rk.daemon.backends.rkllm:load",
     "synthetic": "rk.daemon.backends.synthetic:load",
 }
@@ -24,6 +25,7 @@ BACKENDS: dict[str, str] = {
 # `format` with a 400. Every reply with a format is checked in the runner either way.
 STRUCTURED: dict[str, str] = {
     "hf": "grammar",  # llguidance (backends/constrained.py)
+    "llamacpp": "grammar",  # llama.cpp's GBNF grammar from the JSON schema
     "rkllm": "validate",
     "synthetic": "validate",
 }
@@ -37,3 +39,15 @@ def load_model(manifest: Manifest, config: RunnerConfig) -> LoadedModel:
     module, _, func = target.partition(":")
     loader: Callable[[Manifest, RunnerConfig], LoadedModel] = getattr(importlib.import_module(module), func)
     return loader(manifest, config)
+
+
+def preload(names: tuple[str, ...]) -> None:
+    """Import backends ahead of their first load (a fresh runner's first reply then skips the import);
+    a backend that cannot be imported is left for its load to report."""
+    for name in names:
+        target = BACKENDS.get(name)
+        if target is not None:
+            try:
+                importlib.import_module(target.partition(":")[0])
+            except Exception:  # reported by the load that needs it, as an error of that job
+                pass

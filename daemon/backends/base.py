@@ -35,6 +35,7 @@ class RunnerConfig:
     sysfs_root: str = "/"
     cpu: CpuOptions = CpuOptions()
     rkllm: RkllmOptions = RkllmOptions()
+    preload: tuple[str, ...] = ()  # backends to import while the runner is idle (the default chat model's)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class LoadedModel(Protocol):
     `prepare(spec)` (tokenise and template ahead of time; its result arrives as `prepared`).
 
     `spec.options` arrive merged with the manifest's defaults; stop strings are the runner's job.
+    An optional `details()` dict (e.g. the CPU threads chosen) is shown with the loaded model.
     """
 
     manifest: Manifest

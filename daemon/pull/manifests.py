@@ -11,49 +11,20 @@ from typing import Any
 
 import orjson
 
+from rk.daemon import gguf_meta
 from rk.daemon.capabilities import from_template
 from rk.daemon.models import Manifest
 
-GGUF_MAGIC = b"GGUF"
-EMBED_ARCHES = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder", "modern-bert"})
-
-
-def is_gguf(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == GGUF_MAGIC
-
-
-def _gguf_facts(path: Path) -> dict[str, Any]:
-    """The metadata fields a manifest needs (gguf is imported here: only pulls and creates pay for it)."""
-    import gguf
-
-    reader = gguf.GGUFReader(path)
-
-    def value(key: str) -> Any:
-        field = reader.get_field(key)
-        return field.contents() if field is not None else None
-
-    arch = value("general.architecture") or ""
-    ftype = value("general.file_type")
-    quant = ""
-    if isinstance(ftype, int):
-        try:
-            quant = gguf.LlamaFileType(ftype).name.removeprefix("MOSTLY_")
-        except ValueError:
-            quant = ""
-    return {"arch": arch, "context": value(f"{arch}.context_length"), "template": value("tokenizer.chat_template"),
-            "size": value("general.size_label") or "", "quant": quant}
-
-
 def gguf_manifest(name: str, directory: Path, model: str, mmproj: str | None = None) -> Manifest:
     """A model on the llamacpp backend from a GGUF file at `directory / model`."""
-    facts = _gguf_facts(directory / model)
-    embed = facts["arch"] in EMBED_ARCHES and not facts["template"]
+    meta = gguf_meta.read(directory / model)
     files = {"gguf": model} | ({"mmproj": mmproj} if mmproj else {})
+    params = {"pooling": meta.pooling} if meta.pooling else {}
     return Manifest(name=name, backend="llamacpp",
-                    capabilities=("embedding",) if embed else from_template(facts["template"]), files=files,
-                    context_length=int(facts["context"] or 2048), family=facts["arch"],
-                    parameter_size=str(facts["size"]), quantization=facts["quant"], format="gguf", dir=directory)
+                    capabilities=("embedding",) if meta.embedding_only else from_template(meta.chat_template),
+                    files=files, context_length=meta.context_length, family=meta.architecture,
+                    parameter_size=meta.parameter_size, quantization=meta.quantization, format="gguf",
+                    params=params, dir=directory)
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, BinaryIO
 
-from rk.daemon.backends import load_model
+from rk.daemon.backends import load_model, preload
 from rk.daemon.backends.base import LoadedModel, RunnerConfig
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec, Message
@@ -133,7 +133,10 @@ class Child:
                 t0 = time.perf_counter()
                 if manifest.name not in self.models:
                     self.models[manifest.name] = load_model(manifest, self.config)
-                return wire.Loaded(seq, (time.perf_counter() - t0) * 1000, self.models[manifest.name].memory_mb())
+                loaded = self.models[manifest.name]
+                details = getattr(loaded, "details", None)
+                return wire.Loaded(seq, (time.perf_counter() - t0) * 1000, loaded.memory_mb(),
+                                   details() if details is not None else {})
             case wire.Unload(seq=seq, model=name):
                 self._begin(seq, None)
                 m = self.models.pop(name, None)
@@ -191,6 +194,7 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     child = Child(config, out)
+    threading.Thread(target=preload, args=(config.preload,), daemon=True, name="rk-preload").start()
     threading.Thread(target=child.read_commands, args=(sys.stdin.buffer,), daemon=True).start()
     child.serve()
 

@@ -6,7 +6,7 @@ neither side builds or reads a dict by hand and a new event kind cannot be mista
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -74,6 +74,7 @@ class Loaded:
     seq: int
     ms: float
     memory_mb: float
+    details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. CPU threads
 
 
 @dataclass(frozen=True)

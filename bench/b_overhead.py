@@ -20,8 +20,19 @@ import aiohttp
 import httpx
 import orjson
 
-from bench.common import (Context, RawHTTP, Row, baseline_app, chat_line, free_port, openai_chat, pct, summary,
-                          synthetic_daemon, timed)
+from bench.common import (
+    Context,
+    RawHTTP,
+    Row,
+    baseline_app,
+    chat_line,
+    free_port,
+    openai_chat,
+    pct,
+    summary,
+    synthetic_daemon,
+    timed,
+)
 
 CHAT = openai_chat("bench:tiny", "hello there", 1, False)
 CONCURRENCY = 64

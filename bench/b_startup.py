@@ -18,9 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import (MODELS, REPO, Context, Row, baseline_app, daemon, daemon_env, median, rk_cmd, rss_mb,
-                          wait_connectable)
 from bench.b_multiturn import CHAT_MODEL
+from bench.common import MODELS, REPO, Context, Row, baseline_app, daemon, daemon_env, median, rk_cmd, rss_mb, wait_connectable
 
 EMBED_MODEL = "all-minilm:l6-v2"
 

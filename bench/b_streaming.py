@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.common import STREAM_RATE, Context, Row, chat_line, median, openai_chat, synthetic_daemon
 from rk.daemon.backends.synthetic import SyntheticModel
 from rk.daemon.jobs import GenOptions, GenSpec, Message
 from rk.daemon.models import Manifest
+
+from bench.common import STREAM_RATE, Context, Row, chat_line, median, openai_chat, synthetic_daemon
 
 PROMPT = "alpha beta gamma delta epsilon zeta eta theta"
 

@@ -235,7 +235,7 @@ class RawHTTP:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
-    def __enter__(self) -> "RawHTTP":
+    def __enter__(self) -> RawHTTP:
         return self
 
     def __exit__(self, *exc: object) -> None:

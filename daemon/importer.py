@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rk.daemon.capabilities import from_template
 from rk.daemon import gguf_meta
+from rk.daemon.capabilities import from_template
 from rk.daemon.errors import RkError
 from rk.daemon.models import CAPABILITIES, MANIFEST, Manifest, ModelStore
 from rk.daemon.pull.manifests import gguf_manifest

@@ -43,7 +43,7 @@ class GenOptions:
         """The options this job sets, by field name (a manifest's defaults use the same names)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) not in (None, ())}
 
-    def over(self, defaults: dict[str, Any]) -> "GenOptions":
+    def over(self, defaults: dict[str, Any]) -> GenOptions:
         """These options on top of a model's defaults (unknown default keys are ignored)."""
         known: dict[str, Any] = {k: (tuple(v) if k == "stop" else v) for k, v in defaults.items()
                                  if k in GenOptions.__dataclass_fields__}
@@ -169,7 +169,7 @@ class Generated:
     text: str
     thinking: str
     tool_calls: tuple[ToolCall, ...]
-    stats: "JobStats"
+    stats: JobStats
 
 
 @dataclass

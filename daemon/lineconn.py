@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-
-import orjson
 import logging
+import time
 from typing import Any
 
+import orjson
+
 from rk.daemon import accesslog, watch
-from rk.daemon.events import Done, Failed
 from rk.daemon.adapters import lineproto
 from rk.daemon.errors import RkError
+from rk.daemon.events import Done, Failed
 from rk.daemon.importer import import_model
-from rk.daemon.ticket import Ticket
 from rk.daemon.service import Service
+from rk.daemon.ticket import Ticket
 
 log = logging.getLogger("rk.daemon.lineconn")
 MAX_KEY_FAILURES = 5  # lines without the right key before a TCP peer is hung up on
@@ -175,7 +175,7 @@ class LineConnection:
         else:
             raise RkError("bad_request", f"op {req.op!r} is not available on this daemon", param="op")
 
-    def spawn(self, coro: Any) -> "asyncio.Task[None]":
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -4,9 +4,9 @@ Balancers in front of several boards (nginx least_conn, LiteLLM's router) read t
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
 from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rk.daemon.errors import RkError
 from rk.daemon.status import Status

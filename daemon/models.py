@@ -98,7 +98,7 @@ class Manifest:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], directory: Path) -> "Manifest":
+    def from_dict(cls, d: dict[str, Any], directory: Path) -> Manifest:
         """A manifest as stored; first-version files name a `kind` ("chat"/"embed") instead of capabilities."""
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "dir"}
         if "capabilities" not in known and "kind" in d:

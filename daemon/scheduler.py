@@ -25,8 +25,8 @@ from rk.daemon.residency import Residency
 from rk.daemon.runner import wire
 from rk.daemon.runner.proxy import NotBegun, RunnerPort
 from rk.daemon.settings import Settings
-from rk.daemon.structured import schema_for
 from rk.daemon.status import LoadedView, RunnerView, Status, job_views
+from rk.daemon.structured import schema_for
 from rk.daemon.ticket import Ticket
 
 log = logging.getLogger("rk.daemon.scheduler")

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from rk.daemon.http.app import build_app
-from rk.daemon.instance import InstanceBusy, InstanceLock
 from rk.daemon.http.middleware import OneLineErrors
+from rk.daemon.instance import InstanceBusy, InstanceLock
 from rk.daemon.listener import Sniffer, SocketInUse, open_tcp, open_unix
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings, parse_hostport

@@ -45,7 +45,7 @@ class Service:
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings) -> "Service":
+    def build(cls, settings: Settings) -> Service:
         store = ModelStore(settings.models_dir, bundled=settings.bundled)
         runner = Runner(runner_config(settings, store), stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)

@@ -61,7 +61,7 @@ class Settings:
                 raise ValueError(f"{f.metadata['env']} must be a finite number, not {value!r}")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, then `RK_*` variables, then explicit overrides (the CLI's flags) that are not None."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}

@@ -35,7 +35,7 @@ class JobView:
     tokens_per_s: float | None = None
 
     @classmethod
-    def of(cls, t: Ticket, now: float) -> "JobView":
+    def of(cls, t: Ticket, now: float) -> JobView:
         progress, rate = None, None
         if isinstance(t.job, EmbedJob):
             progress = Progress(t.cursor, t.total, "texts")
@@ -58,7 +58,7 @@ class LoadedView:
     details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. llamacpp's threads
 
     @classmethod
-    def of(cls, r: Resident, now_wall: float) -> "LoadedView":
+    def of(cls, r: Resident, now_wall: float) -> LoadedView:
         return cls(r.name, r.manifest.backend, round(r.memory_mb, 1), r.loaded_at,
                    None if math.isinf(r.wall_expires) else r.wall_expires, dict(r.details))
 

@@ -39,7 +39,7 @@ def gguf_template(path: Path) -> str | None:
     return gguf_meta.read(path).chat_template
 
 
-def chat_template(m: "Manifest") -> str | None:
+def chat_template(m: Manifest) -> str | None:
     """The template `m`'s model was taught with, from the first place that has one; None if none does."""
     if m.template:
         return m.template
@@ -53,6 +53,6 @@ def chat_template(m: "Manifest") -> str | None:
     return None
 
 
-def derived_capabilities(m: "Manifest") -> tuple[str, ...]:
+def derived_capabilities(m: Manifest) -> tuple[str, ...]:
     """Capabilities of a chat model whose manifest lists none: what its chat template supports."""
     return capabilities.from_template(chat_template(m))

@@ -59,19 +59,19 @@ class CpuMeter:
         return None
 
 
-def snapshot(service: "Service", cpu: CpuMeter) -> dict[str, Any]:
+def snapshot(service: Service, cpu: CpuMeter) -> dict[str, Any]:
     """The daemon's status plus what a dashboard header needs and the scheduler does not know."""
     return service.status().to_dict() | {"host": {"name": socket.gethostname(), "time": round(time.time(), 3),
                                          "cpu_percent": cpu.percent(), "cpus": os.cpu_count() or 1}}
 
 
-def buffered(conn: "LineConnection") -> int:
+def buffered(conn: LineConnection) -> int:
     """Bytes written to the connection that the client has not taken yet."""
     transport = conn.writer.transport
     return transport.get_write_buffer_size() if transport is not None else 0
 
 
-async def stream(conn: "LineConnection", rid: str) -> None:
+async def stream(conn: LineConnection, rid: str) -> None:
     """Push snapshots to one watcher until its connection closes."""
     scheduler = conn.service.scheduler
     changed = scheduler.watch()

@@ -13,9 +13,9 @@ from typing import Optional
 import typer
 
 from rk import __version__, chat, create_cmd, embed_cmd, models_cmd, pull_cmd
-from rk.import_cmd import import_model
 from rk.client import Client, DaemonError, DaemonUnavailable, Endpoint
 from rk.cliutil import run_client
+from rk.import_cmd import import_model
 
 COMPLETE_VAR = "_RK_COMPLETE"  # the click shell-completion protocol: completions/rk.* call back with it
 USE, MODELS, DAEMON = "Chat and embeddings", "Models and queue", "Daemon"

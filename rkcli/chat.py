@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from rk.chat_session import Ctx, Session, run_command
-from rk.cliutil import fail, model_completer, run_client
 from rk.client import Client, DaemonError
+from rk.cliutil import fail, model_completer, run_client
 from rk.reply import ReplyView, stats_line, stream
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def _turn(ctx: Ctx, prompt: str, markdown: bool) -> None:
     console.print(stats_line(reply.stats), style="dim", highlight=False)
 
 
-def interactive(client: Client, session: Session, console: "Console", markdown: bool) -> None:
+def interactive(client: Client, session: Session, console: Console, markdown: bool) -> None:
     """The read-reply loop, until /exit, Ctrl-D, or Ctrl-C at the prompt."""
     _enable_history()
     ctx = Ctx(session, client, console)

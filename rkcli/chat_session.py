@@ -57,7 +57,7 @@ class Ctx:
 
     session: Session
     client: Client
-    console: "Console"
+    console: Console
 
 
 Command = Callable[[Ctx, str], bool]  # returns False to end the session

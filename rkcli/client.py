@@ -31,7 +31,7 @@ class Endpoint:
     api_key: str | None = None
 
     @classmethod
-    def resolve(cls, socket_path: str | None = None, host: str | None = None, api_key: str | None = None) -> "Endpoint":
+    def resolve(cls, socket_path: str | None = None, host: str | None = None, api_key: str | None = None) -> Endpoint:
         host = host or os.environ.get("RK_HOST") or None
         key = api_key or os.environ.get("RK_API_KEY") or None
         if host:
@@ -70,7 +70,7 @@ class Client:
         self._backlog: list[dict[str, Any]] = []
         self._ops: dict[str, str] = {}  # request id -> op, to know which event ends it
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -134,10 +134,8 @@ class Client:
 
     def wait(self, rid: str) -> dict[str, Any]:
         """The final event of a request sent earlier (its other events are passed over)."""
-        last: dict[str, Any] = {}
-        for last in self.events(rid):
-            pass
-        return last
+        events = list(self.events(rid))
+        return events[-1] if events else {}
 
     def call(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send a request and return its final event."""

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import typer
 
-from rk.cliutil import fail, model_completer, run_client, stdout_gone
 from rk.client import Client, DaemonError
+from rk.cliutil import fail, model_completer, run_client, stdout_gone
 from rk.embed_input import Piece, Skipped, Split, missing, pieces
 
 

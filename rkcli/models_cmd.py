@@ -43,7 +43,7 @@ def _until(expires_at: float | None) -> str:
     return "forever" if expires_at is None else f"in {_duration(expires_at - time.time())}"
 
 
-def _table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> "Table":
+def _table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Table:
     from rich import box
     from rich.table import Table
 
@@ -55,7 +55,7 @@ def _table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> "Table":
     return table
 
 
-def _grid(rows: Iterable[tuple[str, str]]) -> "Table":
+def _grid(rows: Iterable[tuple[str, str]]) -> Table:
     """Key/value lines; empty values are left out."""
     from rich.table import Table
 

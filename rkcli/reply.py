@@ -55,7 +55,7 @@ class ReplyView:
     is folded to one line when the answer (or the end) comes; elsewhere it is left out.
     """
 
-    def __init__(self, console: "Console", markdown: bool) -> None:
+    def __init__(self, console: Console, markdown: bool) -> None:
         self.console = console
         self.markdown = markdown
         self.text = ""

@@ -5,22 +5,21 @@ positions, a cancelled waiting job leaves the rest to finish, a job cancelled mi
 and a runner killed mid-job fails only that job."""
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import os
-import signal
-
 import numpy as np
-import pytest
-
 import ollama
 import openai
+import pytest
+
+from rk.client import Client
 
 from daemon_proc import SMOLLM_HF, DaemonProc, start_daemon
 from native_build import register_npu_models, rkllm_libs  # noqa: F401  (fixture)
-from rk.client import Client
 
 
 @dataclass

@@ -14,8 +14,9 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from daemon_proc import DaemonProc, write_manifest
 from rk.client import Client
+
+from daemon_proc import DaemonProc, write_manifest
 
 Factory = Callable[..., DaemonProc]
 HI = [{"role": "user", "content": "one two three"}]

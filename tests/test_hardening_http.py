@@ -10,8 +10,9 @@ import httpx
 import orjson
 import pytest
 
-from daemon_proc import DaemonProc
 from rk.daemon.models import dir_name
+
+from daemon_proc import DaemonProc
 
 EVIL = "https://evil.example"
 CHAT = {"model": "syn:chat", "messages": [{"role": "user", "content": "a b"}], "stream": False}

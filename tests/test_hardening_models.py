@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon_proc import DaemonProc
 from rk.daemon.errors import RkError
 from rk.daemon.models import MANIFEST, ModelStore, dir_name, normalize_name
+
+from daemon_proc import DaemonProc
 
 PART = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True).filter(lambda p: ".." not in p)
 NAMES = st.builds(lambda parts, tag: "/".join(parts) + ":" + tag, st.lists(PART, min_size=1, max_size=3), PART)

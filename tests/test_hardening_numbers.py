@@ -11,12 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon_proc import DaemonProc
 from rk.daemon.adapters import fields as f
 from rk.daemon.adapters import ollama
 from rk.daemon.backends.sampling import next_token
 from rk.daemon.errors import RkError
 from rk.daemon.settings import Settings
+
+from daemon_proc import DaemonProc
 
 NON_FINITE = ["nan", "NaN", "inf", "-inf", "+Infinity", "1e999", "9" * 400 + "h"]
 

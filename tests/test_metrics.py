@@ -4,8 +4,9 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon_proc import DaemonProc
 from rk.client import DaemonError
+
+from daemon_proc import DaemonProc
 
 
 def scrape(d: DaemonProc) -> dict[str, float]:

@@ -10,19 +10,23 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
-
-import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import ServerError
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models, write_manifest
 from rk.daemon.http.app import build_app
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings
+
+from daemon_proc import DaemonProc, start_daemon, synthetic_models, write_manifest
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

@@ -18,8 +18,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rk.daemon.jobs import ToolCall
-from rk.daemon.parsers import (Call, HermesParser, Llama3Parser, MistralParser, OutputParser, Piece, PlainParser,
-                               Text, Thinking, ThinkingParser, coalesce, parser_for)
+from rk.daemon.parsers import (
+    Call,
+    HermesParser,
+    Llama3Parser,
+    MistralParser,
+    OutputParser,
+    Piece,
+    PlainParser,
+    Text,
+    Thinking,
+    ThinkingParser,
+    coalesce,
+    parser_for,
+)
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "templates"
 MARKERS = ("<think>", "</think>", "[THINK]", "[/THINK]", "<tool_call>", "</tool_call>", "<|python_tag|>",
@@ -293,7 +305,7 @@ def test_registry_parsers_work_end_to_end_on_their_templates() -> None:
         ("mistralai-Ministral-3-14B-Reasoning-2512.jinja", '[THINK]need f[/THINK][TOOL_CALLS]f[ARGS]{"a": 1}'),
     ]
     for name, text in cases:
-        out = both_ways(lambda: parser_for("", template(name), tools=True, think=None), text)
+        out = both_ways(lambda name=name: parser_for("", template(name), tools=True, think=None), text)
         assert out[-1] == call("f", a=1), name
 
 

@@ -6,8 +6,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from daemon_proc import DaemonProc
 from rk.client import Client
+
+from daemon_proc import DaemonProc
 
 pytestmark = pytest.mark.slow
 EMBED = "all-minilm:l6-v2"

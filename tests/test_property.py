@@ -18,13 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon_proc import DaemonProc
 from rk.daemon import modelfile
 from rk.daemon.adapters import lineproto, ollama, openai
 from rk.daemon.errors import RkError
-from rk.daemon.runner import wire
 from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, ModelAction
+from rk.daemon.runner import wire
 from rk.daemon.settings import Settings
+
+from daemon_proc import DaemonProc
 
 SETTINGS = Settings.from_env({}, models_dir=Path("/nonexistent/models"), bundled=False)
 INT64 = 2**63 - 1

@@ -9,13 +9,14 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from native_build import rkllm_libs  # noqa: F401  (fixture)
 from rk.daemon.backends.base import RkllmOptions, RunnerConfig
 from rk.daemon.backends.rkllm import load
 from rk.daemon.backends.rkllm.backend import RkllmModel
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec, Message
 from rk.daemon.models import Manifest
+
+from native_build import rkllm_libs  # noqa: F401  (fixture)
 
 VERSIONS = ["1.2", "1.3"]
 

@@ -8,9 +8,10 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
+from rk.client import Client, DaemonError
+
 from daemon_proc import DaemonProc, start_daemon
 from native_build import register_npu_models, rkllm_libs  # noqa: F401  (fixture)
-from rk.client import Client, DaemonError
 
 TOKEN_DELAY_MS = 4
 LONG = " ".join(f"w{i}" for i in range(400))  # ~1.6 s of tokens at the double's delay

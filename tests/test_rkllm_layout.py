@@ -5,8 +5,9 @@ import ctypes
 
 import pytest
 
-from native_build import rkllm_layout  # noqa: F401  (fixture)
 from rk.daemon.backends.rkllm._lib import ABIS
+
+from native_build import rkllm_layout  # noqa: F401  (fixture)
 
 
 def _ctypes_fields(cls: type[ctypes.Structure], prefix: str = "") -> dict[str, tuple[int, int]]:

@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_rkllm_backend import VERSIONS, Recorder, manifest
 
-from native_build import rkllm_libs  # noqa: F401  (fixture)
 from rk.daemon.backends.base import GenResult, RkllmOptions, RunnerConfig
 from rk.daemon.backends.rkllm import load
 from rk.daemon.backends.rkllm.backend import RkllmModel
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec, Message
-from test_rkllm_backend import VERSIONS, Recorder, manifest
+
+from native_build import rkllm_libs  # noqa: F401  (fixture)
 
 
 @pytest.fixture(params=VERSIONS)

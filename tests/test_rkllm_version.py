@@ -9,14 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_rkllm_backend import chat, manifest
 
-from native_build import rkllm_libs  # noqa: F401  (fixture)
 from rk.daemon.backends.base import RkllmOptions, RunnerConfig
 from rk.daemon.backends.rkllm import load
 from rk.daemon.backends.rkllm._lib import EXPORTS
 from rk.daemon.backends.rkllm._version import read_stored, stored_version
 from rk.daemon.errors import RkError
-from test_rkllm_backend import chat, manifest
+
+from native_build import rkllm_libs  # noqa: F401  (fixture)
 
 
 def loaded(tmp_path: Path, lib: Path, setting: str | None = None, **params: str) -> tuple[str, str | None, str, str]:

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
 from rk.daemon.backends.base import RunnerConfig
 from rk.daemon.runner.proxy import Runner
+
+from daemon_proc import DaemonProc, start_daemon, synthetic_models
 
 HI = [{"role": "user", "content": "hello there"}]
 
@@ -47,7 +48,7 @@ def test_a_runner_that_died_while_idle_is_replaced_and_the_next_job_runs(daemon_
     d = daemon_factory()
     with d.client() as c:
         c.call("chat", model="syn:chat", messages=HI)
-        for i in range(5):
+        for _ in range(5):
             pid = c.call("status")["runner"]["pid"]
             os.kill(pid, signal.SIGKILL)  # dies while idle; the next job arrives at once
             done = c.call("chat", model="syn:chat", messages=HI)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import pytest
 
-from daemon_proc import write_manifest
-from fake_runner import FakeRunner
 from rk.daemon import events as ev
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Message, ModelAction, Tool
@@ -18,6 +16,9 @@ from rk.daemon.models import ModelStore
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
 from rk.daemon.ticket import Ticket
+
+from daemon_proc import write_manifest
+from fake_runner import FakeRunner
 
 LIMIT = 10.0  # seconds any single wait may take before the test fails: generous, never a measurement
 

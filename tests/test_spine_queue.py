@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon_proc import DaemonProc
 from rk.client import Client
+
+from daemon_proc import DaemonProc
 
 
 def chat(c: Client, rid: str, words: str, max_tokens: int, model: str = "syn:slow") -> str:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon_proc import start_daemon, write_manifest
 from rk.daemon.models import ModelStore
 from rk.daemon.templates import chat_template, gguf_template
+
+from daemon_proc import start_daemon, write_manifest
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "templates"
 QWEN3 = (TEMPLATES / "Qwen-Qwen3-0.6B.jinja").read_text(encoding="utf-8")

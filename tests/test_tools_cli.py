@@ -10,10 +10,10 @@ from typing import Iterator
 
 import pexpect
 import pytest
-
-from daemon_proc import DaemonProc, start_daemon
 from test_cli_chat import PROMPT, cli_env
 from tool_models import HOLD, call, script, tool_models
+
+from daemon_proc import DaemonProc, start_daemon
 
 RK = str(Path(sys.executable).parent / "rk")
 STATS = re.compile(r"generate \d+ tok \((\d+) thinking\) at")

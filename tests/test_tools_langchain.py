@@ -7,9 +7,9 @@ from typing import Any, Iterator
 import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from tool_models import call, script, tool_models
 
 from daemon_proc import DaemonProc, start_daemon
-from tool_models import call, script, tool_models
 
 ran: list[str] = []
 

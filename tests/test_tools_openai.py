@@ -7,9 +7,9 @@ from typing import Any, Iterator
 
 import openai
 import pytest
+from tool_models import call, script, tool_models
 
 from daemon_proc import DaemonProc, start_daemon
-from tool_models import call, script, tool_models
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -54,7 +54,7 @@ def test_two_round_tool_loop_with_parallel_calls(client: openai.OpenAI) -> None:
     assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Oslo"}, {"city": "Bergen"}]
     assert len({c.id for c in calls}) == 2 and all(c.id for c in calls)
     assert choice.message.content in (None, "")
-    assert getattr(choice.message, "reasoning_content") == "I need both forecasts."
+    assert choice.message.reasoning_content == "I need both forecasts."
     assert first.usage is not None and first.usage.completion_tokens_details is not None
     assert 0 < (first.usage.completion_tokens_details.reasoning_tokens or 0) < first.usage.completion_tokens
     messages += [choice.message.model_dump(exclude_none=True), *run_tools(calls)]
@@ -148,7 +148,7 @@ def test_tool_choice_required_without_a_call_fails(client: openai.OpenAI) -> Non
 def test_reasoning_effort_none_drops_the_reasoning(client: openai.OpenAI) -> None:
     msgs = [{"role": "user", "content": script("<think>secret plan</think>The answer.")}]
     on = client.chat.completions.create(model="qwen:tools", messages=msgs)  # type: ignore[arg-type]
-    assert (on.choices[0].message.content, getattr(on.choices[0].message, "reasoning_content")) == ("The answer.", "secret plan")
+    assert (on.choices[0].message.content, on.choices[0].message.reasoning_content) == ("The answer.", "secret plan")
     off = client.chat.completions.create(model="qwen:tools", messages=msgs, reasoning_effort="none")  # type: ignore[arg-type]
     assert off.choices[0].message.content == "The answer."
     assert getattr(off.choices[0].message, "reasoning_content", None) is None

@@ -9,12 +9,13 @@ from typing import Any, Callable
 import pytest
 from textual.pilot import Pilot
 
-from daemon_proc import DaemonProc, start_daemon
 from rk.client import Client, DaemonError, Endpoint
 from rk.tui.app import TopApp
 from rk.tui.source import DaemonSource
 from rk.tui.widgets.header import DaemonHeader
 from rk.tui.widgets.queue_table import QueueTable
+
+from daemon_proc import DaemonProc, start_daemon
 
 SLOW = {"model": "syn:slow", "messages": [{"role": "user", "content": "word " * 50}], "options": {"max_tokens": 4000}}
 

@@ -7,10 +7,9 @@ import subprocess
 import sys
 import time
 
-import orjson
+from rk.client import Client
 
 from daemon_proc import DaemonProc
-from rk.client import Client
 
 SLOW = {"model": "syn:slow", "messages": [{"role": "user", "content": "word " * 50}], "options": {"max_tokens": 4000}}
 

@@ -32,7 +32,7 @@ class QueuedJob:
     tokens_per_s: float | None
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> "QueuedJob":
+    def from_wire(cls, d: Mapping[str, Any]) -> QueuedJob:
         p = d.get("progress") or {}
         return cls(str(d.get("id", "")), str(d.get("kind", "")), str(d.get("model", "")),
                    str(d.get("source", "")), str(d.get("peer", "")), str(d.get("state", "")),
@@ -54,7 +54,7 @@ class FinishedJob:
     generate_tokens: int
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> "FinishedJob":
+    def from_wire(cls, d: Mapping[str, Any]) -> FinishedJob:
         return cls(str(d.get("id", "")), str(d.get("kind", "")), str(d.get("model", "")),
                    str(d.get("source", "")), str(d.get("outcome", "")), _num(d.get("wait_ms")) or 0.0,
                    _num(d.get("prefill_ms")) or 0.0, _num(d.get("generate_ms")) or 0.0,
@@ -83,7 +83,7 @@ class Pull:
     total: int
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> "Pull":
+    def from_wire(cls, d: Mapping[str, Any]) -> Pull:
         return cls(str(d.get("model", "")), str(d.get("status", "")), int(d.get("completed") or 0),
                    int(d.get("total") or 0))
 
@@ -97,7 +97,7 @@ class Npu:
     freq_mhz: float | None
 
     @classmethod
-    def from_wire(cls, d: Any) -> "Npu | None":
+    def from_wire(cls, d: Any) -> Npu | None:
         """None when the daemon's machine shows no NPU at all: the dashboard then shows the CPU."""
         if not isinstance(d, Mapping):
             return None
@@ -131,7 +131,7 @@ class QueueSnapshot:
     pulls: tuple[Pull, ...] = ()
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any], received: float) -> "QueueSnapshot":
+    def from_wire(cls, d: Mapping[str, Any], received: float) -> QueueSnapshot:
         """`received`, the local time it arrived, stands in for a daemon that does not send its clock."""
         host = d.get("host") or {}
         memory = (d.get("npu") or {}).get("memory") or {}

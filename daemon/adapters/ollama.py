@@ -17,7 +17,7 @@ import orjson
 
 from rk.daemon.adapters import fields as f
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, GenSpec, Generated, JobStats, Message, ModelAction, ToolCall
+from rk.daemon.jobs import ChatJob, EmbedJob, Generated, GenOptions, GenSpec, JobStats, Message, ModelAction, ToolCall
 from rk.daemon.models import Manifest
 
 # The Ollama API level this server speaks; clients gate features on it, so it must parse as dotted ints.

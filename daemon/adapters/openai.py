@@ -13,13 +13,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from rk.daemon.adapters import fields as f
 from rk.daemon.adapters.vectors import b64_float32
 from rk.daemon.errors import RkError
-import orjson
-
-from rk.daemon.jobs import ChatJob, EmbedJob, Format, GenOptions, GenSpec, Generated, JobStats, Think, ToolCall
+from rk.daemon.jobs import ChatJob, EmbedJob, Format, Generated, GenOptions, GenSpec, JobStats, Think, ToolCall
 from rk.daemon.models import Manifest
 
 TOKEN_ARRAYS = ("token-id arrays are not accepted: their ids belong to the client's tokenizer (tiktoken), not "

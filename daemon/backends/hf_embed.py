@@ -5,11 +5,11 @@ padded to the longest one; results go back in input order.
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 import threading
 from typing import Any
+
+import numpy as np
+import torch
 
 from rk.daemon.backends.base import EmbedResult, GenResult, Sink, l2_normalise
 from rk.daemon.errors import RkError

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import llama_cpp
@@ -25,8 +25,8 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, l2_normalise
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates, common_prefix, restore_sequence, save_sequence
-from rk.daemon.errors import RkError
 from rk.daemon.backends.utf8 import Utf8Stream
+from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec
 from rk.daemon.models import Manifest
 from rk.daemon.procinfo import rss_mb
@@ -234,7 +234,7 @@ class Embedder:
         self.batch = LlamaBatch(n_tokens=window, embd=0, n_seq_max=self.n_seq, verbose=False)
 
     @classmethod
-    def second_context(cls, llm: Llama, pooling: int, threads: int) -> "Embedder":
+    def second_context(cls, llm: Llama, pooling: int, threads: int) -> Embedder:
         """A small embedding context on a chat model's already loaded weights (no second copy of them)."""
         from llama_cpp._internals import LlamaContext
 

@@ -19,10 +19,9 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-from typing import Any
 
 from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, l2_normalise
 from rk.daemon.errors import RkError

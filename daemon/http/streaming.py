@@ -15,11 +15,11 @@ import orjson
 from aiohttp import web
 
 from rk.daemon.adapters.vectors import assemble, check_finite
+from rk.daemon.deadlines import peer_name
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed, ThinkingText, Token, ToolCalled, Vectors
 from rk.daemon.http.wire import SERVICE
 from rk.daemon.jobs import Generated, Job, JobStats, ToolCall
-from rk.daemon.deadlines import peer_name
 
 log = logging.getLogger("rk.daemon.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -62,7 +62,7 @@ class JobStream:
         self.ticket = self.scheduler.submit(job, client_id=request.get("request_id", ""))
         self._events = self.ticket.stream()
 
-    async def __aenter__(self) -> "JobStream":
+    async def __aenter__(self) -> JobStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

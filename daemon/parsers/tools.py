@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 
 from rk.daemon.jobs import ToolCall
-from rk.daemon.parsers.base import (Call, CallMaker, JsonEnd, LeadingSpace, Piece, Text,
-                                    split_at_marker)
+from rk.daemon.parsers.base import Call, CallMaker, JsonEnd, LeadingSpace, Piece, Text, split_at_marker
 
 _AFTER_CALL = " \t\r\n"
 

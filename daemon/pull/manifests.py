@@ -15,6 +15,7 @@ from rk.daemon import gguf_meta
 from rk.daemon.capabilities import from_template
 from rk.daemon.models import Manifest
 
+
 def gguf_manifest(name: str, directory: Path, model: str, mmproj: str | None = None) -> Manifest:
     """A model on the llamacpp backend from a GGUF file at `directory / model`."""
     meta = gguf_meta.read(directory / model)

@@ -39,7 +39,7 @@ class Call:
     """A command sent to one runner process; its events arrive on its own queue."""
 
     seq: int
-    process: "_Process"
+    process: _Process
     events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     begun: bool = False
     cancelled_at: float | None = None

@@ -122,7 +122,7 @@ class Vectors:
     tokens: tuple[int, ...]  # per text
 
     @classmethod
-    def of(cls, seq: int, matrix: np.ndarray, tokens: list[int]) -> "Vectors":
+    def of(cls, seq: int, matrix: np.ndarray, tokens: list[int]) -> Vectors:
         m = np.ascontiguousarray(matrix, dtype="<f4")
         return cls(seq, (int(m.shape[0]), int(m.shape[1])), m.tobytes(), tuple(tokens))
 

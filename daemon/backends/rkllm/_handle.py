@@ -11,8 +11,7 @@ import threading
 from ctypes import POINTER, Structure, byref, c_int
 from typing import Any, Callable
 
-from rk.daemon.backends.rkllm._lib import (CALLBACK_PAUSE, LLMHandle, LLMResultCallback, LLMTokenizerCallback,
-                                           RKLLMResult, Abi)
+from rk.daemon.backends.rkllm._lib import CALLBACK_PAUSE, Abi, LLMHandle, LLMResultCallback, LLMTokenizerCallback, RKLLMResult
 from rk.daemon.errors import RkError
 
 log = logging.getLogger("rk.rkllm")
@@ -34,7 +33,7 @@ def tokenizer_callback(encode: Encode) -> Any:
             for i, t in enumerate(ids):
                 tokens[i] = t
             return len(ids)
-        except Exception:  # noqa: BLE001 - an exception must not unwind into C
+        except Exception:
             log.exception("tokenizer callback failed")
             return -1
 
@@ -67,7 +66,7 @@ class Handle:
             if self._listener is None:
                 return 0
             return self._listener(result.contents, state)
-        except BaseException as e:  # noqa: BLE001 - re-raised by run() on the calling thread
+        except BaseException as e:
             self._error = e
             return CALLBACK_PAUSE
 

@@ -20,18 +20,30 @@ import ctypes
 import logging
 import threading
 import time
-from typing import Any
 from ctypes import Structure, pointer
+from typing import Any
 
 import numpy as np
 
 from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, l2_normalise
 from rk.daemon.backends.rkllm._handle import Handle
 from rk.daemon.backends.rkllm._inputs import InputBuilder, Key, tools_json
-from rk.daemon.backends.rkllm._lib import (ABIS, CALLBACK_CONTINUE, CALLBACK_PAUSE, RKLLM_INFER_GENERATE,
-                                           RKLLM_INFER_GET_LAST_HIDDEN_LAYER, RKLLM_RUN_ERROR, RKLLM_RUN_FINISH,
-                                           RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING, RKLLMPerfStat, RKLLMResult,
-                                           RKLLMSamplingParam, Abi, bind)
+from rk.daemon.backends.rkllm._lib import (
+    ABIS,
+    CALLBACK_CONTINUE,
+    CALLBACK_PAUSE,
+    RKLLM_INFER_GENERATE,
+    RKLLM_INFER_GET_LAST_HIDDEN_LAYER,
+    RKLLM_RUN_ERROR,
+    RKLLM_RUN_FINISH,
+    RKLLM_RUN_NORMAL,
+    RKLLM_RUN_WAITING,
+    Abi,
+    RKLLMPerfStat,
+    RKLLMResult,
+    RKLLMSamplingParam,
+    bind,
+)
 from rk.daemon.backends.rkllm._version import Detected, open_library, select_abi
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec

@@ -59,13 +59,7 @@ def register_nocache() -> None:
 
 def turn(c: Any, model: str, history: list[dict[str, str]], max_tokens: int) -> tuple[str, dict[str, Any]]:
     rid = c.send("chat", model=model, messages=history, options={"temperature": 0, "max_tokens": max_tokens})
-    text, stats = [], {}
-    for ev in c.events(rid):
-        if ev["ev"] == "token":
-            text.append(ev["text"])
-        elif ev["ev"] == "done":
-            stats = ev["stats"]
-    return "".join(text), stats
+    return c.reply(rid)  # type: ignore[no-any-return]
 
 
 def conversations(c: Any, scripts: list[list[str]], max_tokens: int) -> tuple[dict[str, list[dict[str, Any]]], bool]:

@@ -35,13 +35,7 @@ def _say(c: Any, history: list[dict[str, str]], tag: str, reuse: bool) -> str:
 
 
 def _finish(c: Any, rid: str, tag: str, history: list[dict[str, str]]) -> dict[str, Any]:
-    text, stats = [], {}
-    for ev in c.events(rid):
-        if ev["ev"] == "token":
-            text.append(ev["text"])
-        elif ev["ev"] == "done":
-            stats = ev["stats"]
-    reply = "".join(text)
+    reply, stats = c.reply(rid)
     turns = sum(m["role"] == "user" for m in history)
     if reply != "ctx=" + ",".join(f"#{tag}{i}" for i in range(1, turns + 1)) + " ":
         raise RuntimeError(f"conversation {tag} saw the wrong context at turn {turns}: {reply!r}")

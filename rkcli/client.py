@@ -137,6 +137,17 @@ class Client:
         events = list(self.events(rid))
         return events[-1] if events else {}
 
+    def reply(self, rid: str) -> tuple[str, dict[str, Any]]:
+        """A generation's whole answer text and the figures of its `done` event."""
+        text: list[str] = []
+        stats: dict[str, Any] = {}
+        for ev in self.events(rid):
+            if ev["ev"] == "token":
+                text.append(ev["text"])
+            elif ev["ev"] == "done":
+                stats = ev["stats"]
+        return "".join(text), stats
+
     def call(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send a request and return its final event."""
         return self.wait(self.send(op, **fields))

@@ -14,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rk.client import Client, DaemonError
+from rk.daemon.backends.base import common_prefix
 from rk.daemon.backends.cputhreads import choose_threads
-from rk.daemon.backends.llamacpp_kv import PrefixStates, common_prefix
+from rk.daemon.backends.llamacpp_kv import PrefixStates
 from rk.daemon.backends.utf8 import Utf8Stream
 
 from daemon_proc import DaemonProc, smollm_gguf

@@ -141,16 +141,6 @@ def test_runtime_error_is_a_job_error(npu_daemon: DaemonProc) -> None:
 FILLER = " ".join(f"f{i}" for i in range(30))
 
 
-def reply(c: Client, rid: str) -> tuple[str, dict[str, Any]]:
-    text, stats = [], {}
-    for ev in c.events(rid):
-        if ev["ev"] == "token":
-            text.append(ev["text"])
-        elif ev["ev"] == "done":
-            stats = ev["stats"]
-    return "".join(text), stats
-
-
 def say(c: Client, history: list[dict[str, str]], tag: str, **options: Any) -> str:
     """Append this conversation's next user turn and send the whole history; returns the request id."""
     n = sum(m["role"] == "user" for m in history) + 1
@@ -164,8 +154,8 @@ def fingerprint(tag: str, turns: int) -> str:
 
 def test_a_per_request_temperature_reaches_the_runtime(npu_daemon: DaemonProc) -> None:
     with npu_daemon.client() as c:
-        hot, _ = reply(c, chat(c, "[[sampling]]", temperature=0.25, top_k=3))
-        default, _ = reply(c, chat(c, "[[sampling]]"))
+        hot, _ = c.reply(chat(c, "[[sampling]]", temperature=0.25, top_k=3))
+        default, _ = c.reply(chat(c, "[[sampling]]"))
     assert "temperature=0.250 " in hot and "top_k=3 " in hot
     assert "temperature=0.800 " in default and "top_k=40 " in default
 
@@ -176,7 +166,7 @@ def test_turn_ten_prefills_a_tenth_with_kv_reuse(npu_daemon: DaemonProc) -> None
         for reuse in (True, False):
             history: list[dict[str, str]] = []
             for turn in range(1, 11):
-                text, s = reply(c, say(c, history, "A", cache_prompt=reuse))
+                text, s = c.reply(say(c, history, "A", cache_prompt=reuse))
                 assert text == fingerprint("A", turn)  # the whole conversation, and only it, is in context
                 history.append({"role": "assistant", "content": text})
                 stats[reuse].append(s)
@@ -191,12 +181,12 @@ def test_two_conversations_interleaved_on_the_queue_stay_correct(npu_daemon: Dae
         for turn in range(1, 5):
             rids = {tag: say(c, hist[tag], tag) for tag in ("A", "B")}  # both queued before either runs
             for tag, rid in rids.items():
-                text, s = reply(c, rid)
+                text, s = c.reply(rid)
                 assert text == fingerprint(tag, turn)
                 assert turn == 1 or s["prefill_tokens"] > 32  # the cache held the other one: sent whole
                 hist[tag].append({"role": "assistant", "content": text})
         for turn in (5, 6):  # A alone again: the second turn continues what the cache holds
-            text, s = reply(c, say(c, hist["A"], "A"))
+            text, s = c.reply(say(c, hist["A"], "A"))
             assert text == fingerprint("A", turn)
             hist["A"].append({"role": "assistant", "content": text})
     assert s["prefill_tokens"] == 32

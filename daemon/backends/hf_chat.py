@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rk.daemon.backends.base import EmbedResult, GenResult, Sink, check_files, l2_normalise
+from rk.daemon.backends.base import EmbedResult, GenResult, Sink, check_files, common_prefix, l2_normalise
 from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for
 from rk.daemon.backends.hf_convert import ensure_converted
 from rk.daemon.backends.sampling import next_token
@@ -40,14 +40,6 @@ class Detokenizer:
             self.prefix, self.read = self.read, len(self.ids)
             return after[len(before):]
         return ""
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class HFChatModel:

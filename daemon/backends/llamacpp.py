@@ -22,9 +22,9 @@ import numpy as np
 from llama_cpp import Llama, LlamaGrammar
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, l2_normalise
+from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, common_prefix, l2_normalise
 from rk.daemon.backends.cputhreads import choose_threads
-from rk.daemon.backends.llamacpp_kv import PrefixStates, common_prefix, restore_sequence, save_sequence
+from rk.daemon.backends.llamacpp_kv import PrefixStates, restore_sequence, save_sequence
 from rk.daemon.backends.utf8 import Utf8Stream
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec

@@ -220,7 +220,8 @@ def test_openai_chunks_share_identity_and_end_with_empty_delta() -> None:
     assert {c["id"] for c in (first, mid, last)} == {r.id} and {c["created"] for c in (first, mid, last)} == {r.created}
     usage = openai.usage_chunk(r, STATS)
     assert usage["choices"] == [] and usage["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10,
-                                                      "prompt_tokens_details": {"cached_tokens": 0}}
+                                                      "prompt_tokens_details": {"cached_tokens": 0},
+                                                      "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
 def test_openai_error_shape_has_all_keys() -> None:

@@ -304,5 +304,5 @@ def test_a_pull_does_not_wait_behind_the_running_job(start: Callable[..., Daemon
         while next(c.events(rid))["ev"] != "token":
             pass  # the accelerator is busy now
         assert api_pull(d, f"hf.co/{NPU_REPO}:rk3576")[-1] == {"status": "success"}
-        assert [j["state"] for j in c.call("status")["queue"]] == ["generating"]  # still running
+        assert [j["state"] for j in c.call("status")["queue"]] in (["generating"], ["answering"])  # still running
         c.send("cancel", target=rid)

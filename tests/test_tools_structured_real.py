@@ -54,3 +54,15 @@ def test_openai_response_format_json_schema_and_json_object(real_daemon: DaemonP
                                        response_format={"type": "json_object"})
     text = "".join(ch.choices[0].delta.content or "" for ch in r if ch.choices)  # type: ignore[union-attr]
     assert isinstance(json.loads(text), dict)
+
+
+@pytest.mark.timeout(900)
+def test_the_hf_backend_constrains_the_same_way(real_daemon: DaemonProc) -> None:
+    """The transformers path (llguidance over torch logits) on the hf copy of SmolLM2."""
+    from daemon_proc import SMOLLM_HF
+
+    client = ollama.Client(host=real_daemon.base_url, timeout=600)
+    for i, prompt in enumerate(PROMPTS[:2]):
+        r = client.chat(model=SMOLLM_HF, messages=[{"role": "user", "content": prompt}], format=PERSON,
+                        options={"num_predict": 120, "seed": i})
+        jsonschema.validate(json.loads(r.message.content), PERSON)

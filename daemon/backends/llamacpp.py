@@ -7,11 +7,11 @@ the stop event checked before every token (and between prompt chunks during pref
 prefix of consecutive prompts stays in the KV cache; a few saved states keep interleaved
 conversations from evicting each other (`llamacpp_kv`). A chat model embeds through a second, small
 llama.cpp context on the same weights, created on first use, so chatting costs no extra memory.
-Structured output is constrained by a grammar built from the JSON schema, so it is valid by construction.
+Structured output is constrained by llguidance's token mask built from the JSON schema (as on hf), so
+it is valid by construction; llama-cpp-python's own GBNF converter ignores bounds such as `maximum`.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import replace
@@ -19,10 +19,11 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp import Llama, LlamaGrammar
+from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, common_prefix, l2_normalise
+from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for_llama
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates, restore_sequence, save_sequence
 from rk.daemon.backends.utf8 import Utf8Stream
@@ -30,7 +31,6 @@ from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec
 from rk.daemon.models import Manifest
 from rk.daemon.procinfo import rss_mb
-from rk.daemon.structured import schema_for
 
 DEFAULT_CTX = 4096  # KV cache size when the manifest sets no num_ctx (Ollama's default); memory grows with it
 BATCH = 512  # tokens per llama_decode call during prefill (llama.cpp's default n_batch)
@@ -52,13 +52,6 @@ def template_kwargs(spec: GenSpec) -> dict[str, Any]:
     if spec.think is not None:
         kw["enable_thinking"] = bool(spec.think)
     return kw
-
-
-def grammar(spec: GenSpec) -> LlamaGrammar | None:
-    """The grammar that makes the reply valid JSON for the request's `format` (None: free text)."""
-    if spec.format is None:
-        return None
-    return LlamaGrammar.from_json_schema(json.dumps(schema_for(spec.format)), verbose=False)
 
 
 def sampling(opts: GenOptions) -> dict[str, Any]:
@@ -88,6 +81,7 @@ class LlamaCppModel:
         self.states = PrefixStates(int(manifest.params.get("prefix_states", 4)))
         self.chat_template: str | None = self.llm.metadata.get("tokenizer.chat_template") or None
         self.formatter = self._formatter()
+        self._lltok: Any = None  # llguidance's tokenizer, built on the first structured-output request
         self._embedder: Embedder | None = Embedder(self.llm._ctx, self.llm._model, batch) if self.embed_only else None
 
     def _formatter(self) -> Jinja2ChatFormatter | None:
@@ -101,6 +95,14 @@ class LlamaCppModel:
 
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         return Jinja2ChatFormatter(template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos])
+
+    def _constraint(self, spec: GenSpec) -> JsonConstraint | None:
+        """The token mask for a request's `format`; llguidance's view of the vocabulary is built once."""
+        if spec.format is None:
+            return None
+        if self._lltok is None:
+            self._lltok = tokenizer_for_llama(self.llm._model.vocab)
+        return JsonConstraint(self._lltok, spec.format, arrays="numpy")
 
     def details(self) -> dict[str, Any]:
         """Shown with the loaded model in `rk status` / `rk ps`."""
@@ -171,7 +173,9 @@ class LlamaCppModel:
         text = Utf8Stream()
         n, finish = 0, "length"
         t1 = time.perf_counter()
-        tokens = llm.generate([], reset=False, grammar=grammar(spec), **sampling(opts))  # samples from the prefill's logits first
+        constraint = self._constraint(spec)
+        masks = LogitsProcessorList([constraint.masked]) if constraint is not None else None
+        tokens = llm.generate([], reset=False, logits_processor=masks, **sampling(opts))  # the prefill's logits first
         try:
             while n < max_new:
                 if stop.is_set():
@@ -185,6 +189,11 @@ class LlamaCppModel:
                 piece = text.push(llm.detokenize([tok]))
                 if piece:
                     sink.token(piece)
+                if constraint is not None:
+                    constraint.accept(tok, 0)
+                    if constraint.complete:  # the JSON value is finished: nothing may follow it
+                        finish = "stop"
+                        break
             tail = text.flush()
             if tail:
                 sink.token(tail)

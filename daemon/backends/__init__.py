@@ -25,7 +25,7 @@ BACKENDS: dict[str, str] = {
 # `format` with a 400. Every reply with a format is checked in the runner either way.
 STRUCTURED: dict[str, str] = {
     "hf": "grammar",  # llguidance (backends/constrained.py)
-    "llamacpp": "grammar",  # llama.cpp's GBNF grammar from the JSON schema
+    "llamacpp": "grammar",  # llguidance over llama.cpp's vocabulary (backends/constrained.py)
     "rkllm": "validate",
     "synthetic": "validate",
 }

@@ -31,9 +31,7 @@ EXPECTED = {
     "HuggingFaceTB-SmolLM3-3B.jinja": (("completion", "thinking"), None),
     "google-gemma-2-2b-it.jinja": (("completion",), None),
     "microsoft-Phi-3.5-mini-instruct.jinja": (("completion",), None),
-    "ollama-index-chatml.jinja": (("completion",), None),
-    "ollama-index-llama3-instruct.jinja": (("completion",), None),
-    "ollama-index-mistral-instruct.jinja": (("completion",), None),
+    "chatml-plain.jinja": (("completion",), None),
 }
 PROBE_TOOL = {"type": "function", "function": {"name": "zzz_probe_tool", "description": "a probe",
                                                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}

@@ -78,7 +78,7 @@ def test_capabilities_from_a_gguf_file(tmp_path: Path) -> None:
 def test_rk_models_and_show_print_derived_capabilities(tmp_path: Path) -> None:
     models = tmp_path / "models"
     write_manifest(models, "qwen:tools", backend="synthetic", template=QWEN3)
-    write_manifest(models, "plain:chat", backend="synthetic", template=(TEMPLATES / "ollama-index-chatml.jinja").read_text())
+    write_manifest(models, "plain:chat", backend="synthetic", template=(TEMPLATES / "chatml-plain.jinja").read_text())
     d = start_daemon(tmp_path, models_dir=models, bundled=False)
     try:
         env = dict(os.environ, RK_SOCKET=str(d.socket))

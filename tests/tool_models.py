@@ -22,7 +22,7 @@ def tool_models(models_dir: Path, gate: Path, token_chars: int = 4) -> None:
     write_manifest(models_dir, "qwen:bytes", **common, family="qwen3", template=QWEN3,
                    capabilities=["completion", "tools", "thinking"], params={**params, "token_chars": 1})
     write_manifest(models_dir, "plain:chat", **common, family="llama", capabilities=["completion"],
-                   template=(TEMPLATES / "ollama-index-chatml.jinja").read_text(encoding="utf-8"), params=params)
+                   template=(TEMPLATES / "chatml-plain.jinja").read_text(encoding="utf-8"), params=params)
 
 
 def call(name: str, **arguments: Any) -> str:

@@ -7,6 +7,7 @@ from typing import Callable, Iterator
 import pytest
 
 from daemon_proc import DaemonProc, hf_smollm_model, start_daemon, synthetic_models
+from tool_models import tool_models
 
 
 @pytest.fixture
@@ -56,5 +57,15 @@ def real_daemon(tmp_path_factory: pytest.TempPathFactory, real_models_dir: Path)
     d = start_daemon(tmp_path_factory.mktemp("real"), models_dir=real_models_dir, bundled=True, tcp=True)
     synthetic_models(real_models_dir)
     hf_smollm_model(real_models_dir)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def tools_daemon(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[DaemonProc]:
+    """A daemon serving the scripted tool-calling and thinking test models (tests/tool_models.py), per module."""
+    tmp = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    tool_models(tmp / "models", tmp / "gate")
+    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
     yield d
     d.stop()

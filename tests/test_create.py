@@ -11,9 +11,9 @@ from typing import Any, Callable
 import httpx
 import ollama
 import pytest
-from fake_hub import smollm2_path, token_ids, tokenizer_files
 
 from daemon_proc import DaemonProc
+from fake_hub import smollm2_path, token_ids, tokenizer_files
 from native_build import rkllm_libs  # noqa: F401  (fixture)
 
 SMOL = smollm2_path()

@@ -17,11 +17,11 @@ import httpx
 import ollama
 import pexpect
 import pytest
-from fake_hub import FakeHub, smollm2_gguf, token_ids, tokenizer_files
 
 from rk.client import DaemonError
 
 from daemon_proc import DaemonProc
+from fake_hub import FakeHub, smollm2_gguf, token_ids, tokenizer_files
 from native_build import rkllm_libs  # noqa: F401  (fixture)
 
 GGUF_REPO, NPU_REPO = "rk-test/SmolLM2-135M-Instruct-GGUF", "rk-test/Qwen3-0.6B-RKLLM"

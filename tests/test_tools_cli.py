@@ -6,26 +6,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pexpect
 import pytest
 from test_cli_chat import PROMPT, cli_env
-from tool_models import HOLD, call, script, tool_models
 
-from daemon_proc import DaemonProc, start_daemon
+from daemon_proc import DaemonProc
+from tool_models import HOLD, call, script
 
 RK = str(Path(sys.executable).parent / "rk")
 STATS = re.compile(r"generate \d+ tok \((\d+) thinking\) at")
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    tmp = tmp_path_factory.mktemp("tools-cli")
-    tool_models(tmp / "models", tmp / "gate")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
-    yield d
-    d.stop()
 
 
 def spawn(d: DaemonProc, tmp_path: Path, *args: str) -> pexpect.spawn:
@@ -34,8 +24,8 @@ def spawn(d: DaemonProc, tmp_path: Path, *args: str) -> pexpect.spawn:
     return child
 
 
-def test_thinking_streams_then_folds_and_is_counted(daemon: DaemonProc, tmp_path: Path) -> None:
-    child = spawn(daemon, tmp_path, "qwen:tools", "--raw")
+def test_thinking_streams_then_folds_and_is_counted(tools_daemon: DaemonProc, tmp_path: Path) -> None:
+    child = spawn(tools_daemon, tmp_path, "qwen:tools", "--raw")
     child.sendline(script("<think>Plan the reply carefully.</think>Done here."))
     child.expect_exact("Plan the reply carefully.")  # streamed as it comes
     child.expect_exact("thought (4 words): Plan the reply carefully.")  # then folded to one line
@@ -52,8 +42,8 @@ def test_thinking_streams_then_folds_and_is_counted(daemon: DaemonProc, tmp_path
     child.expect(pexpect.EOF)
 
 
-def test_no_think_flag_and_format_json(daemon: DaemonProc, tmp_path: Path) -> None:
-    env = cli_env(daemon, tmp_path)
+def test_no_think_flag_and_format_json(tools_daemon: DaemonProc, tmp_path: Path) -> None:
+    env = cli_env(tools_daemon, tmp_path)
     r = subprocess.run([RK, "chat", "qwen:tools", "--no-think", "--format", "json"], capture_output=True, text=True,
                        input=script('<think>hidden</think>{"ok": true}'), env=env, timeout=30)
     assert (r.returncode, r.stdout.strip()) == (0, '{"ok": true}'), r.stderr
@@ -72,12 +62,12 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
     (f"<think>Hmm</think>Ye{HOLD}s", "token", "answering"),
     (call("get_weather", city="Oslo") + HOLD, "tool_call", "calling tool"),
 ])
-def test_rk_ps_and_top_show_the_phase(daemon: DaemonProc, reply: str, first: str, phase: str) -> None:
+def test_rk_ps_and_top_show_the_phase(tools_daemon: DaemonProc, reply: str, first: str, phase: str) -> None:
     """The double holds mid-reply; the job's state (what `rk ps` and `rk top` print) names the phase."""
-    gate = Path(daemon.models_dir).parent / "gate"
+    gate = Path(tools_daemon.models_dir).parent / "gate"
     gate.unlink(missing_ok=True)
-    env = dict(cli_env(daemon, Path(daemon.models_dir).parent), COLUMNS="200")
-    with daemon.client() as c:
+    env = dict(cli_env(tools_daemon, Path(tools_daemon.models_dir).parent), COLUMNS="200")
+    with tools_daemon.client() as c:
         rid = c.send("chat", model="qwen:tools", tools=[WEATHER], messages=[{"role": "user", "content": script(reply)}])
         next(e for e in c.events(rid) if e["ev"] == first)
         ps = subprocess.run([RK, "ps"], capture_output=True, text=True, env=env, timeout=30)

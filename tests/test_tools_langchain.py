@@ -2,14 +2,13 @@
 runs a Python function the model called and answers from its result."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
-from tool_models import call, script, tool_models
 
-from daemon_proc import DaemonProc, start_daemon
+from daemon_proc import DaemonProc
+from tool_models import call, script
 
 ran: list[str] = []
 
@@ -19,15 +18,6 @@ def get_weather(city: str) -> str:
     """Current weather in a city."""
     ran.append(city)
     return f"{len(city)} C in {city}"
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    tmp = tmp_path_factory.mktemp("tools-langchain")
-    tool_models(tmp / "models", tmp / "gate")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
-    yield d
-    d.stop()
 
 
 def agent_step(model: Any) -> str:
@@ -47,23 +37,23 @@ def agent_step(model: Any) -> str:
     return str(answer.content)
 
 
-def test_chat_ollama_bind_tools_agent_step(daemon: DaemonProc) -> None:
+def test_chat_ollama_bind_tools_agent_step(tools_daemon: DaemonProc) -> None:
     from langchain_ollama import ChatOllama
 
-    assert agent_step(ChatOllama(model="qwen:tools", base_url=daemon.base_url)) == "The weather: 9 C in Trondheim."
+    assert agent_step(ChatOllama(model="qwen:tools", base_url=tools_daemon.base_url)) == "The weather: 9 C in Trondheim."
 
 
-def test_chat_openai_bind_tools_agent_step(daemon: DaemonProc) -> None:
+def test_chat_openai_bind_tools_agent_step(tools_daemon: DaemonProc) -> None:
     from langchain_openai import ChatOpenAI
 
-    model = ChatOpenAI(model="qwen:tools", base_url=daemon.base_url + "/v1", api_key="unused", max_retries=0)  # type: ignore[arg-type]
+    model = ChatOpenAI(model="qwen:tools", base_url=tools_daemon.base_url + "/v1", api_key="unused", max_retries=0)  # type: ignore[arg-type]
     assert agent_step(model) == "The weather: 9 C in Trondheim."
 
 
-def test_chat_openai_streams_the_tool_call(daemon: DaemonProc) -> None:
+def test_chat_openai_streams_the_tool_call(tools_daemon: DaemonProc) -> None:
     from langchain_openai import ChatOpenAI
 
-    model = ChatOpenAI(model="qwen:tools", base_url=daemon.base_url + "/v1", api_key="unused", max_retries=0,  # type: ignore[arg-type]
+    model = ChatOpenAI(model="qwen:tools", base_url=tools_daemon.base_url + "/v1", api_key="unused", max_retries=0,  # type: ignore[arg-type]
                        streaming=True).bind_tools([get_weather])
     merged: Any = None
     for piece in model.stream([HumanMessage(script(call("get_weather", city="Oslo")))]):

@@ -10,9 +10,9 @@ from typing import Any, Iterator
 import httpx
 import ollama
 import pytest
-from tool_models import HOLD, call, script, tool_models
 
 from daemon_proc import DaemonProc, start_daemon, write_manifest
+from tool_models import HOLD, call, script, tool_models
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},

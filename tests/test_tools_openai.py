@@ -3,13 +3,13 @@ scripted model writes exactly what Qwen3 writes (`<think>` blocks, `<tool_call>`
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest
-from tool_models import call, script, tool_models
 
-from daemon_proc import DaemonProc, start_daemon
+from daemon_proc import DaemonProc
+from tool_models import call, script
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -19,18 +19,9 @@ TIME = {"type": "function", "function": {"name": "get_time", "description": "Loc
 FORECASTS = {"Oslo": "4 C and rain", "Bergen": "7 C and wind"}
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    tmp = tmp_path_factory.mktemp("tools-openai")
-    tool_models(tmp / "models", tmp / "gate")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
-    yield d
-    d.stop()
-
-
 @pytest.fixture
-def client(daemon: DaemonProc) -> openai.OpenAI:
-    return openai.OpenAI(base_url=daemon.base_url + "/v1", api_key="unused", max_retries=0, timeout=30)
+def client(tools_daemon: DaemonProc) -> openai.OpenAI:
+    return openai.OpenAI(base_url=tools_daemon.base_url + "/v1", api_key="unused", max_retries=0, timeout=30)
 
 
 def two_calls_then_answer() -> str:

@@ -13,10 +13,10 @@ from typing import Any, Iterator
 import ollama
 import openai
 import pytest
-from tool_models import call
 
 from daemon_proc import DaemonProc, start_daemon, write_manifest
 from native_build import rkllm_libs  # noqa: F401  (fixture)
+from tool_models import call
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}

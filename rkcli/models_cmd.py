@@ -55,6 +55,16 @@ def _table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Table:
     return table
 
 
+
+def _loaded(m: dict[str, Any]) -> str:
+    """A loaded model in `rk status`: memory, the context it was loaded with, CPU threads."""
+    facts = [_mb(m.get("memory_mb"))]
+    if m.get("num_ctx"):
+        facts.append(f"context {m['num_ctx']}")
+    if (m.get("details") or {}).get("threads"):
+        facts.append(f"{m['details']['threads']} threads")
+    return f"{m['name']} ({' · '.join(facts)})"
+
 def _grid(rows: Iterable[tuple[str, str]]) -> Table:
     """Key/value lines; empty values are left out."""
     from rich.table import Table
@@ -89,8 +99,9 @@ def ps(ctx: typer.Context, json_out: bool = JSON) -> None:
     if json_out:
         print_json({"queue": snap.get("queue", []), "loaded": snap.get("loaded", []), "pulls": snap.get("pulls", [])})
         return
-    loaded = _table(["MODEL", "MEMORY", "UNLOADS"],
-                    [(m["name"], _mb(m.get("memory_mb")), _until(m.get("expires_at"))) for m in snap.get("loaded", [])])
+    loaded = _table(["MODEL", "MEMORY", "CONTEXT", "UNLOADS"],
+                    [(m["name"], _mb(m.get("memory_mb")), str(m.get("num_ctx") or "-"), _until(m.get("expires_at")))
+                     for m in snap.get("loaded", [])])
     jobs = _table(["#", "JOB", "KIND", "MODEL", "STATE", "WAITED", "PROGRESS", "FROM"],
                   [(str(j.get("position", "")), j["id"], j.get("kind", ""), j.get("model", ""), j.get("state", ""),
                     f"{j.get('waited_ms', 0) / 1000:.1f}s", _progress(j), j.get("source", ""))
@@ -176,8 +187,7 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             ("runner", f"pid {runner.get('pid', '-')} · {_mb(runner.get('rss_mb'))}"),
             ("queue", f"{len(snap.get('running', []))} running · {snap.get('depth', 0)} waiting"),
             ("totals", " · ".join(f"{k} {v}" for k, v in totals.items()) or "-"),
-            ("loaded", ", ".join(f"{m['name']} ({_mb(m.get('memory_mb'))}" + (f" · {m['details']['threads']} threads" if (m.get('details') or {}).get('threads') else '') + ")"
-                                 for m in snap.get("loaded", [])) or "none")]
+            ("loaded", ", ".join(_loaded(m) for m in snap.get("loaded", [])) or "none")]
     if snap.get("npu"):
         rows.append(("npu", " · ".join(f"{k} {v}" for k, v in snap["npu"].items() if not isinstance(v, (dict, list)))))
     _print(_grid(rows))

@@ -248,12 +248,13 @@ def tag(m: Manifest, modified_at: str) -> dict[str, Any]:
             "details": m.details()}
 
 
-def ps_entry(m: Manifest, memory_mb: float, expires: float) -> dict[str, Any]:
-    """A loaded model for `/api/ps`; `size_vram` counts only memory on the NPU."""
+def ps_entry(m: Manifest, memory_mb: float, expires: float, context_length: int) -> dict[str, Any]:
+    """A loaded model for `/api/ps`; `size_vram` counts only memory on the NPU, `context_length` is the
+    context it was loaded with (as Ollama reports it), not the model's trained one."""
     size = int(memory_mb * 1024 * 1024)
     return {"name": m.name, "model": m.name, "size": size, "digest": m.digest, "details": m.details(),
             "expires_at": FOREVER if math.isinf(expires) else timestamp(expires),
-            "size_vram": size if m.backend == "rkllm" else 0, "context_length": m.context_length}
+            "size_vram": size if m.backend == "rkllm" else 0, "context_length": context_length}
 
 
 def _parameter_count(size: str) -> int | None:

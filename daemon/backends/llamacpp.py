@@ -27,12 +27,13 @@ from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for_llama
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates, restore_sequence, save_sequence
 from rk.daemon.backends.utf8 import Utf8Stream
+from rk.daemon.context import configured_context, prompt_too_large
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec
 from rk.daemon.models import Manifest
 from rk.daemon.procinfo import rss_mb
 
-DEFAULT_CTX = 4096  # KV cache size when the manifest sets no num_ctx (Ollama's default); memory grows with it
+DEFAULT_CTX = 4096  # KV cache size when loaded without a context (direct loads; the daemon always names one)
 BATCH = 512  # tokens per llama_decode call during prefill (llama.cpp's default n_batch)
 PREFILL_CHUNK = 64  # prompt tokens per eval, so a cancel is seen during a long prefill too
 EMBED_CTX = 512  # token window of a chat model's embedding context
@@ -63,14 +64,13 @@ def sampling(opts: GenOptions) -> dict[str, Any]:
 
 
 class LlamaCppModel:
-    def __init__(self, manifest: Manifest, config: RunnerConfig) -> None:
+    def __init__(self, manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> None:
         (gguf,) = check_files(manifest, "gguf")
         self.manifest = manifest
         self.threads = config.cpu.threads or choose_threads(config.sysfs_root)
         self.embed_only = not manifest.can("completion")
         self.pooling = POOLING.get(str(manifest.params.get("pooling", "")), llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED)
-        n_ctx = int(manifest.params.get("num_ctx") or manifest.defaults.get("num_ctx")
-                    or (manifest.context_length if self.embed_only else min(manifest.context_length, DEFAULT_CTX)))
+        n_ctx = num_ctx or configured_context(manifest, DEFAULT_CTX)
         batch = n_ctx if self.embed_only else min(BATCH, n_ctx)  # an embedding input must fit one batch
         self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch,
                          n_threads=self.threads, n_threads_batch=self.threads, embedding=self.embed_only,
@@ -151,7 +151,7 @@ class LlamaCppModel:
         opts = spec.options
         ctx = min(opts.num_ctx or self.n_ctx, self.n_ctx)
         if len(ids) >= ctx:
-            raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a context of {ctx}", param="messages")
+            raise prompt_too_large(self.manifest.name, len(ids), ctx)
         budget = ctx - len(ids)
         max_new = budget if opts.max_tokens is None else min(opts.max_tokens, budget)
         llm = self.llm
@@ -289,5 +289,5 @@ class Embedder:
             self.ctx.close()
 
 
-def load(manifest: Manifest, config: RunnerConfig) -> LlamaCppModel:
-    return LlamaCppModel(manifest, config)
+def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> LlamaCppModel:
+    return LlamaCppModel(manifest, config, num_ctx)

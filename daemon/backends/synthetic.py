@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, l2_normalise
+from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec, Message
 from rk.daemon.models import Manifest
@@ -56,8 +57,9 @@ def _pieces(reply: str, size: int) -> list[str]:
 
 
 class SyntheticModel:
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, num_ctx: int | None = None) -> None:
         self.manifest = manifest
+        self.n_ctx = num_ctx or manifest.context_length  # words, like its tokens
         self._rate = float(manifest.params.get("tokens_per_s", 2000.0))
         self._dim = int(manifest.params.get("dim", 64))
         self._script = bool(manifest.params.get("script", False))
@@ -72,8 +74,8 @@ class SyntheticModel:
         messages = spec.chat_messages()
         text = " ".join(m.content for m in messages)
         words = text.split() or ["…"]
-        if len(words) > self.manifest.context_length:
-            raise RkError("prompt_too_large", f"prompt is {len(words)} tokens; {self.manifest.name} takes {self.manifest.context_length}")
+        if len(words) > self.n_ctx:
+            raise prompt_too_large(self.manifest.name, len(words), self.n_ctx)
         if "[[crash]]" in text:
             os.abort()
         if "[[hang]]" in text:
@@ -127,9 +129,12 @@ class SyntheticModel:
     def memory_mb(self) -> float:
         return 1.0
 
+    def details(self) -> dict[str, Any]:
+        return {"num_ctx": self.n_ctx}
+
     def close(self) -> None:
         pass
 
 
-def load(manifest: Manifest, config: RunnerConfig) -> SyntheticModel:
-    return SyntheticModel(manifest)
+def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> SyntheticModel:
+    return SyntheticModel(manifest, num_ctx)

@@ -60,7 +60,7 @@ class RunnerPort(Protocol):
 
     async def start(self) -> None: ...
 
-    async def load(self, manifest: Manifest) -> wire.Loaded: ...
+    async def load(self, manifest: Manifest, num_ctx: int) -> wire.Loaded: ...
 
     async def unload(self, model: str) -> None: ...
 
@@ -214,9 +214,9 @@ class Runner:
         finally:
             call.process.pending.pop(call.seq, None)
 
-    async def load(self, manifest: Manifest) -> wire.Loaded:
+    async def load(self, manifest: Manifest, num_ctx: int) -> wire.Loaded:
         await self.start()
-        ev = await self._final(self._send(wire.Load, manifest))
+        ev = await self._final(self._send(wire.Load, manifest, num_ctx))
         assert isinstance(ev, wire.Loaded)
         return ev
 

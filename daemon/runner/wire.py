@@ -24,6 +24,7 @@ from rk.daemon.models import Manifest
 class Load:
     seq: int
     manifest: Manifest
+    num_ctx: int  # the context to load with, decided by the daemon (daemon/context.py)
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,10 @@ def from_request(body: Any) -> CreateSpec:
     if spec.base and spec.files:
         raise RkError("bad_request", "give 'from' or 'files', not both", param="from")
     defaults(spec.parameters)  # refused now, before anything is written
+    if spec.template is not None:
+        from rk.daemon.gotemplate import check
+
+        check(spec.template)  # a TEMPLATE rk cannot render is a 400 now, never ignored later
     return spec
 
 

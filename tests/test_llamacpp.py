@@ -353,3 +353,25 @@ def test_a_larger_num_ctx_reloads_the_model_and_serves_a_long_prompt(tmp_path: P
         assert [m["context_length"] for m in httpx.get(f"{d.base_url}/api/ps").json()["models"]] == [16384]
     finally:
         d.stop()
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_a_modelfile_template_changes_the_rendered_prompt(real_daemon: DaemonProc) -> None:
+    """The prompt the TEMPLATE renders is exactly what runs: its token count equals the raw text's."""
+    base = real_daemon.base_url
+    body = {"model": "smol-template:1", "from": CHAT, "template": "PREFIX PREFIX PREFIX\n{{ .Prompt }}\n", "stream": False}
+    assert httpx.post(f"{base}/api/create", json=body, timeout=120).status_code == 200
+
+    def count(model: str, prompt: str, raw: bool = False) -> int:
+        r = httpx.post(f"{base}/api/generate", json={"model": model, "prompt": prompt, "raw": raw, "stream": False,
+                                                     "options": {"num_predict": 1, "temperature": 0}}, timeout=300)
+        assert r.status_code == 200, r.text
+        return int(r.json()["prompt_eval_count"])
+
+    templated = count("smol-template:1", "Hello there")
+    assert templated == count(CHAT, "PREFIX PREFIX PREFIX\nHello there\n", raw=True)
+    assert templated != count(CHAT, "Hello there")  # the GGUF's own ChatML template
+    assert count("smol-template:1", "Hello there", raw=True) == count(CHAT, "Hello there", raw=True)  # raw bypasses it
+    bad = httpx.post(f"{base}/api/create", json=body | {"model": "smol-bad:1", "template": '{{ template "x" . }}'}, timeout=60)
+    assert bad.status_code == 400 and "TEMPLATE" in bad.json()["error"]

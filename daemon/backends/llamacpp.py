@@ -29,6 +29,7 @@ from rk.daemon.backends.llamacpp_kv import PrefixStates, restore_sequence, save_
 from rk.daemon.backends.utf8 import Utf8Stream
 from rk.daemon.context import configured_context, prompt_too_large
 from rk.daemon.errors import RkError
+from rk.daemon.gotemplate import render
 from rk.daemon.jobs import GenOptions, GenSpec
 from rk.daemon.models import Manifest
 from rk.daemon.procinfo import rss_mb
@@ -114,11 +115,15 @@ class LlamaCppModel:
         """Template and tokenise (the runner calls this ahead, while the job before generates)."""
         if spec.raw and spec.prompt is not None:
             return self.llm.tokenize(spec.prompt.encode("utf-8"), add_bos=True, special=True)
+        chat = spec.chat_messages(self.manifest.system)
+        if self.manifest.template:  # a Modelfile TEMPLATE wins over the GGUF's; BOS as the model wants it
+            tools = spec.tools if spec.tool_choice != "none" else ()
+            text = render(self.manifest.template, chat, tools, None if spec.think is None else bool(spec.think))
+            return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if self.formatter is None:
             raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt", param="messages")
-        messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
         try:
-            text = self.formatter(messages=messages, **template_kwargs(spec)).prompt  # type: ignore[arg-type]
+            text = self.formatter(messages=[m.template_dict() for m in chat], **template_kwargs(spec)).prompt  # type: ignore[arg-type]
         except Exception as e:  # a template's raise_exception (e.g. roles that must alternate)
             raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}", param="messages") from None
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # the template adds BOS itself

@@ -337,7 +337,7 @@ def test_an_embedding_manifest_embeds_with_llama_cpp_pooling_and_refuses_chat(tm
 @needs_gguf
 def test_a_larger_num_ctx_reloads_the_model_and_serves_a_long_prompt(tmp_path: Path) -> None:
     """What a coding agent sends: a 12k-token prompt with options.num_ctx 16384 on a model loaded with 4096."""
-    d = start_daemon(tmp_path, bundled=True, tcp=True)
+    d = start_daemon(tmp_path, bundled=True, tcp=True, env={"RK_STALL_TIMEOUT": "1800"})  # prefill sends nothing
     long = [{"role": "user", "content": "word " * 12_000 + "\nSay hi."}]
     try:
         with d.client(timeout=1700) as c:

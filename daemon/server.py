@@ -20,6 +20,7 @@ from rk.daemon.http.app import build_app
 from rk.daemon.http.middleware import OneLineErrors
 from rk.daemon.instance import InstanceBusy, InstanceLock
 from rk.daemon.listener import Sniffer, SocketInUse, open_tcp, open_unix
+from rk.daemon.runner.proxy import RunnerPort
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings, parse_hostport
 
@@ -31,9 +32,9 @@ def is_loopback(host: str) -> bool:
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, runner: RunnerPort | None = None) -> None:
         self.settings = settings
-        self.service = Service.build(settings)
+        self.service = Service.build(settings, runner)
         self.servers: list[asyncio.AbstractServer] = []
         self.line_tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()

@@ -15,7 +15,7 @@ from rk.daemon.metrics import Metrics
 from rk.daemon.models import Manifest, ModelStore, modified_at
 from rk.daemon.npu import read_npu
 from rk.daemon.pull.manager import PullManager
-from rk.daemon.runner.proxy import Runner
+from rk.daemon.runner.proxy import Runner, RunnerPort
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
 from rk.daemon.status import Status
@@ -35,7 +35,7 @@ def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
 class Service:
     settings: Settings
     store: ModelStore
-    runner: Runner
+    runner: RunnerPort
     scheduler: Scheduler
     head_deadlines: HeadDeadlines
     metrics: Metrics
@@ -45,9 +45,12 @@ class Service:
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings) -> Service:
+    def build(cls, settings: Settings, runner: RunnerPort | None = None) -> Service:
+        """The daemon's parts; `runner` replaces the runner process (tests build the whole HTTP and
+        line-protocol stack over an in-process one)."""
         store = ModelStore(settings.models_dir, bundled=settings.bundled)
-        runner = Runner(runner_config(settings, store), stall_timeout_s=settings.stall_timeout_s)
+        if runner is None:
+            runner = Runner(runner_config(settings, store), stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)
         metrics = Metrics(scheduler.status)
         scheduler.observers.append(metrics.observe)

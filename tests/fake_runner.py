@@ -66,7 +66,7 @@ class FakeRunner:
 
     def _call(self, spec: GenSpec | None) -> Call:
         self._seq += 1
-        call = Call(self._seq, self.process)  # type: ignore[arg-type]
+        call = Call(self._seq, self.process)
         self.process.pending[call.seq] = call
         if spec is not None:
             self._specs[call.seq] = spec
@@ -142,6 +142,9 @@ class FakeRunner:
         return 100.0
 
     async def stop(self) -> None:
+        self.process.alive = False
+
+    async def kill(self) -> None:
         self.process.alive = False
 
 

@@ -34,12 +34,21 @@ class NotBegun(RkError):
         super().__init__("runner_crashed", f"the runner process died ({why}) before the job began")
 
 
+class CallOwner(Protocol):
+    """What a `Call` needs of the process it was sent to: whether it lives, and what it still owes."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    pending: dict[int, Call]
+
+
 @dataclass(eq=False)
 class Call:
     """A command sent to one runner process; its events arrive on its own queue."""
 
     seq: int
-    process: _Process
+    process: CallOwner
     events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     begun: bool = False
     cancelled_at: float | None = None
@@ -59,6 +68,8 @@ class RunnerPort(Protocol):
     def pid(self) -> int | None: ...
 
     async def start(self) -> None: ...
+
+    async def kill(self) -> None: ...
 
     async def load(self, manifest: Manifest) -> wire.Loaded: ...
 
@@ -142,6 +153,12 @@ class _Process:
         self.reader.cancel()
 
 
+def _process(call: Call) -> _Process:
+    """The runner process a call of this `Runner` was sent to."""
+    assert isinstance(call.process, _Process)
+    return call.process
+
+
 class Runner:
     """Starts the runner process on demand (exactly one at a time) and speaks `wire` to it."""
 
@@ -197,10 +214,10 @@ class Runner:
         try:
             ev = await asyncio.wait_for(call.events.get(), timeout) if call.events.empty() else call.events.get_nowait()
         except asyncio.TimeoutError:
-            await call.process.kill()
+            await _process(call).kill()
             raise RkError("timeout", f"the runner produced nothing for {timeout:.0f} s and was restarted") from None
         if ev is _EOF:
-            why = await call.process.why_dead()
+            why = await _process(call).why_dead()
             if not call.begun:
                 raise NotBegun(why)
             raise RkError("runner_crashed", f"the runner process died ({why}); it will be restarted")
@@ -258,7 +275,7 @@ class Runner:
         if call is None or not call.live:
             return
         call.cancelled_at = asyncio.get_running_loop().time()
-        call.process.send(wire.Cancel(call.seq))
+        _process(call).send(wire.Cancel(call.seq))
 
     def discard(self, call: Call) -> None:
         """Cancel a command nobody will wait for (a job sent ahead, cancelled while still queued)."""

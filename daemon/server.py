@@ -62,8 +62,11 @@ class Daemon:
             if not is_loopback(host) and not s.api_key:
                 log.warning("!!! TCP on %s:%d without an API key: anyone on the network can use this daemon. "
                             "Set --api-key or RK_API_KEY.", host, port)
-            self.servers.append(await open_tcp(host, port, factory(True)))
-            where.append(f"http://{host}:{port}")
+            server = await open_tcp(host, port, factory(True))
+            self.servers.append(server)
+            port = server.sockets[0].getsockname()[1]  # the kernel's choice for port 0
+            self.service.tcp_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            where.append(f"http://{self.service.tcp_address}")
         self.scheduler_task = asyncio.create_task(self.service.scheduler.run())
         self.runner_task = asyncio.create_task(self._warm_runner())
         log.info("rk daemon ready in %.0f ms on %s (models: %s)", (time.perf_counter() - t0) * 1000,

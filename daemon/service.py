@@ -42,6 +42,7 @@ class Service:
     pulls: PullManager
     started: float = field(default_factory=time.time)
     version: str = __version__
+    tcp_address: str | None = None  # where TCP is bound once listening (`--tcp HOST:0` picks a free port)
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     @classmethod
@@ -88,5 +89,5 @@ class Service:
 
     def status(self) -> Status:
         status = self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
-                                        "tcp": self.settings.tcp, "npu": self.npu()})
+                                        "tcp": self.tcp_address, "npu": self.npu()})
         return replace(status, pulls=self.pulls.describe())

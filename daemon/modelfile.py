@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from rk.daemon.adapters import fields as f
 from rk.daemon.errors import RkError
+from rk.daemon.families import fields as f
 
 # Modelfile PARAMETER names -> their value type (Ollama's, as its docs list them).
 PARAMETERS: dict[str, type] = {"num_ctx": int, "temperature": float, "top_k": int, "top_p": float, "min_p": float,
@@ -150,7 +150,7 @@ def from_request(body: Any) -> CreateSpec:
 
     In a legacy Modelfile, FROM names a model or an uploaded blob (`@sha256:<hex>`): the daemon never
     reads a file path on a client's say-so."""
-    from rk.daemon.adapters.ollama import model_name
+    from rk.daemon.families.ollama.adapter import model_name
 
     d = f.obj(body)
     for key in ("adapters", "quantize"):

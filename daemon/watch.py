@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rk.daemon.lineconn import LineConnection
+    from rk.daemon.families.line.connection import LineConnection
     from rk.daemon.service import Service
 
 MAX_RATE = 10.0  # snapshots per second, at most

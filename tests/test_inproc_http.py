@@ -14,11 +14,14 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from rk.daemon.families.family import Family
+from rk.daemon.families.line.connection import LineConnection
+from rk.daemon.families.registry import FAMILIES
 from rk.daemon.http.app import build_app
-from rk.daemon.lineconn import LineConnection
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings
 
+import stub_family
 from daemon_proc import write_manifest
 from fake_runner import FakeRunner
 
@@ -36,13 +39,14 @@ def models(tmp_path: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def stack(models: Path, tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[TestClient, Service, FakeRunner]]:
+async def stack(models: Path, tmp_path: Path, families: tuple[Family, ...] = FAMILIES,
+                **settings: Any) -> AsyncIterator[tuple[TestClient, Service, FakeRunner]]:
     """The daemon's service and HTTP app on a loopback TCP port, its scheduler running, a fake runner."""
     runner = FakeRunner()
     service = Service.build(Settings(models_dir=models, socket=tmp_path / "s.sock", bundled=False, quiet=True,
                                      default_chat_model="chat:a", default_embed_model="embed:a", **settings), runner)
     loop = asyncio.create_task(service.scheduler.run())
-    client = TestClient(TestServer(build_app(service)))
+    client = TestClient(TestServer(build_app(service, families)))
     await client.start_server()
     try:
         yield client, service, runner
@@ -239,4 +243,30 @@ def test_the_line_protocol_runs_a_chat_and_answers_bad_lines_with_errors(models:
             assert refused[-1]["code"] == "unsupported" and "tools" in refused[-1]["message"]
             w.close()
             await asyncio.wait_for(serving, LIMIT)
+    asyncio.run(main())
+
+
+# ---- a new family on the seam -------------------------------------------------------------------
+
+def test_a_family_registered_with_one_line_serves_streams_errors_and_keys_its_own_way(models: Path, tmp_path: Path) -> None:
+    async def main() -> None:
+        families = FAMILIES + (stub_family.FAMILY,)
+        async with stack(models, tmp_path, families, api_key="k") as (c, service, runner):
+            key = {"X-Stub-Key": "k"}
+            r = await c.post("/stub/speak", json={"model": "chat:a", "say": "hello there friend"}, headers=key)
+            assert r.status == 200 and await r.json() == {"said": "hello there friend "}
+            r = await c.post("/stub/speak", json={"model": "chat:a", "say": "one two", "stream": True}, headers=key)
+            frames = [b for b in (await r.read()).split(b"\n\n") if b]
+            names = [fr.split(b"\n")[0].removeprefix(b"event: ").decode() for fr in frames]
+            assert names == ["begin", "block_open", "text", "text", "block_close", "end"]
+            assert [orjson.loads(fr.split(b"data: ")[1])["seq"] for fr in frames] == [1, 2, 3, 4, 5, 6]
+            for path, payload in (("/stub/speak", {"model": "nope:1", "say": "x"}), ("/stub/missing", {})):
+                r = await c.post(path, json=payload, headers=key)
+                assert r.status == 404 and set((await r.json())["problem"]) == {"status", "detail", "kind"}
+            r = await c.post("/stub/speak", json={"model": "chat:a", "say": "x"}, headers={"Authorization": "Bearer k"})
+            assert r.status == 401 and "X-Stub-Key: KEY" in (await r.json())["problem"]["detail"]
+            r = await c.get("/api/tags", headers=key)  # the other families keep their own key header and shape
+            assert r.status == 401 and "Bearer" in (await r.json())["error"]
+            r = await c.options("/stub/speak", headers={"Origin": "http://localhost", "Access-Control-Request-Method": "POST"})
+            assert "X-Stub-Key" in r.headers["Access-Control-Allow-Headers"]
     asyncio.run(main())

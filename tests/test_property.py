@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rk.daemon import modelfile
-from rk.daemon.adapters import lineproto, ollama, openai
 from rk.daemon.errors import RkError
+from rk.daemon.families.line import adapter as lineproto
+from rk.daemon.families.ollama import adapter as ollama
+from rk.daemon.families.openai import adapter as openai
 from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, ModelAction
 from rk.daemon.runner import wire
 from rk.daemon.settings import Settings

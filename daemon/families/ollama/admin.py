@@ -7,9 +7,9 @@ import math
 from aiohttp import web
 
 from rk.daemon import modelfile
-from rk.daemon.adapters import fields as f
-from rk.daemon.adapters import ollama
 from rk.daemon.errors import RkError
+from rk.daemon.families import fields as f
+from rk.daemon.families.ollama import adapter as ollama
 from rk.daemon.http.streaming import NDJSON_HEADERS, ndjson_line
 from rk.daemon.http.wire import SERVICE, json_response, read_json
 from rk.daemon.models import modified_at

@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
-from rk.daemon.adapters import fields as f
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, ThinkingText, Token, ToolCalled, Vectors
+from rk.daemon.families import fields as f
 from rk.daemon.importer import ImportRequest
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
 from rk.daemon.pull.events import PullEvent

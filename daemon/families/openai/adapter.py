@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from rk.daemon.adapters import fields as f
-from rk.daemon.adapters.vectors import b64_float32
 from rk.daemon.errors import RkError
+from rk.daemon.families import fields as f
+from rk.daemon.families.vectors import b64_float32
 from rk.daemon.jobs import ChatJob, EmbedJob, Format, Generated, GenOptions, GenSpec, JobStats, Think, ToolCall
 from rk.daemon.models import Manifest
 

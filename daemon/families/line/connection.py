@@ -10,14 +10,14 @@ from typing import Any
 import orjson
 
 from rk.daemon import accesslog, watch
-from rk.daemon.adapters import lineproto
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed
+from rk.daemon.families.line import adapter as lineproto
 from rk.daemon.importer import import_model
 from rk.daemon.service import Service
 from rk.daemon.ticket import Ticket
 
-log = logging.getLogger("rk.daemon.lineconn")
+log = logging.getLogger("rk.daemon.line")
 MAX_KEY_FAILURES = 5  # lines without the right key before a TCP peer is hung up on
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from rk.daemon.adapters import fields as f
 from rk.daemon.errors import RkError
+from rk.daemon.families import fields as f
 from rk.daemon.jobs import ChatJob, EmbedJob, Generated, GenOptions, GenSpec, JobStats, Message, ModelAction, ToolCall
 from rk.daemon.models import Manifest
 

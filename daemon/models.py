@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import orjson
 
+from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
 
 log = logging.getLogger("rk.daemon.models")
@@ -34,7 +35,6 @@ MANIFEST = "manifest.json"
 # What a model can do, in Ollama's words; checked before a job is queued and shown by /api/show.
 CAPABILITIES: Final = ("completion", "embedding", "tools", "thinking", "vision", "insert")
 # Backends whose chat models also embed, from the same loaded weights (their last hidden layer).
-EMBEDS_FROM_CHAT: Final = frozenset({"hf", "rkllm", "llamacpp"})
 _STAGING = ".staging-"  # a model being written, renamed into place when complete
 
 
@@ -63,7 +63,7 @@ class Manifest:
     """What the daemon needs to know to serve one model; backends read their own keys from `files` and `params`."""
 
     name: str
-    backend: str  # a key of rk.daemon.backends.BACKENDS
+    backend: str  # a key of rk.daemon.backend_info.BACKENDS
     capabilities: tuple[str, ...] = ("completion",)
     files: dict[str, str] = field(default_factory=dict)
     context_length: int = 2048
@@ -87,7 +87,8 @@ class Manifest:
         if unknown:
             raise RkError("bad_request", f"unknown capabilities {', '.join(unknown)}; known: {', '.join(CAPABILITIES)}")
         caps = list(dict.fromkeys(self.capabilities))
-        if "completion" in caps and self.backend in EMBEDS_FROM_CHAT and "embedding" not in caps:
+        info = backend_info(self.backend)
+        if "completion" in caps and info is not None and info.embeds_from_chat and "embedding" not in caps:
             caps.append("embedding")
         self.capabilities = tuple(caps)
 

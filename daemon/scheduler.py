@@ -16,7 +16,7 @@ from collections import Counter, deque
 from typing import Any, Callable
 
 from rk.daemon import events as ev
-from rk.daemon.backends import STRUCTURED
+from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
 from rk.daemon.models import Manifest, ModelStore
@@ -94,7 +94,8 @@ class Scheduler:
             raise RkError("empty_input", "no texts to embed", param="input")
         if isinstance(job, ChatJob) and job.spec.format is not None:
             schema_for(job.spec.format)  # a schema that is not one is the client's 400
-            if m.backend not in STRUCTURED:
+            info = backend_info(m.backend)
+            if info is None or info.structured is None:
                 raise RkError("unsupported", f"{m.name} does not support structured output ('format') on the "
                               f"{m.backend} backend", param="format")
         if not isinstance(job, ModelAction):

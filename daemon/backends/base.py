@@ -66,15 +66,21 @@ class EmbedResult:
 
 
 class LoadedModel(Protocol):
-    """A model resident in a runner. `abort` is called from another thread, and so is the optional
-    `prepare(spec)` (tokenise and template ahead of time; its result arrives as `prepared`).
+    """A model resident in a runner. `abort` is called from another thread, and so is `prepare(spec)`
+    (tokenise and template ahead of time, while the job before generates; its result arrives as
+    `prepared`, and None means there was nothing to do ahead).
 
     `spec.options` arrive merged with the manifest's defaults; stop strings are the runner's job.
-    An optional `details()` dict (e.g. the CPU threads chosen) is shown with the loaded model.
     """
 
     manifest: Manifest
     chat_template: str | None  # the Jinja template the model was taught with (its output parser reads it); None: unknown
+
+    def prepare(self, spec: GenSpec) -> Any: ...
+
+    def details(self) -> dict[str, Any]:
+        """The backend's own facts shown with the loaded model (e.g. the CPU threads chosen)."""
+        ...
 
     def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult: ...
 

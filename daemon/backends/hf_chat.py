@@ -182,6 +182,9 @@ class HFChatModel:
     def abort(self) -> None:
         """Generation checks the stop event before every token; nothing else to interrupt."""
 
+    def details(self) -> dict[str, Any]:
+        return {"threads": torch.get_num_threads(), "dtype": str(self.model.dtype).removeprefix("torch.")}
+
     def memory_mb(self) -> float:
         params = sum(p.numel() * p.element_size() for p in self.model.parameters())
         cache = sum(t.numel() * t.element_size() for layer in getattr(self._cache, "layers", []) for t in

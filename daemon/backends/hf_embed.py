@@ -68,6 +68,12 @@ class HFEmbedModel:
     def abort(self) -> None:
         """Embedding batches are short; there is nothing to interrupt."""
 
+    def prepare(self, spec: GenSpec) -> None:
+        """An embedding model serves no chat, so there is nothing to prepare."""
+
+    def details(self) -> dict[str, Any]:
+        return {"threads": torch.get_num_threads()}
+
     def memory_mb(self) -> float:
         return sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20
 

@@ -124,6 +124,12 @@ class SyntheticModel:
     def abort(self) -> None:
         """Nothing to interrupt: generation checks the stop event per token."""
 
+    def prepare(self, spec: GenSpec) -> None:
+        """Words need no tokenising ahead."""
+
+    def details(self) -> dict[str, Any]:
+        return {"tokens_per_s": self._rate}
+
     def memory_mb(self) -> float:
         return 1.0
 

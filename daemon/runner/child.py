@@ -89,9 +89,8 @@ class Child:
     def _prepare_ahead(self, cmd: wire.Generate) -> None:
         """Start a queued chat's `prepare` now, so its turn begins with the prompt already tokenised."""
         model = self.models.get(cmd.model)
-        prepare = getattr(model, "prepare", None)
-        if model is not None and prepare is not None:
-            self._prepared[cmd.seq] = self._prepare.submit(prepare, self._spec(model, cmd))
+        if model is not None:
+            self._prepared[cmd.seq] = self._prepare.submit(model.prepare, self._spec(model, cmd))
 
     def serve(self) -> None:
         self.send(wire.Ready(os.getpid()))
@@ -134,9 +133,7 @@ class Child:
                 if manifest.name not in self.models:
                     self.models[manifest.name] = load_model(manifest, self.config)
                 loaded = self.models[manifest.name]
-                details = getattr(loaded, "details", None)
-                return wire.Loaded(seq, (time.perf_counter() - t0) * 1000, loaded.memory_mb(),
-                                   details() if details is not None else {})
+                return wire.Loaded(seq, (time.perf_counter() - t0) * 1000, loaded.memory_mb(), loaded.details())
             case wire.Unload(seq=seq, model=name):
                 self._begin(seq, None)
                 m = self.models.pop(name, None)

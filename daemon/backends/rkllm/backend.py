@@ -263,6 +263,12 @@ class RkllmModel:
         """Called from the runner's reader thread on cancel: rkllm_abort ends the run in progress."""
         self._handle.abort()
 
+    def prepare(self, spec: GenSpec) -> None:
+        """The runtime templates and tokenises inside `rkllm_run`; nothing can be done ahead."""
+
+    def details(self) -> dict[str, Any]:
+        return {"runtime": self.detected.version or self.detected.abi, "num_ctx": self.context}
+
     def memory_mb(self) -> float:
         return self._memory or rss_mb()
 

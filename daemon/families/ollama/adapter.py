@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
 from rk.daemon.families import fields as f
 from rk.daemon.jobs import ChatJob, EmbedJob, Generated, GenOptions, GenSpec, JobStats, Message, ModelAction, ToolCall
@@ -249,11 +250,13 @@ def tag(m: Manifest, modified_at: str) -> dict[str, Any]:
 
 
 def ps_entry(m: Manifest, memory_mb: float, expires: float) -> dict[str, Any]:
-    """A loaded model for `/api/ps`; `size_vram` counts only memory on the NPU."""
+    """A loaded model for `/api/ps`; `size_vram` counts only memory on an accelerator (the NPU)."""
     size = int(memory_mb * 1024 * 1024)
+    info = backend_info(m.backend)
+    on_accelerator = info is not None and info.accelerator
     return {"name": m.name, "model": m.name, "size": size, "digest": m.digest, "details": m.details(),
             "expires_at": FOREVER if math.isinf(expires) else timestamp(expires),
-            "size_vram": size if m.backend == "rkllm" else 0, "context_length": m.context_length}
+            "size_vram": size if on_accelerator else 0, "context_length": m.context_length}
 
 
 def _parameter_count(size: str) -> int | None:

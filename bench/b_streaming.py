@@ -16,7 +16,7 @@ import orjson
 
 from rk.daemon.backends.synthetic import SyntheticModel
 from rk.daemon.jobs import GenOptions, GenSpec, Message
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 from bench.common import STREAM_RATE, Context, Row, chat_line, median, openai_chat, synthetic_daemon
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rk.daemon.errors import RkError
-from rk.daemon.models import Manifest
 from rk.daemon.runner.proxy import RunnerPort
+from rk.daemon.store.models import Manifest
 
 log = logging.getLogger("rk.daemon.residency")
 MAX_LOAD_CRASHES = 3

@@ -19,13 +19,13 @@ from rk.daemon import events as ev
 from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
-from rk.daemon.models import Manifest, ModelStore
 from rk.daemon.queue import JobQueue
 from rk.daemon.residency import Residency
 from rk.daemon.runner import wire
 from rk.daemon.runner.proxy import NotBegun, RunnerPort
 from rk.daemon.settings import Settings
 from rk.daemon.status import LoadedView, RunnerView, Status, job_views
+from rk.daemon.store.models import Manifest, ModelStore
 from rk.daemon.structured import schema_for
 from rk.daemon.ticket import Ticket
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rk.daemon.families.registry import FAMILIES
 from rk.daemon.http.app import build_app
 from rk.daemon.http.middleware import OneLineErrors
 from rk.daemon.instance import InstanceBusy, InstanceLock
@@ -44,7 +45,7 @@ class Daemon:
     async def start(self) -> None:
         t0 = time.perf_counter()
         s = self.settings
-        self.http = web.AppRunner(build_app(self.service), access_log=None, handle_signals=False,
+        self.http = web.AppRunner(build_app(self.service, FAMILIES), access_log=None, handle_signals=False,
                                   logger=OneLineErrors(logging.getLogger("rk.daemon.http"), {}),
                                   keepalive_timeout=s.idle_timeout_s, shutdown_timeout=s.shutdown_grace_s,
                                   handler_cancellation=True)  # a client that hangs up cancels its job

@@ -12,13 +12,13 @@ from rk.daemon.backends.base import CpuOptions, RkllmOptions, RunnerConfig
 from rk.daemon.deadlines import HeadDeadlines
 from rk.daemon.errors import RkError
 from rk.daemon.metrics import Metrics
-from rk.daemon.models import Manifest, ModelStore, modified_at
-from rk.daemon.npu import read_npu
-from rk.daemon.pull.manager import PullManager
+from rk.daemon.npu import read_npu, soc
 from rk.daemon.runner.proxy import Runner, RunnerPort
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
 from rk.daemon.status import Status
+from rk.daemon.store.models import Manifest, ModelStore, modified_at
+from rk.daemon.store.pull.manager import PullManager
 
 
 def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
@@ -56,7 +56,7 @@ class Service:
         metrics = Metrics(scheduler.status)
         scheduler.observers.append(metrics.observe)
         return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), metrics,
-                   PullManager(store, settings.sysfs_root))
+                   PullManager(store, soc(settings.sysfs_root)))
 
     def key_ok(self, presented: str | None) -> bool:
         """Constant-time check of an API key; always true when no key is configured."""

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from rk.client import Client, Endpoint
-from rk.daemon.models import dir_name, normalize_name
+from rk.daemon.store.models import dir_name, normalize_name
 
 
 def _die_with_test_process() -> None:

@@ -8,12 +8,11 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
-from rk.daemon.backends.base import GenResult
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec
 from rk.daemon.runner import wire
 from rk.daemon.runner.proxy import Call, NotBegun
+from rk.daemon.store.models import Manifest
 
 
 @dataclass

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from rk.daemon.errors import RkError
 from rk.daemon.families import fields as f
-from rk.daemon.families.family import Family
+from rk.daemon.http.family import Family
 from rk.daemon.http.streaming import SSE_HEADERS, JobStream, peer, sse_event
 from rk.daemon.http.wire import json_response, read_json
 from rk.daemon.jobs import ChatJob, GenSpec, JobStats, Message, ToolCall

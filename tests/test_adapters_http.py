@@ -10,9 +10,9 @@ import pytest
 from rk.daemon.errors import RkError
 from rk.daemon.families.ollama import adapter as ollama
 from rk.daemon.families.openai import adapter as openai
-from rk.daemon.families.vectors import b64_float32, cut
 from rk.daemon.jobs import ChatJob, EmbedJob, JobStats, Message, ModelAction, Tool, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
+from rk.daemon.vectors import b64_float32, cut
 
 USER = [{"role": "user", "content": "hi"}]
 

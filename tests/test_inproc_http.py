@@ -14,10 +14,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from rk.daemon.families.family import Family
 from rk.daemon.families.line.connection import LineConnection
 from rk.daemon.families.registry import FAMILIES
 from rk.daemon.http.app import build_app
+from rk.daemon.http.family import Family
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings
 

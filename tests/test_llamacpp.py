@@ -166,7 +166,7 @@ def test_interleaving_changes_no_greedy_text() -> None:
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.jobs import GenOptions, GenSpec, Message
-    from rk.daemon.models import ModelStore
+    from rk.daemon.store.models import ModelStore
 
     manifest = ModelStore(Path("/nonexistent-rk-models"), bundled=True).get(CHAT)
     opts = GenOptions(temperature=0, max_tokens=16, cache_prompt=True)
@@ -257,7 +257,7 @@ def test_stop_is_honoured_at_the_next_token_and_the_cache_stays_right() -> None:
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.jobs import GenOptions, GenSpec, Message
-    from rk.daemon.models import ModelStore
+    from rk.daemon.store.models import ModelStore
 
     model = load(ModelStore(Path("/nonexistent-rk-models"), bundled=True).get(CHAT), RunnerConfig())
     req = GenSpec(messages=(Message("user", "List ten animals."),), options=GenOptions(temperature=0, max_tokens=20))
@@ -306,7 +306,7 @@ def test_an_embedding_manifest_embeds_with_llama_cpp_pooling_and_refuses_chat(tm
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.errors import RkError
-    from rk.daemon.models import Manifest
+    from rk.daemon.store.models import Manifest
 
     texts = ["first text", "a second, longer text about the sea", "first text"]
     m = Manifest(name="smol-embed:latest", backend="llamacpp", capabilities=("embedding",), files={"gguf": str(smollm_gguf())},

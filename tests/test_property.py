@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rk.daemon import modelfile
 from rk.daemon.errors import RkError
 from rk.daemon.families.line import adapter as lineproto
 from rk.daemon.families.ollama import adapter as ollama
@@ -26,6 +25,7 @@ from rk.daemon.families.openai import adapter as openai
 from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, ModelAction
 from rk.daemon.runner import wire
 from rk.daemon.settings import Settings
+from rk.daemon.store import modelfile
 
 from daemon_proc import DaemonProc
 
@@ -126,7 +126,7 @@ HTTP_PARSERS: dict[str, Callable[[Any], Any]] = {
     "ollama.chat": lambda b: ollama.parse_chat(b, "peer"),
     "ollama.embed": lambda b: ollama.parse_embed(b, "peer"),
     "ollama.embeddings": lambda b: ollama.parse_legacy_embeddings(b, "peer"),
-    "ollama.create": modelfile.from_request,
+    "ollama.create": ollama.parse_create,
     "ollama.copy": ollama.parse_copy,
 }
 

@@ -11,7 +11,7 @@ from typing import Callable
 from rk.daemon.backend_info import backend_info
 from rk.daemon.backends.base import LoadedModel, RunnerConfig
 from rk.daemon.errors import RkError
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 
 def load_model(manifest: Manifest, config: RunnerConfig) -> LoadedModel:

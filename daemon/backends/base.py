@@ -8,8 +8,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec
+from rk.daemon.store.models import Manifest
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,6 @@ class RunnerConfig:
     cpu: CpuOptions = CpuOptions()
     rkllm: RkllmOptions = RkllmOptions()
     preload: tuple[str, ...] = ()  # backends to import while the runner is idle (the default chat model's)
-
-
-@dataclass
-class GenResult:
-    """The backend's own figures for one generation; the runner adds them to the job's `JobStats`."""
-
-    prefill_ms: float = 0.0
-    prefill_tokens: int = 0  # computed in this run
-    cached_tokens: int = 0  # served from the KV cache of an earlier run
-    generate_ms: float = 0.0
-    generate_tokens: int = 0
-    memory_mb: float = 0.0
-    finish_reason: str = "stop"  # "stop" or "length"
 
 
 class Sink(Protocol):

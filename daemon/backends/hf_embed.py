@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rk.daemon.backends.base import EmbedResult, GenResult, Sink, l2_normalise
+from rk.daemon.backends.base import EmbedResult, Sink, l2_normalise
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec
+from rk.daemon.store.models import Manifest
 
 BATCH_TOKENS = 8192
 MAX_BATCH = 64

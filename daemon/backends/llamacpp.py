@@ -22,15 +22,15 @@ import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, common_prefix, l2_normalise
+from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, check_files, common_prefix, l2_normalise
 from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for_llama
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates, restore_sequence, save_sequence
 from rk.daemon.backends.utf8 import Utf8Stream
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions, GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenOptions, GenResult, GenSpec
 from rk.daemon.procinfo import rss_mb
+from rk.daemon.store.models import Manifest
 
 DEFAULT_CTX = 4096  # KV cache size when the manifest sets no num_ctx (Ollama's default); memory grows with it
 BATCH = 512  # tokens per llama_decode call during prefill (llama.cpp's default n_batch)

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, l2_normalise
+from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, l2_normalise
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec, Message
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec, Message
+from rk.daemon.store.models import Manifest
 
 SCRIPT, NEXT, TOOL, HOLD = "[[script]]", "[[next]]", "[[tool]]", "[[hold]]"
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
-from rk.daemon.families.family import Family
-from rk.daemon.families.registry import FAMILIES as REGISTERED
 from rk.daemon.http.access import access_log
+from rk.daemon.http.family import Family
 from rk.daemon.http.middleware import MIDDLEWARES, on_prepare
 from rk.daemon.http.wire import FAMILIES, SERVICE, normalise_path
 from rk.daemon.service import Service
@@ -29,7 +28,8 @@ class NormalisingRouter(web.UrlDispatcher):
         return retry if retry.http_exception is None else match
 
 
-def build_app(service: Service, families: tuple[Family, ...] = REGISTERED) -> web.Application:
+def build_app(service: Service, families: tuple[Family, ...]) -> web.Application:
+    """The app serving `families` (the daemon passes `families.registry.FAMILIES`)."""
     app = web.Application(router=NormalisingRouter(), client_max_size=service.settings.max_body_bytes,
                           middlewares=[access_log, *MIDDLEWARES])
     app[SERVICE] = service

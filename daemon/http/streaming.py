@@ -17,9 +17,9 @@ from aiohttp import web
 from rk.daemon.deadlines import peer_name
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed, ThinkingText, Token, ToolCalled, Vectors
-from rk.daemon.families.vectors import assemble, check_finite
 from rk.daemon.http.wire import SERVICE
 from rk.daemon.jobs import Generated, Job, JobStats, ToolCall
+from rk.daemon.vectors import assemble, check_finite
 
 log = logging.getLogger("rk.daemon.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from rk.daemon.errors import RkError
-from rk.daemon.families.family import Family, family_for
+from rk.daemon.http.family import Family, family_for
 from rk.daemon.service import Service
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)

@@ -18,9 +18,9 @@ from typing import AsyncIterator, Protocol
 from rk.daemon.backends.base import RunnerConfig
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
 from rk.daemon.procinfo import rss_mb
 from rk.daemon.runner import wire
+from rk.daemon.store.models import Manifest
 
 log = logging.getLogger("rk.daemon.runner")
 CANCEL_GRACE_S = 5.0  # a cancelled command that does not end by then has hung in native code

@@ -13,9 +13,9 @@ from typing import Any, Union
 import msgspec
 import numpy as np
 
-from rk.daemon.backends.base import GenResult, RunnerConfig
-from rk.daemon.jobs import GenSpec, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.backends.base import RunnerConfig
+from rk.daemon.jobs import GenResult, GenSpec, ToolCall
+from rk.daemon.store.models import Manifest
 
 # ---- commands (daemon -> runner) ---------------------------------------------------------------
 

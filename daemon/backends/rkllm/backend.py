@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, l2_normalise
+from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, check_files, l2_normalise
 from rk.daemon.backends.rkllm._handle import Handle
 from rk.daemon.backends.rkllm._inputs import InputBuilder, Key, tools_json
 from rk.daemon.backends.rkllm._lib import (
@@ -46,9 +46,9 @@ from rk.daemon.backends.rkllm._lib import (
 )
 from rk.daemon.backends.rkllm._version import Detected, open_library, select_abi
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions, GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenOptions, GenResult, GenSpec
 from rk.daemon.procinfo import rss_mb
+from rk.daemon.store.models import Manifest
 
 log = logging.getLogger("rk.rkllm")
 

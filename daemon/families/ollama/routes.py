@@ -4,13 +4,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from rk.daemon.errors import RkError
-from rk.daemon.families.family import Family
 from rk.daemon.families.ollama import adapter as ollama
 from rk.daemon.families.ollama import admin
-from rk.daemon.families.vectors import cut
+from rk.daemon.http.family import Family
 from rk.daemon.http.streaming import NDJSON_HEADERS, JobStream, ndjson_line, peer
 from rk.daemon.http.wire import json_response, read_json
 from rk.daemon.jobs import JobStats, ModelAction, ToolCall
+from rk.daemon.vectors import cut
 
 
 class NdjsonFormat:

@@ -4,13 +4,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from rk.daemon.errors import RkError
-from rk.daemon.families.family import Family
 from rk.daemon.families.openai import adapter as openai
-from rk.daemon.families.vectors import cut
+from rk.daemon.http.family import Family
 from rk.daemon.http.streaming import SSE_DONE, SSE_HEADERS, JobStream, peer, sse_event
 from rk.daemon.http.wire import SERVICE, json_response, read_json
 from rk.daemon.jobs import JobStats, ToolCall
-from rk.daemon.models import modified_at
+from rk.daemon.store.models import modified_at
+from rk.daemon.vectors import cut
 
 
 class SseFormat:

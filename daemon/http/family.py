@@ -1,9 +1,9 @@
 """What makes an API family one unit: its routes, its error shape, how it reads a key, what CORS lets pages send.
 
-A family is a folder under `families/`: `adapter.py` translates its wire JSON to typed jobs and typed
-events to its shapes (pure: no aiohttp, queue or runner), `routes.py` serves them and declares its
-`FAMILY`; `registry.py` lists the families. The HTTP middleware asks the family that owns a path how
-to render an error and read a key, so nothing outside the folder knows a family's dialect.
+A family is a folder under `rk.daemon.families`: `adapter.py` translates its wire JSON to typed jobs and
+typed events to its shapes (pure: no aiohttp, queue or runner), `routes.py` serves them and declares its
+`FAMILY`; `families/registry.py` lists the families. The HTTP middleware asks the family that owns a path
+how to render an error and read a key, so nothing outside the folder knows a family's dialect.
 """
 from __future__ import annotations
 

@@ -23,8 +23,9 @@ import orjson
 
 from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
+from rk.daemon.store.templates import derived_capabilities
 
-log = logging.getLogger("rk.daemon.models")
+log = logging.getLogger("rk.daemon.store.models")
 
 _PART = r"[a-z0-9][a-z0-9._-]{0,63}"
 # `[host/][namespace/]name[:tag]`, as Ollama spells names (`hf.co/owner/repo:q4_k_m`). Matched on the
@@ -108,8 +109,6 @@ class Manifest:
         known["capabilities"] = tuple(known.get("capabilities", ("completion",)))
         m = cls(**known, dir=directory)
         if derive:  # none listed: what the model's chat template supports
-            from rk.daemon.templates import derived_capabilities
-
             m.capabilities = derived_capabilities(m)
             m.__post_init__()
         return m

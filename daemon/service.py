@@ -9,6 +9,7 @@ from typing import Any
 
 from rk import __version__
 from rk.daemon.backends.base import CpuOptions, RkllmOptions, RunnerConfig
+from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.deadlines import HeadDeadlines
 from rk.daemon.errors import RkError
 from rk.daemon.metrics import Metrics
@@ -27,7 +28,7 @@ def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
         preload: tuple[str, ...] = (store.get(settings.default_chat_model).backend,)
     except RkError:
         preload = ()
-    return RunnerConfig(sysfs_root=str(settings.sysfs_root), cpu=CpuOptions(threads=settings.threads),
+    return RunnerConfig(sysfs_root=str(settings.sysfs_root), cpu=CpuOptions(threads=settings.threads, repack=settings.llama_repack),
                         rkllm=RkllmOptions(lib=settings.rkllm_lib, version=settings.rkllm_version), preload=preload)
 
 
@@ -43,6 +44,7 @@ class Service:
     started: float = field(default_factory=time.time)
     version: str = __version__
     tcp_address: str | None = None  # where TCP is bound once listening (`--tcp HOST:0` picks a free port)
+    llama_repack: str = ""  # RK_LLAMA_REPACK as it applies to this CPU, e.g. "off (cpu has AMX)"
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     @classmethod
@@ -56,7 +58,8 @@ class Service:
         metrics = Metrics(scheduler.status)
         scheduler.observers.append(metrics.observe)
         return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), metrics,
-                   PullManager(store, soc(settings.sysfs_root)))
+                   PullManager(store, soc(settings.sysfs_root)),
+                   llama_repack=str(choose_repack(settings.llama_repack, read_cpu_features(settings.sysfs_root))))
 
     def key_ok(self, presented: str | None) -> bool:
         """Constant-time check of an API key; always true when no key is configured."""
@@ -89,5 +92,6 @@ class Service:
 
     def status(self) -> Status:
         status = self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
-                                        "tcp": self.tcp_address, "npu": self.npu()})
+                                        "tcp": self.tcp_address, "npu": self.npu(),
+                                        "llama_repack": self.llama_repack})
         return replace(status, pulls=self.pulls.describe())

@@ -53,7 +53,7 @@ class FakeRunner:
             self.process = FakeProcess()
             self.restarts += 1
 
-    async def load(self, manifest: Manifest) -> wire.Loaded:
+    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded:
         await self.start()
         self.log.append(("load", manifest.name))
         if self.load_errors:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -17,6 +17,8 @@ class CpuOptions:
     """Options of the CPU backends (hf, llamacpp)."""
 
     threads: int = 0  # 0 = chosen by the backend from the machine's cores
+    repack: str = "auto"  # llama.cpp weight repack: auto (off where the CPU has AMX), on, off
+    safe: bool = False  # a reload after the engine crashed: the safest engine settings, whatever the others
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class RkllmOptions:
 
     lib: str | None = None  # librkllmrt.so path; None = the loader's search path
     version: str | None = None  # "1.2" / "1.3" when detection from the library's bytes is not possible
+
+
+SAFE_SETTINGS = "llama.cpp weight repack off"  # what `RunnerConfig.safe()` changes, for logs and errors
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,10 @@ class RunnerConfig:
     cpu: CpuOptions = CpuOptions()
     rkllm: RkllmOptions = RkllmOptions()
     preload: tuple[str, ...] = ()  # backends to import while the runner is idle (the default chat model's)
+
+    def safe(self) -> RunnerConfig:
+        """These settings for a model reloaded after it crashed the engine in its first prefill."""
+        return replace(self, cpu=replace(self.cpu, safe=True))
 
 
 class Sink(Protocol):

@@ -27,11 +27,28 @@ CANCEL_GRACE_S = 5.0  # a cancelled command that does not end by then has hung i
 _EOF = object()
 
 
+FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})  # a fault in native code
+
+
+def why_dead(returncode: int) -> str:
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+
+
 class NotBegun(RkError):
     """The runner died before it began this command: nothing ran, so running it again is safe."""
 
     def __init__(self, why: str) -> None:
         super().__init__("runner_crashed", f"the runner process died ({why}) before the job began")
+
+
+class Crashed(RkError):
+    """The runner died while running this command; `fault` when a fault signal killed it (a native crash,
+    not a kill or an exit)."""
+
+    def __init__(self, returncode: int) -> None:
+        self.why = why_dead(returncode)
+        super().__init__("runner_crashed", f"the runner process died ({self.why}); it will be restarted")
+        self.fault = returncode < 0 and -returncode in FAULT_SIGNALS
 
 
 class CallOwner(Protocol):
@@ -71,7 +88,7 @@ class RunnerPort(Protocol):
 
     async def kill(self) -> None: ...
 
-    async def load(self, manifest: Manifest) -> wire.Loaded: ...
+    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded: ...
 
     async def unload(self, model: str) -> None: ...
 
@@ -140,11 +157,10 @@ class _Process:
         assert self.proc.stdin is not None
         self.proc.stdin.write(wire.encode(cmd))
 
-    async def why_dead(self) -> str:
+    async def returncode(self) -> int:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)  # EOF with the process still there: it is wedged
-        rc = await self.proc.wait()
-        return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        return await self.proc.wait()
 
     async def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -217,10 +233,10 @@ class Runner:
             await _process(call).kill()
             raise RkError("timeout", f"the runner produced nothing for {timeout:.0f} s and was restarted") from None
         if ev is _EOF:
-            why = await _process(call).why_dead()
+            rc = await _process(call).returncode()
             if not call.begun:
-                raise NotBegun(why)
-            raise RkError("runner_crashed", f"the runner process died ({why}); it will be restarted")
+                raise NotBegun(why_dead(rc))
+            raise Crashed(rc)
         if isinstance(ev, wire.Error):
             raise RkError(ev.code, ev.message)
         return ev
@@ -231,9 +247,9 @@ class Runner:
         finally:
             call.process.pending.pop(call.seq, None)
 
-    async def load(self, manifest: Manifest) -> wire.Loaded:
+    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded:
         await self.start()
-        ev = await self._final(self._send(wire.Load, manifest))
+        ev = await self._final(self._send(wire.Load, manifest, safe))
         assert isinstance(ev, wire.Loaded)
         return ev
 

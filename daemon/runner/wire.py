@@ -24,6 +24,7 @@ from rk.daemon.store.models import Manifest
 class Load:
     seq: int
     manifest: Manifest
+    safe: bool = False  # with `RunnerConfig.safe()`: a reload after the model crashed the engine
 
 
 @dataclass(frozen=True)

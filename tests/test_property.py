@@ -7,6 +7,7 @@ and the connection is never dropped.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import socket
@@ -96,7 +97,8 @@ def check_job(job: Any) -> None:
         assert spec.prompt is None or isinstance(spec.prompt, str)
         check_options(job.options)
         cmd = wire.Generate(1, job.model, spec)
-        assert wire.decode(wire.encode(cmd)) == cmd  # what the runner process receives, intact
+        frame = wire.read_frame_sync(io.BytesIO(wire.encode(cmd)))
+        assert frame is not None and wire.decode(frame) == cmd  # what the runner process receives, intact
     elif isinstance(job, EmbedJob):
         assert job.texts and all(isinstance(t, str) for t in job.texts)
     else:

@@ -1,6 +1,6 @@
 """The runner process: owns the backends and the accelerator, and talks to the daemon over pipes.
 
-Commands arrive as `wire` lines on stdin; events leave as `wire` lines on a private copy of fd 1
+Commands arrive as `wire` frames on stdin; events leave as `wire` frames on a private copy of fd 1
 (fd 1 itself is pointed at stderr, so native libraries that print cannot corrupt the channel).
 A reader thread handles `Cancel` at once, while the main thread runs one command at a time.
 """
@@ -44,16 +44,16 @@ class Child:
         self._prepared: dict[int, Future[Any]] = {}
 
     def send(self, ev: wire.Event) -> None:
-        line = wire.encode(ev)
+        frame = wire.encode(ev)
         with self._lock:
-            self._out.write(line)
+            self._out.write(frame)
             self._out.flush()
 
     def read_commands(self, stream: BinaryIO) -> None:
         """Reader thread: a cancel acts immediately; everything else waits its turn on the main thread."""
-        for line in stream:
+        while (frame := wire.read_frame_sync(stream)) is not None:
             try:
-                cmd = wire.decode(line)
+                cmd = wire.decode(frame)
             except ValueError as e:
                 log.error("%s", e)
                 continue

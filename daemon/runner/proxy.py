@@ -129,9 +129,9 @@ class _Process:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         try:
-            while line := await self.proc.stdout.readline():
+            while (frame := await wire.read_frame(self.proc.stdout)) is not None:
                 try:
-                    ev = wire.decode(line)
+                    ev = wire.decode(frame)
                 except ValueError as e:
                     log.error("runner %s: %s", self.proc.pid, e)
                     continue

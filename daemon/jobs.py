@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Union
 
+from rk.daemon.media import Image
+
 Source = Literal["cli", "openai", "ollama"]
 Role = Literal["system", "user", "assistant", "tool"]
 # Ollama's `think`: None = the model's default (on for a thinking model), True/False, or an effort level.
@@ -71,7 +73,7 @@ class Message:
 
     role: Role
     content: str = ""
-    images: tuple[bytes, ...] = ()
+    images: tuple[Image, ...] = ()  # decoded at admission
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     tool_name: str | None = None
@@ -102,6 +104,10 @@ class GenSpec:
     tool_choice: ToolChoice = "auto"
     think: Think = None
     format: Format = None
+
+    def media(self) -> tuple[str, ...]:
+        """The digests of the prompt's images, in order: part of every KV-cache key."""
+        return tuple(img.digest for m in self.messages for img in m.images)
 
     def chat_messages(self, system: str | None = None) -> list[Message]:
         """The conversation a chat template renders: a bare prompt becomes one user turn; a model's

@@ -57,24 +57,29 @@ def test_utf8_stream_never_splits_a_character(text: str, cuts: list[int]) -> Non
     assert all("\ufffd" not in p for p in pieces) or "\ufffd" in text
 
 
-@given(st.lists(st.lists(st.integers(0, 3), max_size=8), max_size=8), st.lists(st.integers(0, 3), max_size=8))
-def test_prefix_states_find_the_longest_shared_prefix_within_bounds(saved: list[list[int]], query: list[int]) -> None:
+MEDIA = st.sampled_from([(), ("a",), ("b",)])  # the digests of a prompt's images
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 3), max_size=8), MEDIA), max_size=8),
+       st.lists(st.integers(0, 3), max_size=8), MEDIA)
+def test_prefix_states_find_the_longest_shared_prefix_within_bounds(saved: list[tuple[list[int], tuple[str, ...]]],
+                                                                     query: list[int], media: tuple[str, ...]) -> None:
     store = PrefixStates(capacity=3, max_bytes=40)
-    for toks in saved:
-        store.put(toks, bytes(len(toks)))
+    for toks, imgs in saved:
+        store.put(toks, imgs, bytes(len(toks)))
     assert len(store) <= 3 and store.nbytes <= 40
-    found, n = store.best(query)
-    kept = [list(k) for k in store._states]
-    assert n == max((common_prefix(k, query) for k in kept), default=0)
+    found, n = store.best(query, media)
+    kept = [(list(k), m) for m, k in store._states]
+    assert n == max((common_prefix(k, query) for k, m in kept if m == media), default=0)
     assert (found is None) == (n == 0)
 
 
 def test_prefix_states_drop_a_state_that_a_longer_one_extends() -> None:
     store = PrefixStates(capacity=4)
-    store.put([1, 2], b"ab")
-    store.put([1, 2, 3], b"abc")
-    store.put([7], b"x")
-    assert len(store) == 2 and store.best([1, 2, 3, 4]) [1] == 3
+    store.put([1, 2], (), b"ab")
+    store.put([1, 2, 3], (), b"abc")
+    store.put([7], (), b"x")
+    assert len(store) == 2 and store.best([1, 2, 3, 4], ())[1] == 3
 
 
 def test_sampling_maps_temperature_zero_to_greedy_and_fills_llama_defaults() -> None:

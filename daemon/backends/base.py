@@ -105,6 +105,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def reusable_prefix(held: Sequence[int], held_media: tuple[str, ...], ids: Sequence[int], media: tuple[str, ...]) -> int:
+    """How much of a KV cache holding `held` (made with the images `held_media`) can serve the prompt `ids`
+    with the images `media`: their common token prefix, and nothing when the images differ. A backend that
+    does not place image tokens where their images are must treat the whole prompt as depending on every
+    image: the same text beside another picture never reuses that picture's cache."""
+    return common_prefix(held, ids) if held_media == media else 0
+
+
 def check_files(manifest: Manifest, *keys: str) -> list[Path]:
     """Paths of the named files, failing clearly when one is missing."""
     from rk.daemon.errors import RkError

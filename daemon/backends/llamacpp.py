@@ -23,7 +23,7 @@ import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, check_files, common_prefix, l2_normalise
+from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, check_files, l2_normalise, reusable_prefix
 from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for_llama
 from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.backends.cputhreads import choose_threads
@@ -105,6 +105,7 @@ class LlamaCppModel:
         self.n_ctx = self.llm.n_ctx()
         self.prefix_cache = bool(manifest.params.get("prefix_cache", True))
         self.states = PrefixStates(int(manifest.params.get("prefix_states", 4)))
+        self.held_media: tuple[str, ...] = ()  # digests of the images of the prompt in the KV cache
         self.chat_template: str | None = self.llm.metadata.get("tokenizer.chat_template") or None
         self.formatter = self._formatter()
         self._lltok: Any = None  # llguidance's tokenizer, built on the first structured-output request
@@ -149,17 +150,19 @@ class LlamaCppModel:
             raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}", param="messages") from None
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # the template adds BOS itself
 
-    def _reuse(self, ids: list[int], enabled: bool) -> int:
-        """Put the longest available prefix of `ids` into the KV cache and return its length; at least
-        one token is left to evaluate, so sampling starts from fresh logits."""
+    def _reuse(self, ids: list[int], media: tuple[str, ...], enabled: bool) -> int:
+        """Put the longest available prefix of `ids` (whose prompt carries the images `media`) into the KV
+        cache and return its length; at least one token is left to evaluate, so sampling starts from fresh
+        logits."""
         llm = self.llm
         held = llm.input_ids[:llm.n_tokens].tolist()
-        here = common_prefix(held, ids) if enabled else 0
-        saved, there = self.states.best(ids) if enabled else (None, 0)
+        here = reusable_prefix(held, self.held_media, ids, media) if enabled else 0
+        saved, there = self.states.best(ids, media) if enabled else (None, 0)
         leaving = len(held) - here
         if enabled and len(held) >= MIN_SAVE_TOKENS and (leaving * 2 > len(held) or there > here):
             llm._ctx.kv_cache_seq_rm(0, llm.n_tokens, -1)
-            self.states.put(held, save_sequence(llm.ctx))  # another conversation: keep this one for later
+            self.states.put(held, self.held_media, save_sequence(llm.ctx))  # another conversation: keep it for later
+        self.held_media = media
         keep = here
         if saved is not None and there > here:
             if restore_sequence(llm.ctx, saved.blob):
@@ -184,7 +187,7 @@ class LlamaCppModel:
         llm.set_seed(opts.seed if opts.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         t0 = time.perf_counter()
         try:
-            cached = self._reuse(ids, self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
+            cached = self._reuse(ids, spec.media(), self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
             for i in range(cached, len(ids), PREFILL_CHUNK):
                 if stop.is_set():
                     return GenResult(prefill_ms=(time.perf_counter() - t0) * 1000, prefill_tokens=i - cached,

@@ -8,8 +8,10 @@ from typing import Any
 
 import orjson
 
+from rk.daemon import media
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import Format, GenOptions, Message, Think, Tool, ToolCall
+from rk.daemon.media import Image
 
 
 def bad(field: str, what: str) -> RkError:
@@ -88,13 +90,14 @@ def stop_list(d: dict[str, Any], key: str = "stop") -> tuple[str, ...]:
 ROLES = ("system", "user", "assistant", "tool")
 
 
-def images(v: Any, where: str) -> tuple[bytes, ...]:
-    """Ollama's `images`: base64 strings (a data URL's prefix is tolerated)."""
+def images(v: Any, where: str) -> tuple[Image, ...]:
+    """Ollama's `images`: base64 strings (a data URL's prefix is tolerated), each decoded now."""
     if v is None:
         return ()
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise bad(where, "must be a list of base64-encoded images")
-    return tuple(_b64(x, where) for x in v)
+    media.check_count(len(v), where)
+    return tuple(media.decode(_b64(x, f"{where}[{j}]"), f"{where}[{j}]") for j, x in enumerate(v))
 
 
 def _b64(text: str, where: str) -> bytes:
@@ -107,7 +110,7 @@ def _b64(text: str, where: str) -> bytes:
         raise bad(where, "is not valid base64") from None
 
 
-def _content(v: Any, where: str) -> tuple[str, tuple[bytes, ...]]:
+def _content(v: Any, where: str) -> tuple[str, tuple[Image, ...]]:
     """A message's text, and the images of OpenAI content-part arrays."""
     if v is None:
         return "", ()
@@ -116,13 +119,13 @@ def _content(v: Any, where: str) -> tuple[str, tuple[bytes, ...]]:
     if not isinstance(v, list):
         raise bad(where, "must be a string or a list of content parts")
     texts, images = [], []
-    for part in v:
+    for k, part in enumerate(v):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind == "image_url" and isinstance(part.get("image_url"), (dict, str)):
             url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
-            images.append(_b64(str(url), where))
+            images.append(media.decode(_b64(str(url), f"{where}[{k}]"), f"{where}[{k}]"))
         else:
             raise bad(where, "parts must be {'type':'text','text':...} or {'type':'image_url','image_url':{'url':...}}")
     return "".join(texts), tuple(images)
@@ -184,7 +187,9 @@ def messages(d: dict[str, Any], key: str = "messages", *, allow_empty: bool = Fa
         raise bad(key, "must be a list of messages")
     if not v and not allow_empty:
         raise bad(key, "must not be empty")
-    return tuple(message(m, f"{key}[{i}]") for i, m in enumerate(v))
+    out = tuple(message(m, f"{key}[{i}]") for i, m in enumerate(v))
+    media.check_count(sum(len(m.images) for m in out), key)
+    return out
 
 
 def tools(d: dict[str, Any], key: str = "tools") -> tuple[Tool, ...]:

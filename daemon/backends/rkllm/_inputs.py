@@ -141,9 +141,10 @@ class InputBuilder:
         if raw:
             text = spec.prompt or ""
             return ChatInput(self._prompt(text, "user", think), (turn_digest("prompt", text),), 0)
-        key: Key = tuple(turn_digest(r, c) for r, c in turns)
+        media = spec.media()  # first in the key: a cache made beside other images never continues
+        key: Key = (*media, *(turn_digest(r, c) for r, c in turns))
         reused = continues(held, key)
-        new = turns[reused:]
+        new = turns[max(0, reused - len(media)):]
         if reused and len(new) == 1 and new[0][0] in _INPUT_ROLES:
             return ChatInput(self._prompt(new[0][1], new[0][0], think), key, reused)
         role = "tool" if turns[-1][0] == "tool" else "user"
@@ -183,10 +184,11 @@ class InputBuilder:
         if len(ids) >= context:
             raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a "
                                               f"context of {context}", param="messages")
-        key: Key = tuple(ids)
+        media = spec.media()
+        key: Key = (*media, *ids)
         reused = continues(held, key)
         role = "tool" if turns[-1][0] == "tool" else "user"
-        return ChatInput(self._tokens(ids[reused:], role, think), key, reused)
+        return ChatInput(self._tokens(ids[max(0, reused - len(media)):], role, think), key, reused)
 
     def _with_system(self, turns: list[Turn]) -> list[Turn]:
         if self.manifest.system and not any(r == "system" for r, _ in turns):

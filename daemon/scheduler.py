@@ -350,7 +350,7 @@ class Scheduler:
         self.queue.changed()
         lead = batch[0]
         t0 = time.perf_counter()
-        call = await self.runner.embed(lead.manifest.name, tuple(texts), all(t.job.truncate for t in batch))  # type: ignore[union-attr]
+        call = await self.runner.embed(lead.manifest.name, tuple(texts), all(t.job.truncate for t in batch))
         for t in batch:
             t.sent = call
         timer = self._job_timer(lead) if len(batch) == 1 else None

@@ -145,7 +145,7 @@ class LlamaCppModel:
             raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt", param="messages")
         messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
         try:
-            text = self.formatter(messages=messages, **template_kwargs(spec)).prompt  # type: ignore[arg-type]
+            text = self.formatter(messages=messages, **template_kwargs(spec)).prompt
         except Exception as e:  # a template's raise_exception (e.g. roles that must alternate)
             raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}", param="messages") from None
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # the template adds BOS itself

@@ -158,7 +158,7 @@ async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-class OneLineErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
+class OneLineErrors(logging.LoggerAdapter):
     """aiohttp's protocol logger: a malformed request is a stranger's mistake, worth one line, not a
     traceback; anything else aiohttp reports keeps its traceback."""
 
@@ -168,7 +168,7 @@ class OneLineErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
             text = " ".join(str(exc).split())[:200]
             self.logger.info("%s: %s %s", str(msg) % args, type(exc).__name__, text)
         else:
-            self.logger.error(msg, *args, exc_info=exc_info, **kw)  # type: ignore[arg-type]
+            self.logger.error(msg, *args, exc_info=exc_info, **kw)
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -80,7 +80,7 @@ class Child:
         """The request's options over the model's defaults, and a chat after the model's own Modelfile
         MESSAGE turns (behind a leading system message): what the backend sees."""
         spec = cmd.spec
-        history = tuple(Message(m["role"], m["content"]) for m in model.manifest.messages)  # type: ignore[arg-type]
+        history = tuple(Message(m["role"], m["content"]) for m in model.manifest.messages)
         if history and spec.messages:
             head = 1 if spec.messages[0].role == "system" else 0
             spec = replace(spec, messages=spec.messages[:head] + history + spec.messages[head:])

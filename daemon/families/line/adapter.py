@@ -60,9 +60,9 @@ def parse_line(line: bytes, settings: Settings, peer: str) -> Request:
         opts = f.gen_options(o, max_tokens_keys=("max_tokens", "num_predict"))
         common = dict(options=opts, tools=f.tools(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
         if op == "chat":
-            spec = GenSpec(messages=f.messages(d), **common)  # type: ignore[arg-type]
+            spec = GenSpec(messages=f.messages(d), **common)
         else:
-            spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)  # type: ignore[arg-type]
+            spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)
         job: Job = ChatJob(model=model, spec=spec, keep_alive_s=keep, source="cli", peer=peer)
         return Request(rid, op, job=job, key=key)
     if op == "embed":

@@ -117,11 +117,11 @@ def parse_generate(body: Any, peer: str) -> GenRequest:
         return GenRequest(_action(model, ka, peer), model, chat=False, stream=False)
     common = dict(options=options(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
     if raw:
-        spec = GenSpec(prompt=prompt, raw=True, **common)  # type: ignore[arg-type]
+        spec = GenSpec(prompt=prompt, raw=True, **common)
     else:
         msgs = (Message("system", system),) if system else ()
         user = Message("user", prompt, images=f.images(d.get("images"), "images"))
-        spec = GenSpec(messages=msgs + (user,), **common)  # type: ignore[arg-type]
+        spec = GenSpec(messages=msgs + (user,), **common)
     job = ChatJob(model=model, spec=spec, keep_alive_s=ka, source="ollama", peer=peer)
     return GenRequest(job, model, chat=False, stream=stream)
 

@@ -114,7 +114,7 @@ def reasoning(d: dict[str, Any]) -> Think:
     levels = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
     if effort not in levels:
         raise f.bad("reasoning_effort", "must be none, minimal, low, medium or high")
-    return levels[effort]  # type: ignore[return-value]
+    return levels[effort]
 
 
 def response_format(d: dict[str, Any]) -> Format:

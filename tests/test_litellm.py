@@ -23,9 +23,9 @@ import openai
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # its import would fetch a price list otherwise
-import litellm  # noqa: E402
+import litellm
 
-from daemon_proc import DaemonProc, free_port  # noqa: E402
+from daemon_proc import DaemonProc, free_port
 
 T = TypeVar("T")
 HI = [{"role": "user", "content": "say hello to the relay"}]

@@ -53,35 +53,23 @@ def last_flag(record: Path) -> str:
 OLLAMA_THINK = [(True, "1", True), (None, "1", True), ("high", "1", True), (False, "0", False)]
 
 
-@pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("think, flag, thinks", OLLAMA_THINK)
-def test_ollama_chat(npu: tuple[DaemonProc, Path], think: Any, flag: str, thinks: bool, stream: bool) -> None:
-    d, record = npu
-    client = ollama.Client(host=d.base_url)
-    if stream:
-        parts = list(client.chat(model=MODEL, messages=HI, think=think, stream=True))
-        thinking = "".join(p.message.thinking or "" for p in parts)
-        content = "".join(p.message.content or "" for p in parts)
-    else:
-        r = client.chat(model=MODEL, messages=HI, think=think)
-        thinking, content = r.message.thinking or "", r.message.content or ""
-    assert (thinking, content) == ((THOUGHT if thinks else ""), "hi there ")
-    assert last_flag(record) == flag
+def ollama_reply(client: ollama.Client, op: str, think: Any, stream: bool) -> tuple[str, str]:
+    """(thinking, answer) of one /api/chat or /api/generate request, its stream joined up."""
+    if op == "chat":
+        r: Any = client.chat(model=MODEL, messages=HI, think=think, stream=stream)
+        msgs = [p.message for p in r] if stream else [r.message]
+        return "".join(m.thinking or "" for m in msgs), "".join(m.content or "" for m in msgs)
+    r = client.generate(model=MODEL, prompt="hi there", think=think, stream=stream)
+    parts = list(r) if stream else [r]
+    return "".join(p.thinking or "" for p in parts), "".join(p.response for p in parts)
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("op", ["chat", "generate"])
 @pytest.mark.parametrize("think, flag, thinks", OLLAMA_THINK)
-def test_ollama_generate(npu: tuple[DaemonProc, Path], think: Any, flag: str, thinks: bool, stream: bool) -> None:
+def test_ollama_api(npu: tuple[DaemonProc, Path], op: str, think: Any, flag: str, thinks: bool, stream: bool) -> None:
     d, record = npu
-    client = ollama.Client(host=d.base_url)
-    if stream:
-        parts = list(client.generate(model=MODEL, prompt="hi there", think=think, stream=True))
-        thinking = "".join(p.thinking or "" for p in parts)
-        content = "".join(p.response for p in parts)
-    else:
-        r = client.generate(model=MODEL, prompt="hi there", think=think)
-        thinking, content = r.thinking or "", r.response
-    assert (thinking, content) == ((THOUGHT if thinks else ""), "hi there ")
+    assert ollama_reply(ollama.Client(host=d.base_url), op, think, stream) == ((THOUGHT if thinks else ""), "hi there ")
     assert last_flag(record) == flag
 
 

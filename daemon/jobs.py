@@ -6,10 +6,7 @@ codec carries the parts a backend needs. No dicts cross a layer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Literal, Union
-
-if TYPE_CHECKING:
-    from rk.daemon.backends.base import GenResult
+from typing import Any, Literal, Union
 
 Source = Literal["cli", "openai", "ollama"]
 Role = Literal["system", "user", "assistant", "tool"]
@@ -170,6 +167,19 @@ class Generated:
     thinking: str
     tool_calls: tuple[ToolCall, ...]
     stats: JobStats
+
+
+@dataclass
+class GenResult:
+    """The backend's own figures for one generation; the runner adds them to the job's `JobStats`."""
+
+    prefill_ms: float = 0.0
+    prefill_tokens: int = 0  # computed in this run
+    cached_tokens: int = 0  # served from the KV cache of an earlier run
+    generate_ms: float = 0.0
+    generate_tokens: int = 0
+    memory_mb: float = 0.0
+    finish_reason: str = "stop"  # "stop" or "length"
 
 
 @dataclass

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rk.daemon.errors import RkError
-from rk.daemon.models import Manifest
 from rk.daemon.runner.proxy import RunnerPort
+from rk.daemon.store.models import Manifest
 
 log = logging.getLogger("rk.daemon.residency")
 MAX_LOAD_CRASHES = 3
@@ -30,6 +30,7 @@ class Resident:
     details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. CPU threads
     expires: float = math.inf  # monotonic time; inf = kept until unloaded
     wall_expires: float = math.inf
+    jobs: int = 0  # jobs started on it since it was loaded
 
     @property
     def name(self) -> str:
@@ -44,6 +45,7 @@ class Residency:
         self.failed: dict[str, str] = {}
         self._crashes: Counter[str] = Counter()
         self._pid: int | None = None
+        self.safe: set[str] = set()  # models that crashed the engine: loaded with safe settings until unloaded
 
     def check_usable(self, m: Manifest) -> None:
         if m.name in self.failed:
@@ -69,7 +71,7 @@ class Residency:
             log.info("reloading %s: its manifest changed", m.name)
             await self.unload(m.name)
         try:
-            ev = await self.runner.load(m)
+            ev = await self.runner.load(m, safe=m.name in self.safe)
         except RkError as e:
             if e.code in ("runner_crashed", "timeout"):
                 self._crashes[m.name] += 1
@@ -86,8 +88,17 @@ class Residency:
 
     async def unload(self, name: str) -> None:
         self.sync()
+        self.safe.discard(name)
         if self.loaded.pop(name, None) is not None:
             await self.runner.unload(name)
+
+    def start_job(self, name: str) -> bool:
+        """Count a job on a resident model; True for its first since it was loaded."""
+        res = self.loaded.get(name)
+        if res is None:
+            return False
+        res.jobs += 1
+        return res.jobs == 1
 
     def touch(self, name: str, keep_alive_s: float | None) -> None:
         """Restart a model's keep-alive clock after a job (negative: forever; 0: unload now)."""

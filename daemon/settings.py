@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from rk.paths import default_models_dir, default_socket_path
 
+REPACK_SETTINGS = ("auto", "on", "off")  # RK_LLAMA_REPACK's values (backends/cpufeatures.py applies them)
+
 
 def _opt(default: Any, env: str, help: str) -> Any:
     return field(default=default, metadata={"env": env, "help": help})
@@ -42,6 +44,7 @@ class Settings:
     embed_batch_tokens: int = _opt(8192, "RK_EMBED_BATCH_TOKENS", "token budget of one merged embedding batch")
     shutdown_grace_s: float = _opt(10.0, "RK_SHUTDOWN_GRACE", "on SIGTERM, how long the running job may finish")
     threads: int = _opt(0, "RK_THREADS", "CPU threads for the hf and llamacpp backends (0 = auto: llamacpp takes the physical big cores, hf all cores)")
+    llama_repack: str = _opt("auto", "RK_LLAMA_REPACK", "llama.cpp weight repack: auto (off on CPUs with AMX, where it crashes; on elsewhere), on, off")
     rkllm_lib: str | None = _opt(None, "RK_RKLLM_LIB", "path of librkllmrt.so (default: the loader path)")
     rkllm_version: str | None = _opt(None, "RK_RKLLM_VERSION", "force the RKLLM runtime ABI: 1.2 or 1.3")
     sysfs_root: Path = _opt(Path("/"), "RK_SYSFS_ROOT", "root under which /sys and /proc are read (tests point it at a fake tree)")
@@ -55,6 +58,8 @@ class Settings:
             object.__setattr__(self, "socket", default_socket_path())
         if self.models_dir is None:
             object.__setattr__(self, "models_dir", default_models_dir())
+        if self.llama_repack not in REPACK_SETTINGS:
+            raise ValueError(f"RK_LLAMA_REPACK must be one of {', '.join(REPACK_SETTINGS)}, not {self.llama_repack!r}")
         for f in dataclasses.fields(self):  # "nan" or "inf" would make a timeout that never ends
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):

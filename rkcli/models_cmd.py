@@ -163,6 +163,14 @@ def unload(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> Non
     typer.echo(f"unloaded {model}")
 
 
+def _loaded(m: dict[str, Any]) -> str:
+    """A loaded model in `rk status`: memory, and the engine facts its backend reports."""
+    d = m.get("details") or {}
+    facts = [_mb(m.get("memory_mb"))] + ([f"{d['threads']} threads"] if d.get("threads") else []) \
+        + ([f"repack {d['repack']}"] if d.get("repack") else [])
+    return f"{m['name']} ({' · '.join(facts)})"
+
+
 def status(ctx: typer.Context, json_out: bool = JSON) -> None:
     """The daemon: version, uptime, where it listens, runner, queue, totals, loaded models, NPU."""
     snap = _body(run_client(ctx, lambda c: c.call("status")))
@@ -176,8 +184,8 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             ("runner", f"pid {runner.get('pid', '-')} · {_mb(runner.get('rss_mb'))}"),
             ("queue", f"{len(snap.get('running', []))} running · {snap.get('depth', 0)} waiting"),
             ("totals", " · ".join(f"{k} {v}" for k, v in totals.items()) or "-"),
-            ("loaded", ", ".join(f"{m['name']} ({_mb(m.get('memory_mb'))}" + (f" · {m['details']['threads']} threads" if (m.get('details') or {}).get('threads') else '') + ")"
-                                 for m in snap.get("loaded", [])) or "none")]
+            ("engine", f"llama.cpp weight repack {snap.get('llama_repack') or '-'}"),
+            ("loaded", ", ".join(_loaded(m) for m in snap.get("loaded", [])) or "none")]
     if snap.get("npu"):
         rows.append(("npu", " · ".join(f"{k} {v}" for k, v in snap["npu"].items() if not isinstance(v, (dict, list)))))
     _print(_grid(rows))

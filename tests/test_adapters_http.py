@@ -7,11 +7,12 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from rk.daemon.adapters import ollama, openai
-from rk.daemon.adapters.vectors import b64_float32, cut
 from rk.daemon.errors import RkError
+from rk.daemon.families.ollama import adapter as ollama
+from rk.daemon.families.openai import adapter as openai
 from rk.daemon.jobs import ChatJob, EmbedJob, JobStats, Message, ModelAction, Tool, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
+from rk.daemon.vectors import b64_float32, cut
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from rk.daemon.models import dir_name
+from rk.daemon.store.models import dir_name
 
 from daemon_proc import DaemonProc
 

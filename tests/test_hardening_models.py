@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rk.daemon.errors import RkError
-from rk.daemon.models import MANIFEST, ModelStore, dir_name, normalize_name
+from rk.daemon.store.models import MANIFEST, ModelStore, dir_name, normalize_name
 
 from daemon_proc import DaemonProc
 

@@ -15,10 +15,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rk.daemon.adapters import fields as f
-from rk.daemon.adapters import ollama
 from rk.daemon.backends.sampling import next_token
 from rk.daemon.errors import RkError
+from rk.daemon.families import fields as f
+from rk.daemon.families.ollama import adapter as ollama
 from rk.daemon.settings import Settings
 
 from daemon_proc import DaemonProc

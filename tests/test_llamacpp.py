@@ -15,32 +15,18 @@ from hypothesis import strategies as st
 
 from rk.client import Client, DaemonError
 from rk.daemon.backends.base import common_prefix
+from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates
 from rk.daemon.backends.utf8 import Utf8Stream
 
 from daemon_proc import DaemonProc, smollm_gguf
+from machines import fake_cpus
 
 CHAT = "smollm2:135m"
 
 
 # ---- pure logic ---------------------------------------------------------------------------------
-
-def fake_cpus(root: Path, cpus: list[dict[str, Any]]) -> Path:
-    base = root / "sys" / "devices" / "system" / "cpu"
-    for i, c in enumerate(cpus):
-        d = base / f"cpu{i}"
-        (d / "topology").mkdir(parents=True)
-        (d / "topology" / "core_cpus_list").write_text(c.get("core", str(i)) + "\n")
-        if "capacity" in c:
-            (d / "cpu_capacity").write_text(f"{c['capacity']}\n")
-        if "freq" in c:
-            (d / "cpufreq").mkdir()
-            (d / "cpufreq" / "cpuinfo_max_freq").write_text(f"{c['freq']}\n")
-        if c.get("offline"):
-            (d / "online").write_text("0\n")
-    return root
-
 
 def test_threads_on_rk3588_are_the_four_big_cores(tmp_path: Path) -> None:
     root = fake_cpus(tmp_path, [{"capacity": 414}] * 4 + [{"capacity": 1024}] * 4)
@@ -166,7 +152,7 @@ def test_interleaving_changes_no_greedy_text() -> None:
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.jobs import GenOptions, GenSpec, Message
-    from rk.daemon.models import ModelStore
+    from rk.daemon.store.models import ModelStore
 
     manifest = ModelStore(Path("/nonexistent-rk-models"), bundled=True).get(CHAT)
     opts = GenOptions(temperature=0, max_tokens=16, cache_prompt=True)
@@ -229,11 +215,12 @@ def test_prompt_too_large_against_the_real_context(real_daemon: DaemonProc) -> N
 
 @pytest.mark.slow
 @needs_gguf
-def test_status_shows_the_threads_the_model_runs_on(real_daemon: DaemonProc) -> None:
+def test_status_shows_the_threads_and_repack_the_model_runs_with(real_daemon: DaemonProc) -> None:
     with real_daemon.client(timeout=300) as c:
         chat(c, [{"role": "user", "content": "Hi"}], 1)
         loaded = {m["name"]: m for m in c.call("status")["loaded"]}
-    assert loaded[CHAT]["details"] == {"threads": choose_threads(), "num_ctx": 4096}
+    repack = str(choose_repack("auto", read_cpu_features()))  # this machine's own CPU
+    assert loaded[CHAT]["details"] == {"threads": choose_threads(), "num_ctx": 4096, "repack": repack}
 
 
 class Collect:
@@ -257,7 +244,7 @@ def test_stop_is_honoured_at_the_next_token_and_the_cache_stays_right() -> None:
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.jobs import GenOptions, GenSpec, Message
-    from rk.daemon.models import ModelStore
+    from rk.daemon.store.models import ModelStore
 
     model = load(ModelStore(Path("/nonexistent-rk-models"), bundled=True).get(CHAT), RunnerConfig())
     req = GenSpec(messages=(Message("user", "List ten animals."),), options=GenOptions(temperature=0, max_tokens=20))
@@ -306,7 +293,7 @@ def test_an_embedding_manifest_embeds_with_llama_cpp_pooling_and_refuses_chat(tm
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.errors import RkError
-    from rk.daemon.models import Manifest
+    from rk.daemon.store.models import Manifest
 
     texts = ["first text", "a second, longer text about the sea", "first text"]
     m = Manifest(name="smol-embed:latest", backend="llamacpp", capabilities=("embedding",), files={"gguf": str(smollm_gguf())},

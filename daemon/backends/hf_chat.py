@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from rk.daemon.backends.base import EmbedResult, GenResult, Sink, check_files, common_prefix, l2_normalise
+from rk.daemon.backends.base import EmbedResult, Sink, check_files, common_prefix, l2_normalise
 from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for
 from rk.daemon.backends.hf_convert import ensure_converted
 from rk.daemon.backends.sampling import next_token
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec
+from rk.daemon.store.models import Manifest
 
 
 class Detokenizer:
@@ -181,6 +181,9 @@ class HFChatModel:
 
     def abort(self) -> None:
         """Generation checks the stop event before every token; nothing else to interrupt."""
+
+    def details(self) -> dict[str, Any]:
+        return {"threads": torch.get_num_threads(), "dtype": str(self.model.dtype).removeprefix("torch.")}
 
     def memory_mb(self) -> float:
         params = sum(p.numel() * p.element_size() for p in self.model.parameters())

@@ -12,25 +12,27 @@ it is valid by construction; llama-cpp-python's own GBNF converter ignores bound
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, common_prefix, l2_normalise
+from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, check_files, common_prefix, l2_normalise
 from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for_llama
+from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates, restore_sequence, save_sequence
 from rk.daemon.backends.utf8 import Utf8Stream
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions, GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenOptions, GenResult, GenSpec
 from rk.daemon.procinfo import rss_mb
+from rk.daemon.store.models import Manifest
 
 DEFAULT_CTX = 4096  # KV cache size when the manifest sets no num_ctx (Ollama's default); memory grows with it
 BATCH = 512  # tokens per llama_decode call during prefill (llama.cpp's default n_batch)
@@ -62,20 +64,44 @@ def sampling(opts: GenOptions) -> dict[str, Any]:
             "min_p": float(full.min_p), "repeat_penalty": float(full.repeat_penalty)}
 
 
+@contextlib.contextmanager
+def model_params(**fields: Any) -> Iterator[None]:
+    """`Llama()` takes no keyword for some `llama_model_params` fields (`use_extra_bufts`) and builds them
+    from `llama_model_default_params()`: while it loads, those defaults carry `fields`."""
+    lib = llama_cpp.llama_cpp
+    default = lib.llama_model_default_params
+
+    def params() -> llama_cpp.llama_model_params:
+        p = default()
+        for name, value in fields.items():
+            setattr(p, name, value)
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
+
+
 class LlamaCppModel:
     def __init__(self, manifest: Manifest, config: RunnerConfig) -> None:
         (gguf,) = check_files(manifest, "gguf")
         self.manifest = manifest
         self.threads = config.cpu.threads or choose_threads(config.sysfs_root)
+        self.repack = choose_repack(config.cpu.repack, read_cpu_features(config.sysfs_root), config.cpu.safe)
         self.embed_only = not manifest.can("completion")
         self.pooling = POOLING.get(str(manifest.params.get("pooling", "")), llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED)
         n_ctx = int(manifest.params.get("num_ctx") or manifest.defaults.get("num_ctx")
                     or (manifest.context_length if self.embed_only else min(manifest.context_length, DEFAULT_CTX)))
         batch = n_ctx if self.embed_only else min(BATCH, n_ctx)  # an embedding input must fit one batch
-        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch,
-                         n_threads=self.threads, n_threads_batch=self.threads, embedding=self.embed_only,
-                         pooling_type=self.pooling if self.embed_only else llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,
-                         verbose=False)
+        with model_params(use_extra_bufts=self.repack.on):  # a model param: the embedding context shares it
+            self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch,
+                             n_threads=self.threads, n_threads_batch=self.threads, embedding=self.embed_only,
+                             pooling_type=self.pooling if self.embed_only else llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,
+                             verbose=False)
+        if self.llm.model_params.use_extra_bufts != self.repack.on:
+            raise RkError("internal", "llama-cpp-python no longer takes use_extra_bufts from its default params")
         self.n_ctx = self.llm.n_ctx()
         self.prefix_cache = bool(manifest.params.get("prefix_cache", True))
         self.states = PrefixStates(int(manifest.params.get("prefix_states", 4)))
@@ -106,7 +132,7 @@ class LlamaCppModel:
 
     def details(self) -> dict[str, Any]:
         """Shown with the loaded model in `rk status` / `rk ps`."""
-        return {"threads": self.threads, "num_ctx": self.n_ctx}
+        return {"threads": self.threads, "num_ctx": self.n_ctx, "repack": str(self.repack)}
 
     # ---- chat ----------------------------------------------------------------------------------
 

@@ -1,22 +1,19 @@
-"""Reading request bodies and writing JSON replies and errors, in the dialect of the route.
-
-`/v1/*` is OpenAI's dialect; everything else (`/api/*`, `/`) is Ollama's.
-"""
+"""Reading request bodies and writing JSON replies and errors, in the shape of the family that owns the route."""
 from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from rk.daemon.adapters import ollama, openai
 from rk.daemon.errors import RkError
+from rk.daemon.http.family import Family, family_for
 from rk.daemon.service import Service
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
-Dialect = Literal["openai", "ollama"]
+FAMILIES: web.AppKey[tuple[Family, ...]] = web.AppKey("families", tuple)
 RETRY_AFTER_S = "1"
 _SLASHES = re.compile(r"/{2,}")
 
@@ -27,8 +24,9 @@ def normalise_path(path: str) -> str:
     return clean.rstrip("/") or "/"
 
 
-def dialect(request: web.Request) -> Dialect:
-    return "openai" if normalise_path(request.path).startswith("/v1/") else "ollama"
+def family(request: web.Request) -> Family:
+    """The API family that owns the request's path (its errors, its key header)."""
+    return family_for(request.app[FAMILIES], normalise_path(request.path))
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -41,9 +39,7 @@ def error_response(request: web.Request, status: int, message: str, code: str | 
                    param: str | None = None) -> web.Response:
     """An error before the first byte: the status code, and the body in the route's own shape."""
     headers = {"Retry-After": RETRY_AFTER_S} if code in ("queue_full", "shutting_down") else None
-    if dialect(request) == "openai":
-        return json_response(openai.error(status, message, code, param), status, headers)
-    return json_response(ollama.error(message), status, headers)
+    return json_response(family(request).error_body(status, message, code, param), status, headers)
 
 
 def rk_error_response(request: web.Request, e: RkError) -> web.Response:

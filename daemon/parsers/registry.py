@@ -5,11 +5,11 @@ for models without one (an `.rkllm` file whose runtime holds its own template).
 """
 from __future__ import annotations
 
-from rk.daemon import capabilities
-from rk.daemon.capabilities import ToolDialect
 from rk.daemon.parsers.base import OutputParser, PlainParser
 from rk.daemon.parsers.thinking import ThinkingParser
 from rk.daemon.parsers.tools import HermesParser, Llama3Parser, MistralParser, ToolParser
+from rk.daemon.store import template_facts
+from rk.daemon.store.template_facts import ToolDialect
 
 _TOOL_PARSERS: dict[ToolDialect, type[ToolParser]] = {
     "hermes": HermesParser, "llama3": Llama3Parser, "mistral": MistralParser,
@@ -40,20 +40,20 @@ def parser_for(family: str, template: str | None, *, tools: bool, think: bool | 
     """
     fam = (family or "").lower()
     inner = _tool_parser(fam, template) if tools else None
-    tags = capabilities.thinking_tags(template)
+    tags = template_facts.thinking_tags(template)
     if tags is None and template is None and (thinks or fam.startswith(_THINKING_FAMILIES)):
         tags = ("[THINK]", "[/THINK]") if fam.startswith("magistral") else ("<think>", "</think>")
     if tags is None:
         return inner if inner is not None else PlainParser()
     if template is not None:
-        start = capabilities.opens_thinking(template, think)
+        start = template_facts.opens_thinking(template, think)
     else:
         start = fam.startswith(_OPENING_FAMILIES)
     return ThinkingParser(inner, start_in_thinking=start, open_tag=tags[0], close_tag=tags[1])
 
 
 def _tool_parser(family: str, template: str | None) -> ToolParser:
-    dialect = capabilities.tool_dialect(template)
+    dialect = template_facts.tool_dialect(template)
     if dialect is None:
         dialect = next((d for prefix, d in _FAMILY_DIALECTS if family.startswith(prefix)), "hermes")
     return _TOOL_PARSERS[dialect]()

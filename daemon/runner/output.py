@@ -10,9 +10,9 @@ import threading
 from typing import Callable
 
 from rk.daemon.jobs import Format, GenSpec
-from rk.daemon.models import Manifest
 from rk.daemon.parsers import Call, OutputParser, Piece, PlainParser, Text, Thinking, parser_for
 from rk.daemon.runner import wire
+from rk.daemon.store.models import Manifest
 from rk.daemon.structured import validate
 
 

@@ -24,7 +24,7 @@ from typing import Any, Hashable
 from rk.daemon.backends.rkllm._lib import RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN, Abi
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 Key = tuple[Hashable, ...]
 Turn = tuple[str, str]  # (role, content)

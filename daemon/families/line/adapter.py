@@ -9,13 +9,13 @@ from typing import Any
 
 import orjson
 
-from rk.daemon.adapters import fields as f
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, ThinkingText, Token, ToolCalled, Vectors
-from rk.daemon.importer import ImportRequest
+from rk.daemon.families import fields as f
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
-from rk.daemon.pull.events import PullEvent
 from rk.daemon.settings import Settings
+from rk.daemon.store.importer import ImportRequest
+from rk.daemon.store.pull.events import PullEvent
 
 PROTOCOL_VERSION = 1
 JOB_OPS = ("chat", "generate", "embed", "load", "unload")

@@ -17,16 +17,15 @@ from typing import Any, AsyncIterator
 import aiohttp
 
 from rk.daemon.errors import RkError
-from rk.daemon.models import Manifest, ModelStore, normalize_name
-from rk.daemon.npu import soc
-from rk.daemon.pull import hub
-from rk.daemon.pull.blobs import Blobs, check_space
-from rk.daemon.pull.download import download
-from rk.daemon.pull.events import SUCCESS, PullEvent, PullView
-from rk.daemon.pull.manifests import gguf_manifest, rkllm_manifest
-from rk.daemon.pull.refs import HubRef, Wanted, parse_ref, plan
+from rk.daemon.store.models import Manifest, ModelStore, normalize_name
+from rk.daemon.store.pull import hub
+from rk.daemon.store.pull.blobs import Blobs, check_space
+from rk.daemon.store.pull.download import download
+from rk.daemon.store.pull.events import SUCCESS, PullEvent, PullView
+from rk.daemon.store.pull.manifests import gguf_manifest, rkllm_manifest
+from rk.daemon.store.pull.refs import HubRef, Wanted, parse_ref, plan
 
-log = logging.getLogger("rk.daemon.pull")
+log = logging.getLogger("rk.daemon.store.pull")
 PROGRESS_EVERY_S = 0.1  # progress lines per file, at most ten a second (the status shows live figures)
 _TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
 
@@ -70,10 +69,11 @@ class _Pull:
 
 
 class PullManager:
-    def __init__(self, store: ModelStore, sysfs_root: Path) -> None:
+    def __init__(self, store: ModelStore, soc: str) -> None:
+        """`soc`: this board's chip ('RK3588'), which picks the `.rkllm` file of a repo built for several."""
         self.store = store
         self.blobs = Blobs(store)
-        self.sysfs_root = sysfs_root
+        self.soc = soc
         self._pulls: dict[str, _Pull] = {}
         self._blob_locks: dict[str, asyncio.Lock] = {}  # one per blob ever fetched: two pulls never share a partial
 
@@ -142,7 +142,7 @@ class PullManager:
                 pull.emit(SUCCESS)
                 return
             raise
-        wanted = plan(list(listing.files), ref, soc(self.sysfs_root))
+        wanted = plan(list(listing.files), ref, self.soc)
         pull.total = sum(w.file.size for w in wanted)
         missing = [w for w in wanted if not self.blobs.has(w.file.digest)]
         check_space(self.store.root, sum(w.file.size - _size(self.blobs.partial(w.file.digest)) for w in missing))

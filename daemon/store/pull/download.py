@@ -13,8 +13,8 @@ from typing import Callable
 import aiohttp
 
 from rk.daemon.errors import RkError
-from rk.daemon.pull.blobs import _write, hasher
-from rk.daemon.pull.refs import RepoFile
+from rk.daemon.store.pull.blobs import _write, hasher
+from rk.daemon.store.pull.refs import RepoFile
 
 CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")

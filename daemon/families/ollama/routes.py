@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rk.daemon.adapters import ollama
-from rk.daemon.adapters.vectors import cut
 from rk.daemon.errors import RkError
+from rk.daemon.families.ollama import adapter as ollama
+from rk.daemon.families.ollama import admin
+from rk.daemon.http.family import Family
 from rk.daemon.http.streaming import NDJSON_HEADERS, JobStream, ndjson_line, peer
 from rk.daemon.http.wire import json_response, read_json
 from rk.daemon.jobs import JobStats, ModelAction, ToolCall
+from rk.daemon.vectors import cut
 
 
 class NdjsonFormat:
@@ -80,3 +82,12 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/chat", chat)
     app.router.add_post("/api/embed", embed)
     app.router.add_post("/api/embeddings", embeddings)
+    admin.add_routes(app)
+
+
+def error_body(status: int, message: str, code: str | None, param: str | None) -> dict[str, str]:
+    """Ollama's errors are one string; the status code carries the rest."""
+    return ollama.error(message)
+
+
+FAMILY = Family("ollama", ("/",), add_routes, error_body)

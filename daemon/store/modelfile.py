@@ -1,4 +1,4 @@
-"""Ollama's Modelfile and `/api/create` request, both read into one typed `CreateSpec`.
+"""Ollama's Modelfile, read into the typed `CreateSpec` that `/api/create` also fills (see the Ollama family).
 
 Modelfile: one instruction per line (`FROM`, `PARAMETER name value`, `SYSTEM`, `TEMPLATE`,
 `MESSAGE role text`, `LICENSE`, `ADAPTER`), case-insensitive, `#` comments, values bare, "quoted"
@@ -7,12 +7,11 @@ or in triple quotes spanning lines. `PARAMETER stop` may repeat.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from rk.daemon.adapters import fields as f
 from rk.daemon.errors import RkError
 
 # Modelfile PARAMETER names -> their value type (Ollama's, as its docs list them).
@@ -37,16 +36,7 @@ class CreateSpec:
     messages: tuple[tuple[str, str], ...] = ()  # (role, content)
     license: str | None = None
     stream: bool = True
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        """The parameters as manifest defaults (GenOptions field names)."""
-        return defaults(self.parameters)
-
-
-def defaults(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Ollama parameter names and values -> GenOptions fields; a malformed value is refused."""
-    return f.gen_options(parameters, max_tokens_keys=("num_predict",)).set()
+    defaults: dict[str, Any] = field(default_factory=dict)  # the parameters as GenOptions fields, checked by the API
 
 
 def digest_hex(value: Any, param: str = "digest") -> str:
@@ -134,60 +124,6 @@ def parse(text: str, model: str, stream: bool = True) -> tuple[CreateSpec, str]:
     spec = CreateSpec(model, system=single.get("SYSTEM"), template=single.get("TEMPLATE"), parameters=params,
                       messages=tuple(messages), license=single.get("LICENSE"), stream=stream)
     return spec, source
-
-
-def _messages(v: Any) -> tuple[tuple[str, str], ...]:
-    if v is None:
-        return ()
-    if not isinstance(v, list) or not all(isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
-                                          for m in v):
-        raise f.bad("messages", f"must be a list of {{role, content}} with role one of {', '.join(ROLES)}")
-    return tuple((m["role"], m["content"]) for m in v)
-
-
-def from_request(body: Any) -> CreateSpec:
-    """`/api/create`: the structured fields, and the legacy `modelfile` string older clients send.
-
-    In a legacy Modelfile, FROM names a model or an uploaded blob (`@sha256:<hex>`): the daemon never
-    reads a file path on a client's say-so."""
-    from rk.daemon.adapters.ollama import model_name
-
-    d = f.obj(body)
-    for key in ("adapters", "quantize"):
-        if d.get(key):
-            raise RkError("not_implemented", f"'{key}' is not supported by rk", param=key)
-    name, stream = model_name(d), f.boolean(d, "stream", True)
-    spec = CreateSpec(name, stream=stream)
-    if f.string(d, "modelfile"):
-        spec, source = parse(d["modelfile"], name, stream)
-        if source.startswith("@"):
-            spec = replace(spec, files=(("model", digest_hex(source[1:], "modelfile")),))
-        elif is_path(source):
-            raise RkError("bad_request", f"FROM {source}: a file path cannot be read by the daemon; upload it with "
-                          "POST /api/blobs/sha256:<hex> and create with 'files' (rk create -f does this)", param="modelfile")
-        else:
-            spec = replace(spec, base=source)
-    files = f.obj({} if d.get("files") is None else d["files"], "files")
-    params = f.obj({} if d.get("parameters") is None else d["parameters"], "parameters")
-    license_ = d.get("license")
-    if isinstance(license_, list) and all(isinstance(x, str) for x in license_):
-        license_ = "\n".join(license_)
-    spec = replace(
-        spec,
-        base=f.string(d, "from") or spec.base,
-        files=tuple((k, digest_hex(v, f"files.{k}")) for k, v in files.items()) or spec.files,
-        system=f.string(d, "system") if d.get("system") is not None else spec.system,
-        template=f.string(d, "template") if d.get("template") is not None else spec.template,
-        parameters=spec.parameters | {k: v for k, v in params.items() if v is not None},
-        messages=_messages(d.get("messages")) or spec.messages,
-        license=license_ if isinstance(license_, str) else spec.license,
-    )
-    if not spec.base and not spec.files:
-        raise RkError("bad_request", "neither 'from' or 'files' was specified", param="from")
-    if spec.base and spec.files:
-        raise RkError("bad_request", "give 'from' or 'files', not both", param="from")
-    defaults(spec.parameters)  # refused now, before anything is written
-    return spec
 
 
 def to_json(spec: CreateSpec) -> bytes:

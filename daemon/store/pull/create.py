@@ -10,12 +10,12 @@ from pathlib import PurePosixPath
 from typing import Callable
 
 from rk.daemon.errors import RkError
-from rk.daemon.gguf_meta import is_gguf
-from rk.daemon.modelfile import CreateSpec
-from rk.daemon.models import MANIFEST, Manifest, ModelStore, normalize_name
-from rk.daemon.pull.blobs import Blobs
-from rk.daemon.pull.manifests import gguf_manifest, rkllm_manifest
-from rk.daemon.pull.refs import Digest, safe_path
+from rk.daemon.store.gguf_meta import is_gguf
+from rk.daemon.store.modelfile import CreateSpec
+from rk.daemon.store.models import MANIFEST, Manifest, ModelStore, normalize_name
+from rk.daemon.store.pull.blobs import Blobs
+from rk.daemon.store.pull.manifests import gguf_manifest, rkllm_manifest
+from rk.daemon.store.pull.refs import Digest, safe_path
 
 
 def _from_files(store: ModelStore, blobs: Blobs, spec: CreateSpec) -> tuple[Manifest, list[str]]:

@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from rk.daemon.errors import RkError
-from rk.daemon.models import normalize_name
+from rk.daemon.store.models import normalize_name
 
 HUB_HOSTS = ("hf.co", "huggingface.co")
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")

@@ -12,12 +12,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rk.daemon import gguf_meta
-from rk.daemon.capabilities import from_template
 from rk.daemon.errors import RkError
-from rk.daemon.models import CAPABILITIES, MANIFEST, Manifest, ModelStore
-from rk.daemon.pull.manifests import gguf_manifest
-from rk.daemon.templates import hf_template
+from rk.daemon.store import gguf_meta
+from rk.daemon.store.models import CAPABILITIES, MANIFEST, Manifest, ModelStore
+from rk.daemon.store.pull.manifests import gguf_manifest
+from rk.daemon.store.template_facts import from_template
+from rk.daemon.store.templates import hf_template
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,25 @@
 """Finding a model's chat template without loading the model, so its capabilities are known before it runs.
 
 Where a manifest lists no capabilities, they come from the template the model was taught with
-(`capabilities.from_template`): the manifest's own `template`, a Hugging Face directory's
+(`template_facts.from_template`): the manifest's own `template`, a Hugging Face directory's
 `chat_template.jinja` / `tokenizer_config.json`, or a GGUF file's `tokenizer.chat_template`.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from rk.daemon import capabilities, gguf_meta
+from rk.daemon.store import gguf_meta, template_facts
 
-if TYPE_CHECKING:
-    from rk.daemon.models import Manifest
+
+class ModelFiles(Protocol):
+    """What finding a template needs of a manifest (so this module does not import the manifest's)."""
+
+    template: str | None
+    files: dict[str, str]
+
+    def path(self, key: str) -> Path: ...
 
 # Manifest `files` keys that may name a Hugging Face directory holding a tokenizer and its template.
 _HF_DIRS = ("tokenizer", "weights")
@@ -39,7 +45,7 @@ def gguf_template(path: Path) -> str | None:
     return gguf_meta.read(path).chat_template
 
 
-def chat_template(m: Manifest) -> str | None:
+def chat_template(m: ModelFiles) -> str | None:
     """The template `m`'s model was taught with, from the first place that has one; None if none does."""
     if m.template:
         return m.template
@@ -53,6 +59,6 @@ def chat_template(m: Manifest) -> str | None:
     return None
 
 
-def derived_capabilities(m: Manifest) -> tuple[str, ...]:
+def derived_capabilities(m: ModelFiles) -> tuple[str, ...]:
     """Capabilities of a chat model whose manifest lists none: what its chat template supports."""
-    return capabilities.from_template(chat_template(m))
+    return template_facts.from_template(chat_template(m))

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rk.daemon.adapters import openai
-from rk.daemon.adapters.vectors import cut
 from rk.daemon.errors import RkError
+from rk.daemon.families.openai import adapter as openai
+from rk.daemon.http.family import Family
 from rk.daemon.http.streaming import SSE_DONE, SSE_HEADERS, JobStream, peer, sse_event
 from rk.daemon.http.wire import SERVICE, json_response, read_json
 from rk.daemon.jobs import JobStats, ToolCall
-from rk.daemon.models import modified_at
+from rk.daemon.store.models import modified_at
+from rk.daemon.vectors import cut
 
 
 class SseFormat:
@@ -95,3 +96,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{id:.+}", get_model)
+
+
+FAMILY = Family("openai", ("/v1/",), add_routes, openai.error, cors_headers=("OpenAI-Organization", "OpenAI-Project"))

@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from rk.daemon import gguf_meta
-from rk.daemon.capabilities import from_template
-from rk.daemon.models import Manifest
+from rk.daemon.store import gguf_meta
+from rk.daemon.store.models import Manifest
+from rk.daemon.store.template_facts import from_template
 
 
 def gguf_manifest(name: str, directory: Path, model: str, mmproj: str | None = None) -> Manifest:

@@ -9,15 +9,16 @@ from typing import Any
 
 import orjson
 
-from rk.daemon import accesslog, watch
-from rk.daemon.adapters import lineproto
+from rk.daemon import accesslog
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed
-from rk.daemon.importer import import_model
+from rk.daemon.families.line import adapter as lineproto
+from rk.daemon.families.line import watch
 from rk.daemon.service import Service
+from rk.daemon.store.importer import ImportRequest, import_model
 from rk.daemon.ticket import Ticket
 
-log = logging.getLogger("rk.daemon.lineconn")
+log = logging.getLogger("rk.daemon.line")
 MAX_KEY_FAILURES = 5  # lines without the right key before a TCP peer is hung up on
 
 
@@ -162,8 +163,7 @@ class LineConnection:
             if not self.local:
                 raise RkError("unauthorized", "import reads a file on the daemon's machine: only local clients may "
                               "(the Unix socket or loopback TCP)")
-            m = import_model(svc.store, req.imported)
-            self.send({"id": req.id, "ev": "model", **svc.model_info(m, svc.status()), "manifest": m.to_dict()})
+            self.spawn(self.import_file(req.id, req.imported))
         elif req.op == "version":
             self.send({"id": req.id, "ev": "version", "version": svc.version, "protocol": lineproto.PROTOCOL_VERSION})
         elif req.op == "watch":  # snapshots until the connection closes; see daemon/watch.py
@@ -198,6 +198,16 @@ class LineConnection:
             raise
         finally:
             self.pulls.pop(rid, None)
+
+    async def import_file(self, rid: str, req: ImportRequest) -> None:
+        """`rk import`: copying a multi-gigabyte model file runs in a thread, never on the event loop."""
+        svc = self.service
+        try:
+            m = await asyncio.to_thread(import_model, svc.store, req)
+        except RkError as e:
+            self.send(lineproto.error(rid, e))
+            return
+        self.send({"id": rid, "ev": "model", **svc.model_info(m, svc.status()), "manifest": m.to_dict()})
 
     def _log_job(self, rid: str, ticket: Ticket, outcome: str) -> None:
         accesslog.job(self.peer, ticket.kind, ticket.manifest.name, outcome,

@@ -15,11 +15,11 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from rk.daemon.adapters import fields as f
-from rk.daemon.adapters.vectors import b64_float32
 from rk.daemon.errors import RkError
+from rk.daemon.families import fields as f
 from rk.daemon.jobs import ChatJob, EmbedJob, Format, Generated, GenOptions, GenSpec, JobStats, Think, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
+from rk.daemon.vectors import b64_float32
 
 TOKEN_ARRAYS = ("token-id arrays are not accepted: their ids belong to the client's tokenizer (tiktoken), not "
                 "this model's. Send text instead; with langchain-openai OpenAIEmbeddings set "

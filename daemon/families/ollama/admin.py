@@ -1,22 +1,23 @@
 """Ollama metadata and model-store routes: answered at once, never behind the job queue."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 
 from aiohttp import web
 
-from rk.daemon import modelfile
-from rk.daemon.adapters import fields as f
-from rk.daemon.adapters import ollama
 from rk.daemon.errors import RkError
+from rk.daemon.families import fields as f
+from rk.daemon.families.ollama import adapter as ollama
 from rk.daemon.http.streaming import NDJSON_HEADERS, ndjson_line
 from rk.daemon.http.wire import SERVICE, json_response, read_json
-from rk.daemon.models import modified_at
-from rk.daemon.pull.blobs import Blobs
-from rk.daemon.pull.create import create as create_model
-from rk.daemon.pull.manager import SUCCESS
-from rk.daemon.pull.refs import Digest
+from rk.daemon.store import modelfile
+from rk.daemon.store.models import modified_at
+from rk.daemon.store.pull.blobs import Blobs
+from rk.daemon.store.pull.create import create as create_model
+from rk.daemon.store.pull.manager import SUCCESS
+from rk.daemon.store.pull.refs import Digest
 
 STATUS_SUCCESS = {"status": "success"}
 
@@ -56,7 +57,7 @@ async def show(request: web.Request) -> web.Response:
 
 async def copy(request: web.Request) -> web.Response:
     src, dst = ollama.parse_copy(await read_json(request))
-    request.app[SERVICE].store.copy(src, dst)
+    await asyncio.to_thread(request.app[SERVICE].store.copy, src, dst)  # a whole model directory: off the loop
     return web.Response(status=200)
 
 
@@ -65,14 +66,14 @@ async def delete(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     m = svc.store.get(ollama.model_name(f.obj(await read_json(request))))
     held = Blobs.inodes(m.dir)
-    svc.store.delete(m.name)
-    svc.pulls.blobs.prune(held)
+    await asyncio.to_thread(svc.store.delete, m.name)
+    await asyncio.to_thread(svc.pulls.blobs.prune, held)
     return web.Response(status=200)
 
 
 async def create(request: web.Request) -> web.StreamResponse:
     """A model from uploaded blobs or from an existing model (structured fields or a legacy `modelfile`)."""
-    spec = modelfile.from_request(await read_json(request))
+    spec = ollama.parse_create(await read_json(request))
     svc = request.app[SERVICE]
     statuses = await create_model(svc.store, svc.pulls.blobs, spec)
     return await _status_reply(request, spec.stream, statuses)

@@ -16,11 +16,19 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from rk.daemon.lineconn import LineConnection
     from rk.daemon.service import Service
+
+
+class Watcher(Protocol):
+    """What a watch needs of the line-protocol connection it streams on."""
+
+    service: Service
+    writer: asyncio.StreamWriter
+
+    def send(self, obj: dict[str, Any]) -> None: ...
 
 MAX_RATE = 10.0  # snapshots per second, at most
 HEARTBEAT_S = 1.0
@@ -65,13 +73,13 @@ def snapshot(service: Service, cpu: CpuMeter) -> dict[str, Any]:
                                          "cpu_percent": cpu.percent(), "cpus": os.cpu_count() or 1}}
 
 
-def buffered(conn: LineConnection) -> int:
+def buffered(conn: Watcher) -> int:
     """Bytes written to the connection that the client has not taken yet."""
     transport = conn.writer.transport
     return transport.get_write_buffer_size() if transport is not None else 0
 
 
-async def stream(conn: LineConnection, rid: str) -> None:
+async def stream(conn: Watcher, rid: str) -> None:
     """Push snapshots to one watcher until its connection closes."""
     scheduler = conn.service.scheduler
     changed = scheduler.watch()

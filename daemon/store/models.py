@@ -21,9 +21,11 @@ from urllib.parse import quote
 
 import orjson
 
+from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
+from rk.daemon.store.templates import derived_capabilities
 
-log = logging.getLogger("rk.daemon.models")
+log = logging.getLogger("rk.daemon.store.models")
 
 _PART = r"[a-z0-9][a-z0-9._-]{0,63}"
 # `[host/][namespace/]name[:tag]`, as Ollama spells names (`hf.co/owner/repo:q4_k_m`). Matched on the
@@ -34,7 +36,6 @@ MANIFEST = "manifest.json"
 # What a model can do, in Ollama's words; checked before a job is queued and shown by /api/show.
 CAPABILITIES: Final = ("completion", "embedding", "tools", "thinking", "vision", "insert")
 # Backends whose chat models also embed, from the same loaded weights (their last hidden layer).
-EMBEDS_FROM_CHAT: Final = frozenset({"hf", "rkllm", "llamacpp"})
 _STAGING = ".staging-"  # a model being written, renamed into place when complete
 
 
@@ -63,7 +64,7 @@ class Manifest:
     """What the daemon needs to know to serve one model; backends read their own keys from `files` and `params`."""
 
     name: str
-    backend: str  # a key of rk.daemon.backends.BACKENDS
+    backend: str  # a key of rk.daemon.backend_info.BACKENDS
     capabilities: tuple[str, ...] = ("completion",)
     files: dict[str, str] = field(default_factory=dict)
     context_length: int = 2048
@@ -87,7 +88,8 @@ class Manifest:
         if unknown:
             raise RkError("bad_request", f"unknown capabilities {', '.join(unknown)}; known: {', '.join(CAPABILITIES)}")
         caps = list(dict.fromkeys(self.capabilities))
-        if "completion" in caps and self.backend in EMBEDS_FROM_CHAT and "embedding" not in caps:
+        info = backend_info(self.backend)
+        if "completion" in caps and info is not None and info.embeds_from_chat and "embedding" not in caps:
             caps.append("embedding")
         self.capabilities = tuple(caps)
 
@@ -107,8 +109,6 @@ class Manifest:
         known["capabilities"] = tuple(known.get("capabilities", ("completion",)))
         m = cls(**known, dir=directory)
         if derive:  # none listed: what the model's chat template supports
-            from rk.daemon.templates import derived_capabilities
-
             m.capabilities = derived_capabilities(m)
             m.__post_init__()
         return m

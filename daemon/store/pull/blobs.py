@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from rk.daemon.errors import RkError
-from rk.daemon.models import ModelStore
-from rk.daemon.pull.refs import Digest
+from rk.daemon.store.models import ModelStore
+from rk.daemon.store.pull.refs import Digest
 
 Inode = tuple[int, int]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from rk.daemon.errors import RkError
-from rk.daemon.pull.refs import Digest, HubRef, RepoFile
+from rk.daemon.store.pull.refs import Digest, HubRef, RepoFile
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import orjson
 
-from rk.daemon.adapters import fields as f
+from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
+from rk.daemon.families import fields as f
 from rk.daemon.jobs import ChatJob, EmbedJob, Generated, GenOptions, GenSpec, JobStats, Message, ModelAction, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.store import modelfile
+from rk.daemon.store.models import Manifest
 
 # The Ollama API level this server speaks; clients gate features on it, so it must parse as dotted ints.
 OLLAMA_VERSION = "0.12.0"
@@ -173,6 +175,58 @@ def parse_copy(body: Any) -> tuple[str, str]:
     return src, dst
 
 
+def _create_messages(v: Any) -> tuple[tuple[str, str], ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not all(isinstance(m, dict) and m.get("role") in modelfile.ROLES and isinstance(m.get("content"), str)
+                                          for m in v):
+        raise f.bad("messages", f"must be a list of {{role, content}} with role one of {', '.join(modelfile.ROLES)}")
+    return tuple((m["role"], m["content"]) for m in v)
+
+
+def parse_create(body: Any) -> modelfile.CreateSpec:
+    """`/api/create`: the structured fields, and the legacy `modelfile` string older clients send.
+
+    In a legacy Modelfile, FROM names a model or an uploaded blob (`@sha256:<hex>`): the daemon never
+    reads a file path on a client's say-so."""
+    d = f.obj(body)
+    for key in ("adapters", "quantize"):
+        if d.get(key):
+            raise RkError("not_implemented", f"'{key}' is not supported by rk", param=key)
+    name, stream = model_name(d), f.boolean(d, "stream", True)
+    spec = modelfile.CreateSpec(name, stream=stream)
+    if f.string(d, "modelfile"):
+        spec, source = modelfile.parse(d["modelfile"], name, stream)
+        if source.startswith("@"):
+            spec = replace(spec, files=(("model", modelfile.digest_hex(source[1:], "modelfile")),))
+        elif modelfile.is_path(source):
+            raise RkError("bad_request", f"FROM {source}: a file path cannot be read by the daemon; upload it with "
+                          "POST /api/blobs/sha256:<hex> and create with 'files' (rk create -f does this)", param="modelfile")
+        else:
+            spec = replace(spec, base=source)
+    files = f.obj({} if d.get("files") is None else d["files"], "files")
+    params = f.obj({} if d.get("parameters") is None else d["parameters"], "parameters")
+    license_ = d.get("license")
+    if isinstance(license_, list) and all(isinstance(x, str) for x in license_):
+        license_ = "\n".join(license_)
+    spec = replace(
+        spec,
+        base=f.string(d, "from") or spec.base,
+        files=tuple((k, modelfile.digest_hex(v, f"files.{k}")) for k, v in files.items()) or spec.files,
+        system=f.string(d, "system") if d.get("system") is not None else spec.system,
+        template=f.string(d, "template") if d.get("template") is not None else spec.template,
+        parameters=spec.parameters | {k: v for k, v in params.items() if v is not None},
+        messages=_create_messages(d.get("messages")) or spec.messages,
+        license=license_ if isinstance(license_, str) else spec.license,
+    )
+    if not spec.base and not spec.files:
+        raise RkError("bad_request", "neither 'from' or 'files' was specified", param="from")
+    if spec.base and spec.files:
+        raise RkError("bad_request", "give 'from' or 'files', not both", param="from")
+    # the parameters as manifest defaults (GenOptions fields); a malformed value is refused now, before anything is written
+    return replace(spec, defaults=f.gen_options(spec.parameters, max_tokens_keys=("num_predict",)).set())
+
+
 # ---- replies -----------------------------------------------------------------------------------
 
 
@@ -249,11 +303,13 @@ def tag(m: Manifest, modified_at: str) -> dict[str, Any]:
 
 
 def ps_entry(m: Manifest, memory_mb: float, expires: float) -> dict[str, Any]:
-    """A loaded model for `/api/ps`; `size_vram` counts only memory on the NPU."""
+    """A loaded model for `/api/ps`; `size_vram` counts only memory on an accelerator (the NPU)."""
     size = int(memory_mb * 1024 * 1024)
+    info = backend_info(m.backend)
+    on_accelerator = info is not None and info.accelerator
     return {"name": m.name, "model": m.name, "size": size, "digest": m.digest, "details": m.details(),
             "expires_at": FOREVER if math.isinf(expires) else timestamp(expires),
-            "size_vram": size if m.backend == "rkllm" else 0, "context_length": m.context_length}
+            "size_vram": size if on_accelerator else 0, "context_length": m.context_length}
 
 
 def _parameter_count(size: str) -> int | None:

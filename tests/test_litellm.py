@@ -25,7 +25,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # its import would fetch a price list otherwise
 import litellm
 
-from daemon_proc import DaemonProc, free_port
+from daemon_proc import DaemonProc
 
 T = TypeVar("T")
 HI = [{"role": "user", "content": "say hello to the relay"}]
@@ -125,6 +125,7 @@ def test_sdk_embedding(syn: DaemonProc) -> None:
 # ---- the proxy server (`litellm[proxy]`) -------------------------------------------------------
 
 _PROXY_MODULES = ("fastapi_sso", "backoff", "apscheduler", "litellm_enterprise", "litellm_proxy_extras")
+_UVICORN_PORT = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 _missing = [m for m in _PROXY_MODULES if importlib.util.find_spec(m) is None]
 
 
@@ -132,7 +133,6 @@ _missing = [m for m in _PROXY_MODULES if importlib.util.find_spec(m) is None]
                                             f"is not in the test extra); missing: {', '.join(_missing)}")
 def test_proxy_chat_and_embed(syn: DaemonProc, tmp_path: Path) -> None:
     """`litellm --config` in front of rk, used through the `openai` package as its users do."""
-    port = free_port()
     assert syn.tcp_port is not None
     relay = Relay(syn.tcp_port)
     cfg = tmp_path / "litellm.yaml"
@@ -146,20 +146,16 @@ def test_proxy_chat_and_embed(syn: DaemonProc, tmp_path: Path) -> None:
     log = tmp_path / "proxy.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", "import litellm; litellm.run_server()", "--config", str(cfg),
-                                 "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+                                 "--host", "127.0.0.1", "--port", "0", "--num_workers", "1"],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
-        while True:
+        while not (bound := _UVICORN_PORT.search(log.read_text(errors="replace"))):  # port 0: uvicorn says which
             assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            try:
-                if httpx.get(base + "/health/liveliness", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
             assert time.monotonic() < deadline, "the proxy did not start:\n" + log.read_text(errors="replace")[-3000:]
             time.sleep(0.2)
+        base = f"http://127.0.0.1:{bound.group(1)}"
+        assert httpx.get(base + "/health/liveliness", timeout=10).status_code == 200
         client = openai.OpenAI(base_url=base, api_key="sk-unused", max_retries=0)
         want = ollama.Client(host=syn.base_url).chat(model="syn:chat", messages=HI).message.content
         chat = client.chat.completions.create(model="chat", messages=HI)  # type: ignore[arg-type]

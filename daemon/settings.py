@@ -73,7 +73,11 @@ class Settings:
         for f in dataclasses.fields(cls):
             raw = env.get(f.metadata["env"])
             if raw is not None and raw != "":
-                values[f.name] = _parse(f, raw)
+                try:
+                    values[f.name] = _parse(f, raw)
+                except ValueError:
+                    raise ValueError(f"{f.metadata['env']} must be {_KINDS.get(str(f.type), 'a value')}, "
+                                     f"not {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -81,6 +85,9 @@ class Settings:
     def describe(cls) -> list[tuple[str, str, str]]:
         """(field, env var, help) for every setting, for docs and `rk serve --help`."""
         return [(f.name, f.metadata["env"], f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+
+_KINDS = {"int": "a whole number", "float": "a number"}
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:

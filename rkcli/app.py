@@ -72,9 +72,14 @@ def serve(
     from rk.daemon.server import run
     from rk.daemon.settings import Settings
 
-    settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
-                                 socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
-                                 llama_repack=llama_repack, rkllm_lib=rkllm_lib, rkllm_version=rkllm_version, quiet=quiet or None)
+    try:
+        settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
+                                     socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
+                                     llama_repack=llama_repack, rkllm_lib=rkllm_lib, rkllm_version=rkllm_version,
+                                     quiet=quiet or None)
+    except ValueError as e:  # a flag or RK_* variable that is not a usable value: a usage error, no traceback
+        typer.echo(f"rk serve: {e}", err=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(run(settings))
 
 

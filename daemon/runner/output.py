@@ -67,7 +67,8 @@ def output_parser(manifest: Manifest, template: str | None, spec: GenSpec) -> Ou
     if spec.raw:
         return PlainParser()
     tools = bool(spec.tools) and spec.tool_choice != "none"
-    return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think)
+    return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think,
+                      thinks=manifest.can("thinking"))
 
 
 class ToolChoice:

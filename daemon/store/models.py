@@ -200,6 +200,7 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._bundled = {m.name: m for m in bundled_manifests(root)} if bundled else {}
         migrate_nested(self.root, self._bundled)
+        remove_staging(self.root)
 
     @property
     def blobs_dir(self) -> Path:
@@ -306,6 +307,16 @@ class ModelStore:
         m = Manifest.from_dict(data, path.parent)
         m.name = normalize_name(m.name)
         return m
+
+
+def remove_staging(root: Path) -> None:
+    """Delete the half-written copies a crash left behind: at start nothing is being written."""
+    for d in sorted(root.glob(f"{_STAGING}*")):
+        log.info("removing %s, a model copy left unfinished by an earlier run", d)
+        if d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            d.unlink(missing_ok=True)
 
 
 def migrate_nested(root: Path, bundled: dict[str, Manifest]) -> None:

@@ -112,7 +112,8 @@ def continues(held: Key | None, key: Key) -> int:
 class InputBuilder:
     def __init__(self, manifest: Manifest, abi: Abi) -> None:
         self.manifest, self.abi = manifest, abi
-        self.thinking = bool(manifest.params.get("thinking", False))
+        # A model that declares thinking thinks unless asked not to, as Ollama's do; params.thinking overrides.
+        self.thinking = bool(manifest.params.get("thinking", manifest.can("thinking")))
         self.tokenizer: Any = None
         if "tokenizer" in manifest.files:
             from transformers import AutoTokenizer  # only models that ship a tokenizer pay for this import

@@ -23,7 +23,7 @@ def in_process_rate() -> Callable[[int], float]:
     import llama_cpp
 
     from rk.daemon.backends.llamacpp import DEFAULT_CTX
-    from rk.daemon.models import bundled_manifests
+    from rk.daemon.store.models import bundled_manifests
 
     manifest = next(m for m in bundled_manifests(MODELS) if m.name == CHAT_MODEL)
     threads = cpu_threads()

@@ -83,7 +83,7 @@ def per_text_http(base_url: str, texts: list[str]) -> float:
 
 
 def weights_dir() -> Path:
-    from rk.daemon.models import bundled_manifests
+    from rk.daemon.store.models import bundled_manifests
 
     m = next((m for m in bundled_manifests(MODELS) if m.name == MODEL), None)
     if m is None:

@@ -68,7 +68,7 @@ def baseline(gguf: Path) -> tuple[float, float]:
 
 
 def run(ctx: Context) -> list[Row]:
-    from rk.daemon.models import bundled_manifests
+    from rk.daemon.store.models import bundled_manifests
 
     manifest = next((m for m in bundled_manifests(ctx.tmp) if m.name == CHAT_MODEL), None)
     if manifest is None:

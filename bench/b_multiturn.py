@@ -44,7 +44,7 @@ TURNS = [
 
 def register_nocache() -> None:
     """A second manifest for the bundled SmolLM2 weights, with prefix reuse off (same files, same defaults)."""
-    from rk.daemon.models import bundled_manifests
+    from rk.daemon.store.models import bundled_manifests
 
     m = next((m for m in bundled_manifests(MODELS) if m.name == CHAT_MODEL), None)
     if m is None:

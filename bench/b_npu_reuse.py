@@ -59,7 +59,7 @@ def _reinit_cost(ctx: Context) -> tuple[float, float, int]:
     from rk.daemon.backends.base import RkllmOptions, RunnerConfig
     from rk.daemon.backends.rkllm import load
     from rk.daemon.jobs import GenOptions, GenSpec, Message
-    from rk.daemon.models import Manifest
+    from rk.daemon.store.models import Manifest
 
     d = ctx.tmp / "reinit"
     d.mkdir(exist_ok=True)

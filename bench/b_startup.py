@@ -77,7 +77,7 @@ def run(ctx: Context) -> list[Row]:
                     median([b[0] for b in base_runs]), "ms", "FastAPI+uvicorn app to ready (Unix socket)"))
     rows.append(Row("6 start-up", "idle RSS, daemon + runner", median([r[1] for r in rk_runs]),
                     median([b[1] for b in base_runs]), "MB", "idle FastAPI+uvicorn app"))
-    from rk.daemon.models import bundled_manifests
+    from rk.daemon.store.models import bundled_manifests
 
     files = {m.name: m for m in bundled_manifests(MODELS)}
     with daemon(ctx.tmp / "startup-load", models_dir=MODELS, bundled=True) as d, d.client(timeout=600) as c:

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import orjson
 
+from rk.daemon.backends.base import RunnerConfig
 from rk.daemon.backends.synthetic import SyntheticModel
 from rk.daemon.jobs import GenOptions, GenSpec, Message
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 from bench.common import STREAM_RATE, Context, Row, chat_line, median, openai_chat, synthetic_daemon
 
@@ -34,7 +35,7 @@ class _Null:
 def backend_alone(rate: float, n: int) -> float:
     """Tokens/s of SyntheticModel.generate with a sink that does nothing."""
     m = SyntheticModel(Manifest(name="bench:alone", backend="synthetic", context_length=8192,
-                                params={"tokens_per_s": rate, "reply_tokens": 1_000_000}, dir=Path(".")))
+                                params={"tokens_per_s": rate, "reply_tokens": 1_000_000}, dir=Path(".")), RunnerConfig())
     req = GenSpec(messages=(Message("user", PROMPT),), options=GenOptions(max_tokens=n))
     t0 = time.perf_counter()
     r = m.generate(req, _Null(), threading.Event())

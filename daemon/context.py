@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 log = logging.getLogger("rk.daemon.context")
-# Backends that can run past the context a model was trained with (llama.cpp warns and extends RoPE,
-# as Ollama allows): an explicit num_ctx is taken as is there, up to MAX_CTX. Elsewhere (hf's position
-# table, RKLLM's converted max_context_len) it is capped at the model's own context.
-EXTENDS_CONTEXT = frozenset({"llamacpp"})
 MAX_CTX = 1 << 18  # 256k tokens: beyond this a typo, not a context (the KV cache alone would be tens of GB)
 
 
@@ -36,8 +33,10 @@ def needed_context(m: Manifest, requested: int | None, default: int) -> int:
 
 
 def bounded(m: Manifest, n: int) -> int:
-    """`n` within what the backend can load; past the trained context only where the backend extends it."""
-    if m.backend in EXTENDS_CONTEXT:
+    """`n` within what the backend can load; past the trained context (up to MAX_CTX) only where the
+    backend extends it (`BackendInfo.extends_context`)."""
+    info = backend_info(m.backend)
+    if info is not None and info.extends_context:
         if n > m.context_length:
             log.warning("%s: a context of %d is past the %d it was trained with", m.name, n, m.context_length)
         return max(1, min(n, MAX_CTX))

@@ -22,6 +22,7 @@ HTTP_STATUS: Final[dict[str, int]] = {
     "cancelled": 499,
     "runner_crashed": 500,
     "model_failed": 500,
+    "engine_crashed": 500,  # the engine crashed in a model's first prefill even with safe settings; a retry will too
     "internal": 500,
     "not_implemented": 501,
     "hub_unavailable": 502,  # the model hub failed or answered nonsense

@@ -6,10 +6,9 @@ codec carries the parts a backend needs. No dicts cross a layer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
-if TYPE_CHECKING:
-    from rk.daemon.backends.base import GenResult
+from rk.daemon.media import Image
 
 Source = Literal["cli", "openai", "ollama"]
 Role = Literal["system", "user", "assistant", "tool"]
@@ -74,7 +73,7 @@ class Message:
 
     role: Role
     content: str = ""
-    images: tuple[bytes, ...] = ()
+    images: tuple[Image, ...] = ()  # decoded at admission
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     tool_name: str | None = None
@@ -106,6 +105,10 @@ class GenSpec:
     parallel_tool_calls: bool = True  # False: at most one tool call per reply (OpenAI's parallel_tool_calls)
     think: Think = None
     format: Format = None
+
+    def media(self) -> tuple[str, ...]:
+        """The digests of the prompt's images, in order: part of every KV-cache key."""
+        return tuple(img.digest for m in self.messages for img in m.images)
 
     def chat_messages(self, system: str | None = None) -> list[Message]:
         """The conversation a chat template renders: a bare prompt becomes one user turn; a model's
@@ -171,6 +174,19 @@ class Generated:
     thinking: str
     tool_calls: tuple[ToolCall, ...]
     stats: JobStats
+
+
+@dataclass
+class GenResult:
+    """The backend's own figures for one generation; the runner adds them to the job's `JobStats`."""
+
+    prefill_ms: float = 0.0
+    prefill_tokens: int = 0  # computed in this run
+    cached_tokens: int = 0  # served from the KV cache of an earlier run
+    generate_ms: float = 0.0
+    generate_tokens: int = 0
+    memory_mb: float = 0.0
+    finish_reason: str = "stop"  # "stop" or "length"
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from rk.daemon.deadlines import peer_name
-from rk.daemon.lineconn import LineConnection
+from rk.daemon.families.line.connection import LineConnection
 from rk.daemon.service import Service
 
 log = logging.getLogger("rk.daemon.listener")

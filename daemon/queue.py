@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from rk.daemon.errors import RkError
 from rk.daemon.events import Queued
 from rk.daemon.jobs import Job
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 from rk.daemon.ticket import Ticket
 
 

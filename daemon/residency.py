@@ -15,8 +15,8 @@ from typing import Any
 
 from rk.daemon.context import configured_context
 from rk.daemon.errors import RkError
-from rk.daemon.models import Manifest
 from rk.daemon.runner.proxy import RunnerPort
+from rk.daemon.store.models import Manifest
 
 log = logging.getLogger("rk.daemon.residency")
 MAX_LOAD_CRASHES = 3
@@ -33,6 +33,7 @@ class Resident:
     details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. CPU threads
     expires: float = math.inf  # monotonic time; inf = kept until unloaded
     wall_expires: float = math.inf
+    jobs: int = 0  # jobs started on it since it was loaded
 
     @property
     def name(self) -> str:
@@ -48,6 +49,7 @@ class Residency:
         self.failed: dict[str, str] = {}
         self._crashes: Counter[str] = Counter()
         self._pid: int | None = None
+        self.safe: set[str] = set()  # models that crashed the engine: loaded with safe settings until unloaded
 
     def check_usable(self, m: Manifest) -> None:
         if m.name in self.failed:
@@ -78,7 +80,7 @@ class Residency:
             log.info("reloading %s: %s", m.name, why)
             await self.unload(m.name)
         try:
-            ev = await self.runner.load(m, num_ctx)
+            ev = await self.runner.load(m, num_ctx, safe=m.name in self.safe)
         except RkError as e:
             if e.code in ("runner_crashed", "timeout"):
                 self._crashes[m.name] += 1
@@ -95,8 +97,17 @@ class Residency:
 
     async def unload(self, name: str) -> None:
         self.sync()
+        self.safe.discard(name)
         if self.loaded.pop(name, None) is not None:
             await self.runner.unload(name)
+
+    def start_job(self, name: str) -> bool:
+        """Count a job on a resident model; True for its first since it was loaded."""
+        res = self.loaded.get(name)
+        if res is None:
+            return False
+        res.jobs += 1
+        return res.jobs == 1
 
     def touch(self, name: str, keep_alive_s: float | None) -> None:
         """Restart a model's keep-alive clock after a job (negative: forever; 0: unload now)."""

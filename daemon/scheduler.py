@@ -16,17 +16,18 @@ from collections import Counter, deque
 from typing import Any, Callable
 
 from rk.daemon import events as ev
-from rk.daemon.backends import STRUCTURED
+from rk.daemon.backend_info import backend_info
+from rk.daemon.backends.base import SAFE_SETTINGS
 from rk.daemon.context import needed_context
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
-from rk.daemon.models import Manifest, ModelStore
 from rk.daemon.queue import JobQueue
 from rk.daemon.residency import Residency
 from rk.daemon.runner import wire
-from rk.daemon.runner.proxy import NotBegun, RunnerPort
+from rk.daemon.runner.proxy import Crashed, NotBegun, RunnerPort
 from rk.daemon.settings import Settings
 from rk.daemon.status import LoadedView, RunnerView, Status, job_views
+from rk.daemon.store.models import Manifest, ModelStore
 from rk.daemon.structured import schema_for
 from rk.daemon.ticket import Ticket
 
@@ -95,7 +96,8 @@ class Scheduler:
             raise RkError("empty_input", "no texts to embed", param="input")
         if isinstance(job, ChatJob) and job.spec.format is not None:
             schema_for(job.spec.format)  # a schema that is not one is the client's 400
-            if m.backend not in STRUCTURED:
+            info = backend_info(m.backend)
+            if info is None or info.structured is None:
                 raise RkError("unsupported", f"{m.name} does not support structured output ('format') on the "
                               f"{m.backend} backend", param="format")
         if not isinstance(job, ModelAction):
@@ -184,10 +186,12 @@ class Scheduler:
 
     async def _execute(self, batch: list[Ticket]) -> None:
         lead = batch[0]
+        first = False
         try:
             load_ms = await self._ensure_loaded(lead)
             if lead.cancel_requested:  # cancelled while its model loaded: nothing to abort in the runner
                 raise RkError("cancelled", "cancelled")
+            first = not isinstance(lead.job, ModelAction) and self.residency.start_job(lead.manifest.name)
             for t in batch:
                 t.stats.load_ms += load_ms
             if isinstance(lead.job, ChatJob):
@@ -198,6 +202,12 @@ class Scheduler:
                 await self._model_action(lead)
         except NotBegun as e:
             self._retry(batch, e)
+        except Crashed as e:
+            if first and e.fault and lead.stop_reason is None and not any(t.generated for t in batch):
+                self._crashed_in_first_prefill(batch, e)
+            else:
+                for t in batch:
+                    self._finish(t, lead.stop_reason or e)
         except RkError as e:
             if e.code in ("cancelled", "runner_crashed") and lead.stop_reason is not None:
                 e = lead.stop_reason  # the daemon stopped it (timeout, slow client, shutdown), not a fault
@@ -221,6 +231,24 @@ class Scheduler:
         if not isinstance(t.job, ChatJob):
             return None
         return needed_context(t.manifest, t.job.options.num_ctx, self.settings.context_length)
+
+    def _crashed_in_first_prefill(self, batch: list[Ticket], e: Crashed) -> None:
+        """A fault in a model's first prefill, before any token, is likely a kernel this CPU cannot run (as
+        llama.cpp's AMX repack on Sapphire Rapids): reload the model once with safe settings and run the
+        jobs again; crashing with them too fails the jobs with `engine_crashed`."""
+        name = batch[0].manifest.name
+        if name in self.residency.safe:
+            err = RkError("engine_crashed", f"{name} crashed the engine ({e.why}) in its first prefill, also with "
+                                            f"safe settings ({SAFE_SETTINGS})")
+            for t in batch:
+                self._finish(t, err)
+            return
+        self.residency.safe.add(name)
+        log.warning("%s crashed the engine (%s) in its first prefill; reloading it with safe settings (%s) "
+                    "and running the job again", name, e.why, SAFE_SETTINGS)
+        for t in reversed(batch):
+            t.sent = None
+            self.queue.requeue(t, front=True)
 
     async def _ensure_loaded(self, t: Ticket) -> float:
         if isinstance(t.job, ModelAction) and t.job.action == "unload":
@@ -330,7 +358,7 @@ class Scheduler:
         self.queue.changed()
         lead = batch[0]
         t0 = time.perf_counter()
-        call = await self.runner.embed(lead.manifest.name, tuple(texts), all(t.job.truncate for t in batch))  # type: ignore[union-attr]
+        call = await self.runner.embed(lead.manifest.name, tuple(texts), all(t.job.truncate for t in batch))
         for t in batch:
             t.sent = call
         timer = self._job_timer(lead) if len(batch) == 1 else None

@@ -16,10 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
+from rk.daemon.families.registry import FAMILIES
 from rk.daemon.http.app import build_app
 from rk.daemon.http.middleware import OneLineErrors
 from rk.daemon.instance import InstanceBusy, InstanceLock
 from rk.daemon.listener import Sniffer, SocketInUse, open_tcp, open_unix
+from rk.daemon.runner.proxy import RunnerPort
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings, parse_hostport
 
@@ -31,9 +33,9 @@ def is_loopback(host: str) -> bool:
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, runner: RunnerPort | None = None) -> None:
         self.settings = settings
-        self.service = Service.build(settings)
+        self.service = Service.build(settings, runner)
         self.servers: list[asyncio.AbstractServer] = []
         self.line_tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
@@ -43,7 +45,7 @@ class Daemon:
     async def start(self) -> None:
         t0 = time.perf_counter()
         s = self.settings
-        self.http = web.AppRunner(build_app(self.service), access_log=None, handle_signals=False,
+        self.http = web.AppRunner(build_app(self.service, FAMILIES), access_log=None, handle_signals=False,
                                   logger=OneLineErrors(logging.getLogger("rk.daemon.http"), {}),
                                   keepalive_timeout=s.idle_timeout_s, shutdown_timeout=s.shutdown_grace_s,
                                   handler_cancellation=True)  # a client that hangs up cancels its job
@@ -61,8 +63,11 @@ class Daemon:
             if not is_loopback(host) and not s.api_key:
                 log.warning("!!! TCP on %s:%d without an API key: anyone on the network can use this daemon. "
                             "Set --api-key or RK_API_KEY.", host, port)
-            self.servers.append(await open_tcp(host, port, factory(True)))
-            where.append(f"http://{host}:{port}")
+            server = await open_tcp(host, port, factory(True))
+            self.servers.append(server)
+            port = server.sockets[0].getsockname()[1]  # the kernel's choice for port 0
+            self.service.tcp_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            where.append(f"http://{self.service.tcp_address}")
         self.scheduler_task = asyncio.create_task(self.service.scheduler.run())
         self.runner_task = asyncio.create_task(self._warm_runner())
         log.info("rk daemon ready in %.0f ms on %s (models: %s)", (time.perf_counter() - t0) * 1000,

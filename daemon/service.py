@@ -9,16 +9,17 @@ from typing import Any
 
 from rk import __version__
 from rk.daemon.backends.base import CpuOptions, RkllmOptions, RunnerConfig
+from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.deadlines import HeadDeadlines
 from rk.daemon.errors import RkError
 from rk.daemon.metrics import Metrics
-from rk.daemon.models import Manifest, ModelStore, modified_at
-from rk.daemon.npu import read_npu
-from rk.daemon.pull.manager import PullManager
-from rk.daemon.runner.proxy import Runner
+from rk.daemon.npu import read_npu, soc
+from rk.daemon.runner.proxy import Runner, RunnerPort
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
 from rk.daemon.status import Status
+from rk.daemon.store.models import Manifest, ModelStore, modified_at
+from rk.daemon.store.pull.manager import PullManager
 
 
 def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
@@ -27,7 +28,7 @@ def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
         preload: tuple[str, ...] = (store.get(settings.default_chat_model).backend,)
     except RkError:
         preload = ()
-    return RunnerConfig(sysfs_root=str(settings.sysfs_root), cpu=CpuOptions(threads=settings.threads),
+    return RunnerConfig(sysfs_root=str(settings.sysfs_root), cpu=CpuOptions(threads=settings.threads, repack=settings.llama_repack),
                         rkllm=RkllmOptions(lib=settings.rkllm_lib, version=settings.rkllm_version), preload=preload)
 
 
@@ -35,24 +36,30 @@ def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
 class Service:
     settings: Settings
     store: ModelStore
-    runner: Runner
+    runner: RunnerPort
     scheduler: Scheduler
     head_deadlines: HeadDeadlines
     metrics: Metrics
     pulls: PullManager
     started: float = field(default_factory=time.time)
     version: str = __version__
+    tcp_address: str | None = None  # where TCP is bound once listening (`--tcp HOST:0` picks a free port)
+    llama_repack: str = ""  # RK_LLAMA_REPACK as it applies to this CPU, e.g. "off (cpu has AMX)"
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings) -> Service:
+    def build(cls, settings: Settings, runner: RunnerPort | None = None) -> Service:
+        """The daemon's parts; `runner` replaces the runner process (tests build the whole HTTP and
+        line-protocol stack over an in-process one)."""
         store = ModelStore(settings.models_dir, bundled=settings.bundled)
-        runner = Runner(runner_config(settings, store), stall_timeout_s=settings.stall_timeout_s)
+        if runner is None:
+            runner = Runner(runner_config(settings, store), stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)
         metrics = Metrics(scheduler.status)
         scheduler.observers.append(metrics.observe)
         return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), metrics,
-                   PullManager(store, settings.sysfs_root))
+                   PullManager(store, soc(settings.sysfs_root)),
+                   llama_repack=str(choose_repack(settings.llama_repack, read_cpu_features(settings.sysfs_root))))
 
     def key_ok(self, presented: str | None) -> bool:
         """Constant-time check of an API key; always true when no key is configured."""
@@ -85,5 +92,6 @@ class Service:
 
     def status(self) -> Status:
         status = self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
-                                        "tcp": self.settings.tcp, "npu": self.npu()})
+                                        "tcp": self.tcp_address, "npu": self.npu(),
+                                        "llama_repack": self.llama_repack})
         return replace(status, pulls=self.pulls.describe())

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from rk.paths import default_models_dir, default_socket_path
 
+REPACK_SETTINGS = ("auto", "on", "off")  # RK_LLAMA_REPACK's values (backends/cpufeatures.py applies them)
+
 
 def _opt(default: Any, env: str, help: str) -> Any:
     return field(default=default, metadata={"env": env, "help": help})
@@ -43,6 +45,7 @@ class Settings:
     shutdown_grace_s: float = _opt(10.0, "RK_SHUTDOWN_GRACE", "on SIGTERM, how long the running job may finish")
     context_length: int = _opt(4096, "RK_CONTEXT_LENGTH", "context (KV cache) a chat model loads with, tokens, unless the request's options.num_ctx or the model's PARAMETER num_ctx sets one (capped at the model's own)")
     threads: int = _opt(0, "RK_THREADS", "CPU threads for the hf and llamacpp backends (0 = auto: llamacpp takes the physical big cores, hf all cores)")
+    llama_repack: str = _opt("auto", "RK_LLAMA_REPACK", "llama.cpp weight repack: auto (off on CPUs with AMX, where it crashes; on elsewhere), on, off")
     rkllm_lib: str | None = _opt(None, "RK_RKLLM_LIB", "path of librkllmrt.so (default: the loader path)")
     rkllm_version: str | None = _opt(None, "RK_RKLLM_VERSION", "force the RKLLM runtime ABI: 1.2 or 1.3")
     sysfs_root: Path = _opt(Path("/"), "RK_SYSFS_ROOT", "root under which /sys and /proc are read (tests point it at a fake tree)")
@@ -56,6 +59,8 @@ class Settings:
             object.__setattr__(self, "socket", default_socket_path())
         if self.models_dir is None:
             object.__setattr__(self, "models_dir", default_models_dir())
+        if self.llama_repack not in REPACK_SETTINGS:
+            raise ValueError(f"RK_LLAMA_REPACK must be one of {', '.join(REPACK_SETTINGS)}, not {self.llama_repack!r}")
         for f in dataclasses.fields(self):  # "nan" or "inf" would make a timeout that never ends
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -69,7 +74,11 @@ class Settings:
         for f in dataclasses.fields(cls):
             raw = env.get(f.metadata["env"])
             if raw is not None and raw != "":
-                values[f.name] = _parse(f, raw)
+                try:
+                    values[f.name] = _parse(f, raw)
+                except ValueError:
+                    raise ValueError(f"{f.metadata['env']} must be {_KINDS.get(str(f.type), 'a value')}, "
+                                     f"not {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -77,6 +86,9 @@ class Settings:
     def describe(cls) -> list[tuple[str, str, str]]:
         """(field, env var, help) for every setting, for docs and `rk serve --help`."""
         return [(f.name, f.metadata["env"], f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+
+_KINDS = {"int": "a whole number", "float": "a number"}
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rk.daemon.jobs import ChatJob, EmbedJob
-from rk.daemon.pull.events import PullView
 from rk.daemon.residency import Resident
+from rk.daemon.store.pull.events import PullView
 from rk.daemon.ticket import GENERATING, Ticket
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 from rk.daemon.errors import RkError
 from rk.daemon.events import FINAL, Event
 from rk.daemon.jobs import EmbedJob, Job, JobStats
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 if TYPE_CHECKING:
     from rk.daemon.runner.proxy import Call

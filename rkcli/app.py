@@ -64,6 +64,7 @@ def serve(
     max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Jobs that may wait at once (default 512)."),
     keep_alive: Optional[float] = typer.Option(None, "--keep-alive", help="Seconds an idle model stays loaded (default 300, <0 forever)."),
     context_length: Optional[int] = typer.Option(None, "--context-length", min=1, help="Context a chat model loads with, tokens, unless a request or Modelfile sets num_ctx (default 4096)."),
+    llama_repack: Optional[str] = typer.Option(None, "--llama-repack", envvar="RK_LLAMA_REPACK", help="llama.cpp weight repack: auto (off on CPUs with AMX, where it crashes), on, off."),
     rkllm_lib: Optional[str] = typer.Option(None, "--rkllm-lib", envvar="RK_RKLLM_LIB", help="Path of librkllmrt.so."),
     rkllm_version: Optional[str] = typer.Option(None, "--rkllm-version", envvar="RK_RKLLM_VERSION", help="Force the RKLLM runtime ABI (1.2 or 1.3) when it cannot be detected."),
     quiet: bool = typer.Option(False, "--quiet", "-q", envvar="RK_QUIET", help="No access log (one line per request or job)."),
@@ -72,10 +73,15 @@ def serve(
     from rk.daemon.server import run
     from rk.daemon.settings import Settings
 
-    settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
-                                 socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
-                                 context_length=context_length,
-                                 rkllm_lib=rkllm_lib, rkllm_version=rkllm_version, quiet=quiet or None)
+    try:
+        settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
+                                     socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
+                                     context_length=context_length,
+                                     llama_repack=llama_repack, rkllm_lib=rkllm_lib, rkllm_version=rkllm_version,
+                                     quiet=quiet or None)
+    except ValueError as e:  # a flag or RK_* variable that is not a usable value: a usage error, no traceback
+        typer.echo(f"rk serve: {e}", err=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(run(settings))
 
 

@@ -75,7 +75,7 @@ def create(
     import httpx
 
     from rk.daemon.errors import RkError
-    from rk.daemon.modelfile import is_path, parse, to_json
+    from rk.daemon.store.modelfile import is_path, parse, to_json
 
     try:
         spec, source = parse(file.read_text(), name)

@@ -56,15 +56,6 @@ def _table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Table:
 
 
 
-def _loaded(m: dict[str, Any]) -> str:
-    """A loaded model in `rk status`: memory, the context it was loaded with, CPU threads."""
-    facts = [_mb(m.get("memory_mb"))]
-    if m.get("num_ctx"):
-        facts.append(f"context {m['num_ctx']}")
-    if (m.get("details") or {}).get("threads"):
-        facts.append(f"{m['details']['threads']} threads")
-    return f"{m['name']} ({' · '.join(facts)})"
-
 def _grid(rows: Iterable[tuple[str, str]]) -> Table:
     """Key/value lines; empty values are left out."""
     from rich.table import Table
@@ -174,6 +165,15 @@ def unload(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> Non
     typer.echo(f"unloaded {model}")
 
 
+def _loaded(m: dict[str, Any]) -> str:
+    """A loaded model in `rk status`: memory, the context it was loaded with, and the engine facts its
+    backend reports."""
+    d = m.get("details") or {}
+    facts = [_mb(m.get("memory_mb"))] + ([f"context {m['num_ctx']}"] if m.get("num_ctx") else []) \
+        + ([f"{d['threads']} threads"] if d.get("threads") else []) + ([f"repack {d['repack']}"] if d.get("repack") else [])
+    return f"{m['name']} ({' · '.join(facts)})"
+
+
 def status(ctx: typer.Context, json_out: bool = JSON) -> None:
     """The daemon: version, uptime, where it listens, runner, queue, totals, loaded models, NPU."""
     snap = _body(run_client(ctx, lambda c: c.call("status")))
@@ -187,6 +187,7 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             ("runner", f"pid {runner.get('pid', '-')} · {_mb(runner.get('rss_mb'))}"),
             ("queue", f"{len(snap.get('running', []))} running · {snap.get('depth', 0)} waiting"),
             ("totals", " · ".join(f"{k} {v}" for k, v in totals.items()) or "-"),
+            ("engine", f"llama.cpp weight repack {snap.get('llama_repack') or '-'}"),
             ("loaded", ", ".join(_loaded(m) for m in snap.get("loaded", [])) or "none")]
     if snap.get("npu"):
         rows.append(("npu", " · ".join(f"{k} {v}" for k, v in snap["npu"].items() if not isinstance(v, (dict, list)))))

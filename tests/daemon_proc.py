@@ -4,7 +4,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,13 @@ from typing import Any
 import orjson
 
 from rk.client import Client, Endpoint
-from rk.daemon.models import dir_name, normalize_name
+from rk.daemon.store.models import dir_name, normalize_name
 
 
 def _die_with_test_process() -> None:
     """Linux: the daemon gets SIGTERM if the test process dies, so an aborted run leaves no daemons."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_manifest(models_dir: Path, name: str, **fields: Any) -> Path:
@@ -115,17 +108,16 @@ def start_daemon(tmp: Path, *, models_dir: Path | None = None, tcp: bool = False
     tmp.mkdir(parents=True, exist_ok=True)
     sock = socket_path or tmp / "rk.sock"
     models = models_dir or tmp / "models"
-    port = free_port() if tcp else None
     full_env = dict(os.environ)
     full_env.update({"RK_SOCKET": str(sock), "RK_MODELS": str(models), "RK_BUNDLED": "1" if bundled else "0",
                      "PYTHONUNBUFFERED": "1"})
     full_env.update(env or {})
-    args = [sys.executable, "-m", "rk", "serve"] + (["--tcp", str(port)] if port else []) + (extra_args or [])
+    args = [sys.executable, "-m", "rk", "serve"] + (["--tcp", "127.0.0.1:0"] if tcp else []) + (extra_args or [])
     log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
     logf = open(log_path, "wb")
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
                             preexec_fn=_die_with_test_process)
-    d = DaemonProc(sock, models, log_path, proc, port, full_env.get("RK_API_KEY"), full_env)
+    d = DaemonProc(sock, models, log_path, proc, None, full_env.get("RK_API_KEY"), full_env)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -133,6 +125,8 @@ def start_daemon(tmp: Path, *, models_dir: Path | None = None, tcp: bool = False
         try:
             with d.client(timeout=2) as c:
                 c.call("version")
+                if tcp:  # the daemon bound port 0: ask it which port it got (no probe-then-bind race)
+                    d.tcp_port = int(c.call("status")["tcp"].rpartition(":")[2])
             return d
         except (ConnectionError, OSError):
             time.sleep(0.05)

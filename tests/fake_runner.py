@@ -8,12 +8,11 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
-from rk.daemon.backends.base import GenResult
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec
 from rk.daemon.runner import wire
 from rk.daemon.runner.proxy import Call, NotBegun
+from rk.daemon.store.models import Manifest
 
 
 @dataclass
@@ -55,7 +54,7 @@ class FakeRunner:
             self.process = FakeProcess()
             self.restarts += 1
 
-    async def load(self, manifest: Manifest, num_ctx: int) -> wire.Loaded:
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded:
         await self.start()
         self.log.append(("load", manifest.name))
         self.contexts.append(num_ctx)
@@ -68,7 +67,7 @@ class FakeRunner:
 
     def _call(self, spec: GenSpec | None) -> Call:
         self._seq += 1
-        call = Call(self._seq, self.process)  # type: ignore[arg-type]
+        call = Call(self._seq, self.process)
         self.process.pending[call.seq] = call
         if spec is not None:
             self._specs[call.seq] = spec
@@ -144,6 +143,9 @@ class FakeRunner:
         return 100.0
 
     async def stop(self) -> None:
+        self.process.alive = False
+
+    async def kill(self) -> None:
         self.process.alive = False
 
 

@@ -7,13 +7,19 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from rk.daemon.adapters import ollama, openai
-from rk.daemon.adapters.vectors import b64_float32, cut
+from rk.daemon import media
 from rk.daemon.errors import RkError
+from rk.daemon.families.ollama import adapter as ollama
+from rk.daemon.families.openai import adapter as openai
 from rk.daemon.jobs import ChatJob, EmbedJob, JobStats, Message, ModelAction, Tool, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
+from rk.daemon.vectors import b64_float32, cut
 
 USER = [{"role": "user", "content": "hi"}]
+# A 1x1 red PNG, and the image every API decodes it to.
+PNG = base64.b64encode(bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c"
+                                     "49444154789c63f8cfc0000003010100c9fe92ef0000000049454e44ae426082")).decode()
+DOT = media.decode(base64.b64decode(PNG), "x")
 
 
 # ---- bad input: each case names the field ------------------------------------------------------
@@ -43,7 +49,7 @@ BAD: list[tuple[Callable[[Any, str], Any], Any, str]] = [
     (ollama.parse_generate, {"model": "m", "prompt": 5}, "prompt"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "raw": True, "system": "s"}, "raw"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "suffix": "y"}, "suffix"),
-    (ollama.parse_generate, {"model": "m", "prompt": "x", "images": ["not base64!"]}, "images"),
+    (ollama.parse_generate, {"model": "m", "prompt": "x", "images": ["not base64!"]}, "images[0]"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "think": "maybe"}, "think"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "format": "yaml"}, "format"),
     (ollama.parse_chat, {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name"),
@@ -52,7 +58,7 @@ BAD: list[tuple[Callable[[Any, str], Any], Any, str]] = [
     (ollama.parse_chat, {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}]},
      "messages[0].tool_calls[0].function.arguments"),
     (openai.parse_chat, {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]},
-     "messages[0].content"),
+     "messages[0].content[0]"),
     (openai.parse_chat, {"model": "m", "messages": USER, "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
     (openai.parse_chat, {"model": "m", "messages": USER, "reasoning_effort": "extreme"}, "reasoning_effort"),
     (openai.parse_chat, {"model": "m", "messages": USER, "response_format": {"type": "xml"}}, "response_format"),
@@ -153,7 +159,7 @@ def test_every_message_field_is_translated_not_dropped() -> None:
     msgs = [
         {"role": "developer", "content": "be brief"},
         {"role": "user", "content": [{"type": "text", "text": "look: "},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}]},
+                                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]},
         {"role": "assistant", "content": None, "reasoning_content": "hmm",
          "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
@@ -164,7 +170,7 @@ def test_every_message_field_is_translated_not_dropped() -> None:
     spec = req.job.spec
     assert spec.messages == (
         Message("system", "be brief"),
-        Message("user", "look: ", images=(b"hi",)),
+        Message("user", "look: ", images=(DOT,)),
         Message("assistant", "", tool_calls=(ToolCall("get_weather", {"city": "Oslo"}, "call_1"),), thinking="hmm"),
         Message("tool", '{"temp": 3}', tool_call_id="call_1"),
     )
@@ -174,14 +180,14 @@ def test_every_message_field_is_translated_not_dropped() -> None:
         {"role": "assistant", "content": "", "thinking": "plan", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
         {"role": "tool", "content": "3 C", "tool_name": "get_weather"},
         {"role": "tool", "content": "3 C"},  # Home Assistant sends neither tool_name nor tool_call_id
-        {"role": "user", "content": "and?", "images": ["aGk="]},
+        {"role": "user", "content": "and?", "images": [PNG]},
     ]}, "p")
     assert isinstance(o.job, ChatJob)
     assert o.job.spec.messages == (
         Message("assistant", "", tool_calls=(ToolCall("get_weather", {"city": "Oslo"}),), thinking="plan"),
         Message("tool", "3 C", tool_name="get_weather"),
         Message("tool", "3 C"),
-        Message("user", "and?", images=(b"hi",)),
+        Message("user", "and?", images=(DOT,)),
     )
     assert (o.job.spec.think, o.job.spec.format, len(o.job.spec.tools)) == ("high", "json", 1)
 

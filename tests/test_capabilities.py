@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rk.daemon.capabilities import from_template, opens_thinking, thinking_tags, tool_dialect
+from rk.daemon.store.template_facts import from_template, opens_thinking, thinking_tags, tool_dialect
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "templates"
 FIXTURES = sorted(TEMPLATES.glob("*.jinja"))

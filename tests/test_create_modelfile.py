@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rk.daemon.errors import RkError
-from rk.daemon.modelfile import from_request, parse
+from rk.daemon.families.ollama.adapter import parse_create as from_request
+from rk.daemon.store.modelfile import parse
 
 HEX = "ab" * 32
 MODELFILE = '''# a comment
@@ -28,7 +29,9 @@ def test_modelfile_instructions() -> None:
     spec, source = parse(MODELFILE, "mine")
     assert source == "./SmolLM2.gguf"
     assert spec.parameters == {"temperature": 0.2, "num_ctx": 4096, "stop": ["<|im_end|>", "</s>"]}
-    assert spec.defaults == {"temperature": 0.2, "num_ctx": 4096, "stop": ("<|im_end|>", "</s>")}  # GenOptions fields
+    # `/api/create` turns them into GenOptions fields (checked there: the store takes them as given)
+    created = from_request({"model": "mine", "modelfile": MODELFILE.replace("./SmolLM2.gguf", "syn:chat")})
+    assert created.defaults == {"temperature": 0.2, "num_ctx": 4096, "stop": ("<|im_end|>", "</s>")}
     assert spec.system == "You are terse.\nAnswer in one line." and spec.template == "{{ .Prompt }}"
     assert spec.messages == (("user", "Is the sky blue?"), ("assistant", "Yes.")) and spec.license == "MIT"
 

@@ -153,11 +153,9 @@ def test_queue_and_job_timeouts(daemon_factory: Factory) -> None:
         wait_for(c, "long", "started")
         t0 = time.monotonic()
         c.send("chat", rid="waits", model="syn:chat", messages=HI)
-        ev = final(c, "waits")
-        assert ev.get("code") == "timeout" and 0.9 < time.monotonic() - t0 < 3.0, ev
-        ev = final(c, "long")
-        assert ev.get("code") == "timeout", ev
-        assert 2.5 < time.monotonic() - t0 < 6.0
+        ev = final(c, "waits")  # arrives first: its 1 s limit ends before the running job's 3 s one
+        assert ev.get("code") == "timeout" and time.monotonic() - t0 >= 1.0, ev  # never before its limit
+        assert final(c, "long").get("code") == "timeout"
         assert final(c, c.send("chat", model="syn:chat", messages=HI))["ev"] == "done"
     assert assert_accounting(d)["error:timeout"] == 2
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from rk.daemon.errors import RkError
+from rk.daemon.families.ollama.adapter import parse_create
 from rk.daemon.gotemplate import check, render
 from rk.daemon.jobs import Message, Tool, ToolCall
-from rk.daemon.modelfile import from_request
 
 # Ollama's qwen2.5 template (tools as <tool_call> blocks), as `ollama show qwen2.5 --template` prints it.
 QWEN = """{{- if .Messages }}
@@ -126,7 +126,7 @@ def test_a_template_rk_cannot_render_is_refused_at_create(source: str, problem: 
         check(source)
     assert e.value.code == "bad_request"
     with pytest.raises(RkError, match=problem):  # what /api/create and `rk create` send
-        from_request({"model": "m", "from": "base", "template": source})
+        parse_create({"model": "m", "from": "base", "template": source})
 
 
 def test_library_templates_pass_the_check() -> None:

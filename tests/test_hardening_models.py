@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rk.daemon.errors import RkError
-from rk.daemon.models import MANIFEST, Manifest, ModelStore, dir_name, normalize_name
+from rk.daemon.store.models import MANIFEST, Manifest, ModelStore, dir_name, normalize_name
 
 from daemon_proc import DaemonProc
 
@@ -138,3 +138,19 @@ def test_kelvin_sign_is_not_k(daemon_factory: Callable[..., DaemonProc]) -> None
         c.send("chat", model="\u212a", messages=[{"role": "user", "content": "hi"}])
         ev = c.read()
         assert ev["ev"] == "error" and ev["code"] == "bad_request", ev
+
+
+def test_copies_left_unfinished_by_a_crash_are_removed_at_start(
+        tmp_path: Path, daemon_factory: Callable[..., DaemonProc]) -> None:
+    """A daemon killed mid-create leaves a `.staging-*` copy (weights and all); the next start removes it."""
+    models = tmp_path / "models"
+    left = models / ".staging-0123abcd"
+    (left / "weights").mkdir(parents=True)
+    (left / "weights" / "model.bin").write_bytes(b"x" * 4096)
+    (left / MANIFEST).write_bytes(orjson.dumps({"name": "half:done", "backend": "synthetic", "kind": "chat"}))
+    (models / ".staging-stray").write_bytes(b"")
+    d = daemon_factory(tcp=True, models_dir=models)
+    assert sorted(p.name for p in models.iterdir() if p.name.startswith(".staging-")) == []
+    assert "removing" in d.log() and ".staging-0123abcd" in d.log()
+    with httpx.Client(base_url=d.base_url, timeout=10) as h:
+        assert "half:done" not in names(h) and "syn:chat" in names(h)

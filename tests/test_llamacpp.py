@@ -17,32 +17,18 @@ from hypothesis import strategies as st
 
 from rk.client import Client, DaemonError
 from rk.daemon.backends.base import common_prefix
+from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates
 from rk.daemon.backends.utf8 import Utf8Stream
 
 from daemon_proc import DaemonProc, smollm_gguf, start_daemon
+from machines import fake_cpus
 
 CHAT = "smollm2:135m"
 
 
 # ---- pure logic ---------------------------------------------------------------------------------
-
-def fake_cpus(root: Path, cpus: list[dict[str, Any]]) -> Path:
-    base = root / "sys" / "devices" / "system" / "cpu"
-    for i, c in enumerate(cpus):
-        d = base / f"cpu{i}"
-        (d / "topology").mkdir(parents=True)
-        (d / "topology" / "core_cpus_list").write_text(c.get("core", str(i)) + "\n")
-        if "capacity" in c:
-            (d / "cpu_capacity").write_text(f"{c['capacity']}\n")
-        if "freq" in c:
-            (d / "cpufreq").mkdir()
-            (d / "cpufreq" / "cpuinfo_max_freq").write_text(f"{c['freq']}\n")
-        if c.get("offline"):
-            (d / "online").write_text("0\n")
-    return root
-
 
 def test_threads_on_rk3588_are_the_four_big_cores(tmp_path: Path) -> None:
     root = fake_cpus(tmp_path, [{"capacity": 414}] * 4 + [{"capacity": 1024}] * 4)
@@ -73,24 +59,29 @@ def test_utf8_stream_never_splits_a_character(text: str, cuts: list[int]) -> Non
     assert all("\ufffd" not in p for p in pieces) or "\ufffd" in text
 
 
-@given(st.lists(st.lists(st.integers(0, 3), max_size=8), max_size=8), st.lists(st.integers(0, 3), max_size=8))
-def test_prefix_states_find_the_longest_shared_prefix_within_bounds(saved: list[list[int]], query: list[int]) -> None:
+MEDIA = st.sampled_from([(), ("a",), ("b",)])  # the digests of a prompt's images
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 3), max_size=8), MEDIA), max_size=8),
+       st.lists(st.integers(0, 3), max_size=8), MEDIA)
+def test_prefix_states_find_the_longest_shared_prefix_within_bounds(saved: list[tuple[list[int], tuple[str, ...]]],
+                                                                     query: list[int], media: tuple[str, ...]) -> None:
     store = PrefixStates(capacity=3, max_bytes=40)
-    for toks in saved:
-        store.put(toks, bytes(len(toks)))
+    for toks, imgs in saved:
+        store.put(toks, imgs, bytes(len(toks)))
     assert len(store) <= 3 and store.nbytes <= 40
-    found, n = store.best(query)
-    kept = [list(k) for k in store._states]
-    assert n == max((common_prefix(k, query) for k in kept), default=0)
+    found, n = store.best(query, media)
+    kept = [(list(k), m) for m, k in store._states]
+    assert n == max((common_prefix(k, query) for k, m in kept if m == media), default=0)
     assert (found is None) == (n == 0)
 
 
 def test_prefix_states_drop_a_state_that_a_longer_one_extends() -> None:
     store = PrefixStates(capacity=4)
-    store.put([1, 2], b"ab")
-    store.put([1, 2, 3], b"abc")
-    store.put([7], b"x")
-    assert len(store) == 2 and store.best([1, 2, 3, 4]) [1] == 3
+    store.put([1, 2], (), b"ab")
+    store.put([1, 2, 3], (), b"abc")
+    store.put([7], (), b"x")
+    assert len(store) == 2 and store.best([1, 2, 3, 4], ())[1] == 3
 
 
 def test_sampling_maps_temperature_zero_to_greedy_and_fills_llama_defaults() -> None:
@@ -168,7 +159,7 @@ def test_interleaving_changes_no_greedy_text() -> None:
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.jobs import GenOptions, GenSpec, Message
-    from rk.daemon.models import ModelStore
+    from rk.daemon.store.models import ModelStore
 
     manifest = ModelStore(Path("/nonexistent-rk-models"), bundled=True).get(CHAT)
     opts = GenOptions(temperature=0, max_tokens=16, cache_prompt=True)
@@ -231,11 +222,12 @@ def test_prompt_too_large_against_the_real_context(real_daemon: DaemonProc) -> N
 
 @pytest.mark.slow
 @needs_gguf
-def test_status_shows_the_threads_the_model_runs_on(real_daemon: DaemonProc) -> None:
+def test_status_shows_the_threads_and_repack_the_model_runs_with(real_daemon: DaemonProc) -> None:
     with real_daemon.client(timeout=300) as c:
         chat(c, [{"role": "user", "content": "Hi"}], 1)
         loaded = {m["name"]: m for m in c.call("status")["loaded"]}
-    assert loaded[CHAT]["details"] == {"threads": choose_threads(), "num_ctx": 4096}
+    repack = str(choose_repack("auto", read_cpu_features()))  # this machine's own CPU
+    assert loaded[CHAT]["details"] == {"threads": choose_threads(), "num_ctx": 4096, "repack": repack}
 
 
 class Collect:
@@ -259,7 +251,7 @@ def test_stop_is_honoured_at_the_next_token_and_the_cache_stays_right() -> None:
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.jobs import GenOptions, GenSpec, Message
-    from rk.daemon.models import ModelStore
+    from rk.daemon.store.models import ModelStore
 
     model = load(ModelStore(Path("/nonexistent-rk-models"), bundled=True).get(CHAT), RunnerConfig())
     req = GenSpec(messages=(Message("user", "List ten animals."),), options=GenOptions(temperature=0, max_tokens=20))
@@ -308,7 +300,7 @@ def test_an_embedding_manifest_embeds_with_llama_cpp_pooling_and_refuses_chat(tm
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.llamacpp import load
     from rk.daemon.errors import RkError
-    from rk.daemon.models import Manifest
+    from rk.daemon.store.models import Manifest
 
     texts = ["first text", "a second, longer text about the sea", "first text"]
     m = Manifest(name="smol-embed:latest", backend="llamacpp", capabilities=("embedding",), files={"gguf": str(smollm_gguf())},

@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from rk.daemon.families.registry import FAMILIES
 from rk.daemon.http.app import build_app
 from rk.daemon.service import Service
 from rk.daemon.settings import Settings
@@ -44,7 +45,7 @@ def spec_operations() -> set[tuple[str, str]]:
 def app_operations(tmp_path: Path) -> set[tuple[str, str]]:
     """(METHOD, path template) for every route of the real aiohttp app, `{id:.+}` written as `{id}`."""
     svc = Service.build(Settings.from_env({}, models_dir=tmp_path / "models", socket=tmp_path / "rk.sock", bundled=False))
-    app = build_app(svc)
+    app = build_app(svc, FAMILIES)
     out = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rk.daemon.jobs import GenOptions, GenSpec, Message, Tool
-from rk.daemon.models import Manifest
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, StopStrings, output_parser
+from rk.daemon.store.models import Manifest
 
 QWEN3 = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}" \
         "{% if tools %}<tools>{{ tools }}</tools> <tool_call>{% endif %}{% if enable_thinking %}<think>{% endif %}"

@@ -286,6 +286,18 @@ def test_registry_picks_by_template_then_family(family: str, name: str | None, t
     assert isinstance(run(p, ["r", p.markers[1], "a"])[0], Thinking) is start
 
 
+@pytest.mark.parametrize("tools", [False, True])
+def test_a_declared_thinking_model_without_a_template_gets_think_blocks(tools: bool) -> None:
+    """An imported `.rkllm` with `--capabilities thinking`: no template and no known family, but the
+    declaration says it reasons, in `<think>` blocks like every RKLLM thinking model."""
+    p = parser_for("", None, tools=tools, think=None, thinks=True)
+    assert isinstance(p, ThinkingParser) and p.markers[:2] == ("<think>", "</think>")
+    assert run(p, ["<think> r </think>", "\n\na"]) == [Thinking("r"), Text("a")]
+    assert type(parser_for("", None, tools=tools, think=None)) is (HermesParser if tools else PlainParser)
+    assert not isinstance(parser_for("", template("google-gemma-2-2b-it.jinja"), tools=tools, think=None, thinks=True),
+                          ThinkingParser)  # a template that shows no reasoning decides
+
+
 def test_markers_name_what_a_backend_must_decode_literally() -> None:
     assert parser_for("qwen3", template("Qwen-Qwen3-0.6B.jinja"), tools=True, think=None).markers == (
         "<think>", "</think>", "<tool_call>", "</tool_call>")

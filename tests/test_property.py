@@ -7,6 +7,7 @@ and the connection is never dropped.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import socket
@@ -18,12 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rk.daemon import modelfile
-from rk.daemon.adapters import lineproto, ollama, openai
 from rk.daemon.errors import RkError
+from rk.daemon.families.line import adapter as lineproto
+from rk.daemon.families.ollama import adapter as ollama
+from rk.daemon.families.openai import adapter as openai
 from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, ModelAction
 from rk.daemon.runner import wire
 from rk.daemon.settings import Settings
+from rk.daemon.store import modelfile
 
 from daemon_proc import DaemonProc
 
@@ -94,7 +97,8 @@ def check_job(job: Any) -> None:
         assert spec.prompt is None or isinstance(spec.prompt, str)
         check_options(job.options)
         cmd = wire.Generate(1, job.model, spec)
-        assert wire.decode(wire.encode(cmd)) == cmd  # what the runner process receives, intact
+        frame = wire.read_frame_sync(io.BytesIO(wire.encode(cmd)))
+        assert frame is not None and wire.decode(frame) == cmd  # what the runner process receives, intact
     elif isinstance(job, EmbedJob):
         assert job.texts and all(isinstance(t, str) for t in job.texts)
     else:
@@ -124,7 +128,7 @@ HTTP_PARSERS: dict[str, Callable[[Any], Any]] = {
     "ollama.chat": lambda b: ollama.parse_chat(b, "peer"),
     "ollama.embed": lambda b: ollama.parse_embed(b, "peer"),
     "ollama.embeddings": lambda b: ollama.parse_legacy_embeddings(b, "peer"),
-    "ollama.create": modelfile.from_request,
+    "ollama.create": ollama.parse_create,
     "ollama.copy": ollama.parse_copy,
 }
 

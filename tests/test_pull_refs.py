@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rk.daemon.errors import RkError
-from rk.daemon.pull.blobs import check_space
-from rk.daemon.pull.refs import Digest, RepoFile, parse_ref, plan, safe_path
+from rk.daemon.store.pull.blobs import check_space
+from rk.daemon.store.pull.refs import Digest, RepoFile, parse_ref, plan, safe_path
 
 SHA = "a" * 64
 

@@ -14,7 +14,7 @@ from rk.daemon.backends.rkllm import load
 from rk.daemon.backends.rkllm.backend import RkllmModel
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec, Message
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 from native_build import rkllm_libs  # noqa: F401  (fixture)
 

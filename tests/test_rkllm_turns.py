@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rkllm_backend import VERSIONS, Recorder, manifest
 
-from rk.daemon.backends.base import GenResult, RkllmOptions, RunnerConfig
+from rk.daemon.backends.base import RkllmOptions, RunnerConfig
 from rk.daemon.backends.rkllm import load
 from rk.daemon.backends.rkllm.backend import RkllmModel
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions, GenSpec, Message
+from rk.daemon.jobs import GenOptions, GenResult, GenSpec, Message
 
 from native_build import rkllm_libs  # noqa: F401  (fixture)
 

@@ -12,9 +12,9 @@ import pytest
 from rk.daemon import events as ev
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, GenSpec, Message, ModelAction, Tool
-from rk.daemon.models import ModelStore
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
+from rk.daemon.store.models import ModelStore
 from rk.daemon.ticket import Ticket
 
 from daemon_proc import write_manifest

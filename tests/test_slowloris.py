@@ -25,7 +25,7 @@ def dribble(port: int, result: dict[str, float]) -> None:
             if time.monotonic() - t0 > 12:
                 break
     except OSError:  # reset or broken pipe: the daemon hung up
-        pass
+        result["cut_off"] = 1.0
     try:
         s.settimeout(2)
         data = s.recv(4096)  # b"" (closed) or an error reply; never a 200 for the dribbled request
@@ -38,7 +38,7 @@ def dribble(port: int, result: dict[str, float]) -> None:
 
 def test_slowloris_is_cut_off_while_others_are_served(daemon_factory: Callable[..., DaemonProc]) -> None:
     d = daemon_factory(tcp=True, env={"RK_HEADER_TIMEOUT": str(HEADER_TIMEOUT_S)})
-    result: dict[str, float] = {}
+    result: dict[str, float] = {"cut_off": 0.0}
     t = threading.Thread(target=dribble, args=(d.tcp_port, result))
     t.start()
     served = 0
@@ -51,5 +51,6 @@ def test_slowloris_is_cut_off_while_others_are_served(daemon_factory: Callable[.
             time.sleep(0.1)
     t.join()
     assert result["reply"] == 0.0, "the dribbled request was answered"
-    assert HEADER_TIMEOUT_S - 0.5 < result["closed_after"] < HEADER_TIMEOUT_S + 3, result
+    # cut off by the daemon (not by the dribbler's own 12 s cap), and not before the header timeout
+    assert result["cut_off"] == 1.0 and result["closed_after"] >= HEADER_TIMEOUT_S - 0.5, result
     assert served >= 5, f"only {served} other requests were served meanwhile"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rk.daemon.models import ModelStore
-from rk.daemon.templates import chat_template, gguf_template
+from rk.daemon.store.models import ModelStore
+from rk.daemon.store.templates import chat_template, gguf_template
 
 from daemon_proc import start_daemon, write_manifest
 

@@ -24,7 +24,7 @@ FORECASTS = {"Oslo": "4 C and rain", "Bergen": "7 C and wind"}
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     tmp = tmp_path_factory.mktemp("tools-ollama")
     tool_models(tmp / "models", tmp / "gate")
-    # A backend without an entry in backends.STRUCTURED (none is loaded: admission refuses first).
+    # An unknown backend (no backend_info, so no structured mode): admission refuses `format` first.
     write_manifest(tmp / "models", "nofmt:chat", backend="elsewhere", capabilities=["completion"])
     d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
     yield d

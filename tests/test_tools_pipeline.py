@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from rk.daemon.backends.synthetic import scripted_reply
 from rk.daemon.jobs import GenSpec, Message, Tool, ToolCall
-from rk.daemon.models import Manifest
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, output_parser
+from rk.daemon.store.models import Manifest
 
 TOOLS = (Tool("get_weather"), Tool("get_time"))
 CALL_WEATHER = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'

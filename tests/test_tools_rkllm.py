@@ -114,7 +114,7 @@ def test_on_token_input_the_tokenizers_template_renders_tools_and_thinking(tmp_p
     from rk.daemon.backends.rkllm._inputs import InputBuilder
     from rk.daemon.backends.rkllm._lib import ABIS
     from rk.daemon.jobs import GenSpec, Message, Tool
-    from rk.daemon.models import Manifest
+    from rk.daemon.store.models import Manifest
 
     words = ["[UNK]", "user", "assistant", "hi", "tool", "get_weather", "nothink"]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec
+from rk.daemon.store.models import Manifest
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,8 @@ class CpuOptions:
     """Options of the CPU backends (hf, llamacpp)."""
 
     threads: int = 0  # 0 = chosen by the backend from the machine's cores
+    repack: str = "auto"  # llama.cpp weight repack: auto (off where the CPU has AMX), on, off
+    safe: bool = False  # a reload after the engine crashed: the safest engine settings, whatever the others
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class RkllmOptions:
 
     lib: str | None = None  # librkllmrt.so path; None = the loader's search path
     version: str | None = None  # "1.2" / "1.3" when detection from the library's bytes is not possible
+
+
+SAFE_SETTINGS = "llama.cpp weight repack off"  # what `RunnerConfig.safe()` changes, for logs and errors
 
 
 @dataclass(frozen=True)
@@ -37,18 +42,9 @@ class RunnerConfig:
     rkllm: RkllmOptions = RkllmOptions()
     preload: tuple[str, ...] = ()  # backends to import while the runner is idle (the default chat model's)
 
-
-@dataclass
-class GenResult:
-    """The backend's own figures for one generation; the runner adds them to the job's `JobStats`."""
-
-    prefill_ms: float = 0.0
-    prefill_tokens: int = 0  # computed in this run
-    cached_tokens: int = 0  # served from the KV cache of an earlier run
-    generate_ms: float = 0.0
-    generate_tokens: int = 0
-    memory_mb: float = 0.0
-    finish_reason: str = "stop"  # "stop" or "length"
+    def safe(self) -> RunnerConfig:
+        """These settings for a model reloaded after it crashed the engine in its first prefill."""
+        return replace(self, cpu=replace(self.cpu, safe=True))
 
 
 class Sink(Protocol):
@@ -66,15 +62,21 @@ class EmbedResult:
 
 
 class LoadedModel(Protocol):
-    """A model resident in a runner. `abort` is called from another thread, and so is the optional
-    `prepare(spec)` (tokenise and template ahead of time; its result arrives as `prepared`).
+    """A model resident in a runner. `abort` is called from another thread, and so is `prepare(spec)`
+    (tokenise and template ahead of time, while the job before generates; its result arrives as
+    `prepared`, and None means there was nothing to do ahead).
 
     `spec.options` arrive merged with the manifest's defaults; stop strings are the runner's job.
-    An optional `details()` dict (e.g. the CPU threads chosen) is shown with the loaded model.
     """
 
     manifest: Manifest
     chat_template: str | None  # the Jinja template the model was taught with (its output parser reads it); None: unknown
+
+    def prepare(self, spec: GenSpec) -> Any: ...
+
+    def details(self) -> dict[str, Any]:
+        """The backend's own facts shown with the loaded model (e.g. the CPU threads chosen)."""
+        ...
 
     def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult: ...
 
@@ -101,6 +103,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def reusable_prefix(held: Sequence[int], held_media: tuple[str, ...], ids: Sequence[int], media: tuple[str, ...]) -> int:
+    """How much of a KV cache holding `held` (made with the images `held_media`) can serve the prompt `ids`
+    with the images `media`: their common token prefix, and nothing when the images differ. A backend that
+    does not place image tokens where their images are must treat the whole prompt as depending on every
+    image: the same text beside another picture never reuses that picture's cache."""
+    return common_prefix(held, ids) if held_media == media else 0
 
 
 def check_files(manifest: Manifest, *keys: str) -> list[Path]:

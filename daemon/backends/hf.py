@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from rk.daemon.backends.base import LoadedModel, RunnerConfig
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 
 def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> LoadedModel:

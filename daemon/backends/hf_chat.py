@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from rk.daemon.backends.base import EmbedResult, GenResult, Sink, check_files, common_prefix, l2_normalise
+from rk.daemon.backends.base import EmbedResult, Sink, check_files, l2_normalise, reusable_prefix
 from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for
 from rk.daemon.backends.hf_convert import ensure_converted
 from rk.daemon.backends.sampling import next_token
 from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec
+from rk.daemon.store.models import Manifest
 
 
 class Detokenizer:
@@ -68,6 +68,7 @@ class HFChatModel:
         self.pooling = str(manifest.params.get("pooling", "last"))
         self._cache: Any = None
         self._cached_ids: list[int] = []
+        self._cached_media: tuple[str, ...] = ()  # digests of the images in the cached prompt
         self._lltok: Any = None  # llguidance's tokenizer, built on the first structured-output request
 
     def prepare(self, spec: GenSpec) -> list[int]:
@@ -84,11 +85,12 @@ class HFChatModel:
         text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
-    def _prepare_cache(self, ids: list[int], reuse: bool) -> int:
+    def _prepare_cache(self, ids: list[int], media: tuple[str, ...], reuse: bool) -> int:
         """Reuse the cached KV of the longest shared prefix (at least one token is always prefilled)."""
         from transformers import DynamicCache
 
-        keep = common_prefix(self._cached_ids, ids[:-1]) if reuse and self._cache is not None else 0
+        keep = reusable_prefix(self._cached_ids, self._cached_media, ids[:-1], media) if reuse and self._cache is not None else 0
+        self._cached_media = media
         if keep == 0:
             self._cache = DynamicCache()
         elif len(self._cached_ids) > keep:
@@ -113,7 +115,7 @@ class HFChatModel:
         gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
         t0 = time.perf_counter()
         try:
-            keep = self._prepare_cache(ids, self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
+            keep = self._prepare_cache(ids, spec.media(), self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
             logits = self._forward(ids[keep:])
         except BaseException:
             self._cache, self._cached_ids = None, []
@@ -183,6 +185,9 @@ class HFChatModel:
 
     def abort(self) -> None:
         """Generation checks the stop event before every token; nothing else to interrupt."""
+
+    def details(self) -> dict[str, Any]:
+        return {"threads": torch.get_num_threads(), "dtype": str(self.model.dtype).removeprefix("torch.")}
 
     def memory_mb(self) -> float:
         params = sum(p.numel() * p.element_size() for p in self.model.parameters())

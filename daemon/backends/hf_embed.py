@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rk.daemon.backends.base import EmbedResult, GenResult, Sink, l2_normalise
+from rk.daemon.backends.base import EmbedResult, Sink, l2_normalise
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec
+from rk.daemon.store.models import Manifest
 
 BATCH_TOKENS = 8192
 MAX_BATCH = 64
@@ -67,6 +67,12 @@ class HFEmbedModel:
 
     def abort(self) -> None:
         """Embedding batches are short; there is nothing to interrupt."""
+
+    def prepare(self, spec: GenSpec) -> None:
+        """An embedding model serves no chat, so there is nothing to prepare."""
+
+    def details(self) -> dict[str, Any]:
+        return {"threads": torch.get_num_threads()}
 
     def memory_mb(self) -> float:
         return sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20

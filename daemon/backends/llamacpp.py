@@ -12,27 +12,29 @@ it is valid by construction; llama-cpp-python's own GBNF converter ignores bound
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 import llama_cpp
 import numpy as np
 from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, common_prefix, l2_normalise
+from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, check_files, l2_normalise, reusable_prefix
 from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for_llama
+from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates, restore_sequence, save_sequence
 from rk.daemon.backends.utf8 import Utf8Stream
 from rk.daemon.context import configured_context, prompt_too_large
 from rk.daemon.errors import RkError
 from rk.daemon.gotemplate import render
-from rk.daemon.jobs import GenOptions, GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenOptions, GenResult, GenSpec
 from rk.daemon.procinfo import rss_mb
+from rk.daemon.store.models import Manifest
 
 DEFAULT_CTX = 4096  # KV cache size when loaded without a context (direct loads; the daemon always names one)
 BATCH = 512  # tokens per llama_decode call during prefill (llama.cpp's default n_batch)
@@ -64,22 +66,47 @@ def sampling(opts: GenOptions) -> dict[str, Any]:
             "min_p": float(full.min_p), "repeat_penalty": float(full.repeat_penalty)}
 
 
+@contextlib.contextmanager
+def model_params(**fields: Any) -> Iterator[None]:
+    """`Llama()` takes no keyword for some `llama_model_params` fields (`use_extra_bufts`) and builds them
+    from `llama_model_default_params()`: while it loads, those defaults carry `fields`."""
+    lib = llama_cpp.llama_cpp
+    default = lib.llama_model_default_params
+
+    def params() -> llama_cpp.llama_model_params:
+        p = default()
+        for name, value in fields.items():
+            setattr(p, name, value)
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
+
+
 class LlamaCppModel:
     def __init__(self, manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> None:
         (gguf,) = check_files(manifest, "gguf")
         self.manifest = manifest
         self.threads = config.cpu.threads or choose_threads(config.sysfs_root)
+        self.repack = choose_repack(config.cpu.repack, read_cpu_features(config.sysfs_root), config.cpu.safe)
         self.embed_only = not manifest.can("completion")
         self.pooling = POOLING.get(str(manifest.params.get("pooling", "")), llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED)
         n_ctx = num_ctx or configured_context(manifest, DEFAULT_CTX)
         batch = n_ctx if self.embed_only else min(BATCH, n_ctx)  # an embedding input must fit one batch
-        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch,
-                         n_threads=self.threads, n_threads_batch=self.threads, embedding=self.embed_only,
-                         pooling_type=self.pooling if self.embed_only else llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,
-                         verbose=False)
+        with model_params(use_extra_bufts=self.repack.on):  # a model param: the embedding context shares it
+            self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch,
+                             n_threads=self.threads, n_threads_batch=self.threads, embedding=self.embed_only,
+                             pooling_type=self.pooling if self.embed_only else llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,
+                             verbose=False)
+        if self.llm.model_params.use_extra_bufts != self.repack.on:
+            raise RkError("internal", "llama-cpp-python no longer takes use_extra_bufts from its default params")
         self.n_ctx = self.llm.n_ctx()
         self.prefix_cache = bool(manifest.params.get("prefix_cache", True))
         self.states = PrefixStates(int(manifest.params.get("prefix_states", 4)))
+        self.held_media: tuple[str, ...] = ()  # digests of the images of the prompt in the KV cache
         self.chat_template: str | None = self.llm.metadata.get("tokenizer.chat_template") or None
         self.formatter = self._formatter()
         self._lltok: Any = None  # llguidance's tokenizer, built on the first structured-output request
@@ -107,7 +134,7 @@ class LlamaCppModel:
 
     def details(self) -> dict[str, Any]:
         """Shown with the loaded model in `rk status` / `rk ps`."""
-        return {"threads": self.threads, "num_ctx": self.n_ctx}
+        return {"threads": self.threads, "num_ctx": self.n_ctx, "repack": str(self.repack)}
 
     # ---- chat ----------------------------------------------------------------------------------
 
@@ -123,22 +150,24 @@ class LlamaCppModel:
         if self.formatter is None:
             raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt", param="messages")
         try:
-            text = self.formatter(messages=[m.template_dict() for m in chat], **template_kwargs(spec)).prompt  # type: ignore[arg-type]
+            text = self.formatter(messages=[m.template_dict() for m in chat], **template_kwargs(spec)).prompt
         except Exception as e:  # a template's raise_exception (e.g. roles that must alternate)
             raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}", param="messages") from None
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # the template adds BOS itself
 
-    def _reuse(self, ids: list[int], enabled: bool) -> int:
-        """Put the longest available prefix of `ids` into the KV cache and return its length; at least
-        one token is left to evaluate, so sampling starts from fresh logits."""
+    def _reuse(self, ids: list[int], media: tuple[str, ...], enabled: bool) -> int:
+        """Put the longest available prefix of `ids` (whose prompt carries the images `media`) into the KV
+        cache and return its length; at least one token is left to evaluate, so sampling starts from fresh
+        logits."""
         llm = self.llm
         held = llm.input_ids[:llm.n_tokens].tolist()
-        here = common_prefix(held, ids) if enabled else 0
-        saved, there = self.states.best(ids) if enabled else (None, 0)
+        here = reusable_prefix(held, self.held_media, ids, media) if enabled else 0
+        saved, there = self.states.best(ids, media) if enabled else (None, 0)
         leaving = len(held) - here
         if enabled and len(held) >= MIN_SAVE_TOKENS and (leaving * 2 > len(held) or there > here):
             llm._ctx.kv_cache_seq_rm(0, llm.n_tokens, -1)
-            self.states.put(held, save_sequence(llm.ctx))  # another conversation: keep this one for later
+            self.states.put(held, self.held_media, save_sequence(llm.ctx))  # another conversation: keep it for later
+        self.held_media = media
         keep = here
         if saved is not None and there > here:
             if restore_sequence(llm.ctx, saved.blob):
@@ -163,7 +192,7 @@ class LlamaCppModel:
         llm.set_seed(opts.seed if opts.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         t0 = time.perf_counter()
         try:
-            cached = self._reuse(ids, self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
+            cached = self._reuse(ids, spec.media(), self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
             for i in range(cached, len(ids), PREFILL_CHUNK):
                 if stop.is_set():
                     return GenResult(prefill_ms=(time.perf_counter() - t0) * 1000, prefill_tokens=i - cached,

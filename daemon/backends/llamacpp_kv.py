@@ -13,12 +13,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from rk.daemon.backends.base import common_prefix
+from rk.daemon.backends.base import reusable_prefix
 
 
 @dataclass(frozen=True)
 class SavedState:
     tokens: tuple[int, ...]
+    media: tuple[str, ...]  # digests of the images its prompt carried
     blob: bytes
 
 
@@ -28,7 +29,7 @@ class PrefixStates:
     def __init__(self, capacity: int = 4, max_bytes: int = 256 * 2**20) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
-        self._states: OrderedDict[tuple[int, ...], SavedState] = OrderedDict()
+        self._states: OrderedDict[tuple[tuple[str, ...], tuple[int, ...]], SavedState] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -37,26 +38,27 @@ class PrefixStates:
     def nbytes(self) -> int:
         return sum(len(s.blob) for s in self._states.values())
 
-    def best(self, ids: Sequence[int]) -> tuple[SavedState | None, int]:
-        """The saved state sharing the longest prefix with `ids`, and that length (0 and None if none)."""
+    def best(self, ids: Sequence[int], media: tuple[str, ...]) -> tuple[SavedState | None, int]:
+        """The saved state that can serve the longest prefix of `ids` with the images `media`, and that
+        length (0 and None if none)."""
         found, length = None, 0
         for s in self._states.values():
-            n = common_prefix(s.tokens, ids)
+            n = reusable_prefix(s.tokens, s.media, ids, media)
             if n > length:
                 found, length = s, n
         if found is not None:
-            self._states.move_to_end(found.tokens)
+            self._states.move_to_end((found.media, found.tokens))
         return found, length
 
-    def put(self, tokens: Sequence[int], blob: bytes) -> None:
-        """Keep a state; states that are a prefix of it are dropped (it serves them all), then the oldest
-        go until it fits. A state larger than the whole budget is not kept."""
+    def put(self, tokens: Sequence[int], media: tuple[str, ...], blob: bytes) -> None:
+        """Keep a state; states with the same images that are a prefix of it are dropped (it serves them
+        all), then the oldest go until it fits. A state larger than the whole budget is not kept."""
         if self.capacity <= 0 or len(blob) > self.max_bytes:
             return
         key = tuple(tokens)
-        for old in [k for k in self._states if len(k) <= len(key) and key[:len(k)] == k]:
+        for old in [k for k in self._states if k[0] == media and len(k[1]) <= len(key) and key[:len(k[1])] == k[1]]:
             del self._states[old]
-        self._states[key] = SavedState(key, blob)
+        self._states[(media, key)] = SavedState(key, media, blob)
         while len(self._states) > self.capacity or self.nbytes > self.max_bytes:
             self._states.popitem(last=False)
 

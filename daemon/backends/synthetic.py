@@ -9,6 +9,10 @@ its replies separated by `[[next]]`. Each round after that user message (one per
 takes the next reply, the last one repeating; `[[tool]]` in a reply stands for the contents of the tool
 results since the last assistant turn (a model "answering from the result"). A reply is emitted
 `params.token_chars` characters per token (default 4), so markers can arrive split at any point.
+`params.segfault` stands in for a native engine that dies by SIGSEGV: `"prefill_if_repacked"` on the
+prefill of a prompt (or embedding input) of more than one word when llama.cpp's weight repack would be
+on for this CPU (as its AMX repack does on Sapphire Rapids; see `cpufeatures.choose_repack`),
+`"prefill"` there whatever the settings, `"after_token"` once the first token was sent.
 `[[hold]]` in a reply pauses emission there until the file `params.gate` exists (or the job stops), so
 a test can see what reached the client before the double wrote anything more.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -23,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, l2_normalise
+from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, l2_normalise
+from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenSpec, Message
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenResult, GenSpec, Message
+from rk.daemon.store.models import Manifest
 
 SCRIPT, NEXT, TOOL, HOLD = "[[script]]", "[[next]]", "[[tool]]", "[[hold]]"
 
@@ -57,9 +63,11 @@ def _pieces(reply: str, size: int) -> list[str]:
 
 
 class SyntheticModel:
-    def __init__(self, manifest: Manifest, num_ctx: int | None = None) -> None:
+    def __init__(self, manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> None:
         self.manifest = manifest
         self.n_ctx = num_ctx or manifest.context_length  # words, like its tokens
+        self._segfault = str(manifest.params.get("segfault", ""))
+        self.repack = choose_repack(config.cpu.repack, read_cpu_features(config.sysfs_root), config.cpu.safe)
         self._rate = float(manifest.params.get("tokens_per_s", 2000.0))
         self._dim = int(manifest.params.get("dim", 64))
         self._script = bool(manifest.params.get("script", False))
@@ -78,6 +86,7 @@ class SyntheticModel:
             raise prompt_too_large(self.manifest.name, len(words), self.n_ctx)
         if "[[crash]]" in text:
             os.abort()
+        self._prefill(words)
         if "[[hang]]" in text:
             time.sleep(3600)
         reply = scripted_reply(messages) if self._script and not spec.raw else None
@@ -105,8 +114,16 @@ class SyntheticModel:
                 time.sleep(delay)
             sink.token(piece)
             n += 1
+            if self._segfault == "after_token":
+                os.kill(os.getpid(), signal.SIGSEGV)
         return GenResult(prefill_tokens=len(words), generate_ms=(time.perf_counter() - t1) * 1000,
                          generate_tokens=n, memory_mb=1.0, finish_reason="length" if limit < natural and n == limit else "stop")
+
+    def _prefill(self, words: list[str]) -> None:
+        """Die as a faulting native kernel does, on a multi-token prefill (see `params.segfault`)."""
+        crash = self._segfault == "prefill" or (self._segfault == "prefill_if_repacked" and self.repack.on)
+        if crash and len(words) > 1:
+            os.kill(os.getpid(), signal.SIGSEGV)
 
     def _wait_gate(self, stop: threading.Event) -> None:
         """Block at a `[[hold]]` until the gate file appears or the job is stopped."""
@@ -116,6 +133,7 @@ class SyntheticModel:
             pass
 
     def embed(self, texts: list[str], truncate: bool) -> EmbedResult:
+        self._prefill([w for t in texts for w in t.split()])
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         for i, t in enumerate(texts):
             for w in t.lower().split():
@@ -126,15 +144,19 @@ class SyntheticModel:
     def abort(self) -> None:
         """Nothing to interrupt: generation checks the stop event per token."""
 
-    def memory_mb(self) -> float:
-        return 1.0
+    def prepare(self, spec: GenSpec) -> None:
+        """Words need no tokenising ahead."""
 
     def details(self) -> dict[str, Any]:
-        return {"num_ctx": self.n_ctx}
+        return {"tokens_per_s": self._rate, "num_ctx": self.n_ctx,
+                **({"repack": str(self.repack)} if self._segfault else {})}
+
+    def memory_mb(self) -> float:
+        return 1.0
 
     def close(self) -> None:
         pass
 
 
 def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> SyntheticModel:
-    return SyntheticModel(manifest, num_ctx)
+    return SyntheticModel(manifest, config, num_ctx)

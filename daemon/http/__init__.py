@@ -1,1 +1,1 @@
-"""HTTP routes (Ollama `/api/*`, OpenAI `/v1/*`) on aiohttp; translation lives in `rk.daemon.adapters`."""
+"""HTTP plumbing shared by the API families: the aiohttp app, middleware, body reading, job streams."""

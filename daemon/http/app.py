@@ -1,13 +1,13 @@
-"""The HTTP side: one aiohttp application serving the Ollama and OpenAI routes on every listener."""
+"""The HTTP side: one aiohttp application serving every API family's routes on every listener."""
 from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
-from rk.daemon.http import ollama_admin, ollama_routes, openai_routes
 from rk.daemon.http.access import access_log
+from rk.daemon.http.family import Family
 from rk.daemon.http.middleware import MIDDLEWARES, on_prepare
-from rk.daemon.http.wire import SERVICE, normalise_path
+from rk.daemon.http.wire import FAMILIES, SERVICE, normalise_path
 from rk.daemon.service import Service
 
 __all__ = ["SERVICE", "build_app"]
@@ -28,14 +28,15 @@ class NormalisingRouter(web.UrlDispatcher):
         return retry if retry.http_exception is None else match
 
 
-def build_app(service: Service) -> web.Application:
+def build_app(service: Service, families: tuple[Family, ...]) -> web.Application:
+    """The app serving `families` (the daemon passes `families.registry.FAMILIES`)."""
     app = web.Application(router=NormalisingRouter(), client_max_size=service.settings.max_body_bytes,
                           middlewares=[access_log, *MIDDLEWARES])
     app[SERVICE] = service
+    app[FAMILIES] = families
     app.on_response_prepare.append(on_prepare)
-    ollama_admin.add_routes(app)
-    ollama_routes.add_routes(app)
-    openai_routes.add_routes(app)
+    for fam in families:
+        fam.add_routes(app)
     app.router.add_get("/metrics", metrics)
     return app
 

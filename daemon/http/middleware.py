@@ -1,4 +1,4 @@
-"""Cross-cutting HTTP concerns: request ids, errors in the route's dialect, browser checks, CORS, the API key on TCP."""
+"""Cross-cutting HTTP concerns: request ids, errors in the route's family's shape, browser checks, CORS, the API key on TCP."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from rk.daemon.errors import RkError
-from rk.daemon.http.wire import SERVICE, error_response, normalise_path, rk_error_response
+from rk.daemon.http.wire import FAMILIES, SERVICE, error_response, family, normalise_path, rk_error_response
 from rk.daemon.settings import Settings, parse_hostport
 
 log = logging.getLogger("rk.daemon.http")
@@ -26,7 +26,7 @@ LOCAL_ORIGINS = ("http://localhost", "https://localhost", "http://localhost:*", 
                  "http://0.0.0.0", "https://0.0.0.0", "http://0.0.0.0:*", "https://0.0.0.0:*",
                  "http://[::1]", "http://[::1]:*", "app://*", "file://*", "tauri://*", "vscode-webview://*")
 ALLOW_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
-ALLOW_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Request-Id, X-Requested-With, OpenAI-Organization"
+ALLOW_HEADERS = ("Authorization", "Content-Type", "User-Agent", "Accept", "X-Request-Id", "X-Requested-With")
 
 
 def is_tcp(request: web.Request) -> bool:
@@ -136,26 +136,29 @@ async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     return web.Response(status=204, headers={
         "Access-Control-Allow-Methods": ALLOW_METHODS,
-        "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers") or ALLOW_HEADERS,
+        "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers") or ", ".join(
+            dict.fromkeys([*ALLOW_HEADERS, *(h for fam in request.app[FAMILIES] for h in fam.cors_headers)])),
         "Access-Control-Max-Age": "600",
     })
 
 
 @web.middleware
 async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """On TCP with a key configured, `Authorization: Bearer KEY` is required (constant-time compare).
+    """On TCP with a key configured, the key is required, read as the route's family sends it
+    (constant-time compare).
 
     `GET /` stays open so load balancers can probe health; the Unix socket relies on its file mode.
     """
     svc = request.app[SERVICE]
     if svc.settings.api_key and is_tcp(request) and normalise_path(request.path) != "/":
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not svc.key_ok(token.strip()):
-            raise RkError("unauthorized", "missing or wrong API key: send Authorization: Bearer KEY")
+        fam = family(request)
+        token = fam.read_key(request.headers)
+        if token is None or not svc.key_ok(token):
+            raise RkError("unauthorized", f"missing or wrong API key: send {fam.key_hint}")
     return await handler(request)
 
 
-class OneLineErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
+class OneLineErrors(logging.LoggerAdapter):
     """aiohttp's protocol logger: a malformed request is a stranger's mistake, worth one line, not a
     traceback; anything else aiohttp reports keeps its traceback."""
 
@@ -165,7 +168,7 @@ class OneLineErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
             text = " ".join(str(exc).split())[:200]
             self.logger.info("%s: %s %s", str(msg) % args, type(exc).__name__, text)
         else:
-            self.logger.error(msg, *args, exc_info=exc_info, **kw)  # type: ignore[arg-type]
+            self.logger.error(msg, *args, exc_info=exc_info, **kw)
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -14,12 +14,12 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from rk.daemon.adapters.vectors import assemble, check_finite
 from rk.daemon.deadlines import peer_name
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed, ThinkingText, Token, ToolCalled, Vectors
 from rk.daemon.http.wire import SERVICE
 from rk.daemon.jobs import Generated, Job, JobStats, ToolCall
+from rk.daemon.vectors import assemble, check_finite
 
 log = logging.getLogger("rk.daemon.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -33,16 +33,19 @@ def ndjson_line(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
 
-def sse_event(obj: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n\n"
+def sse_event(obj: dict[str, Any], event: str | None = None) -> bytes:
+    """One server-sent event; `event` names its type (`event: NAME`) for APIs whose clients dispatch on it."""
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n\n"
 
 
 def peer(request: web.Request) -> str:
     return peer_name(request.transport) if request.transport is not None else ""
 
 
-class TokenFormat(Protocol):
-    """How one dialect writes a token stream."""
+class StreamFormat(Protocol):
+    """How one family writes a job's stream: one object per request, so it may keep state (open and
+    close blocks, number its events, remember what it has sent)."""
 
     headers: dict[str, str]
 
@@ -115,7 +118,7 @@ class JobStream:
                 return ev.stats
         raise RkError("internal", "the job ended without a result")
 
-    async def relay(self, request: web.Request, fmt: TokenFormat) -> web.StreamResponse:
+    async def relay(self, request: web.Request, fmt: StreamFormat) -> web.StreamResponse:
         """Stream tokens in `fmt`; the status line waits for the first output."""
         outputs = self.outputs()
         ev = await anext(outputs)  # a failure here is still a status code

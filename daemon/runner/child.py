@@ -1,6 +1,6 @@
 """The runner process: owns the backends and the accelerator, and talks to the daemon over pipes.
 
-Commands arrive as `wire` lines on stdin; events leave as `wire` lines on a private copy of fd 1
+Commands arrive as `wire` frames on stdin; events leave as `wire` frames on a private copy of fd 1
 (fd 1 itself is pointed at stderr, so native libraries that print cannot corrupt the channel).
 A reader thread handles `Cancel` at once, while the main thread runs one command at a time.
 """
@@ -44,16 +44,16 @@ class Child:
         self._prepared: dict[int, Future[Any]] = {}
 
     def send(self, ev: wire.Event) -> None:
-        line = wire.encode(ev)
+        frame = wire.encode(ev)
         with self._lock:
-            self._out.write(line)
+            self._out.write(frame)
             self._out.flush()
 
     def read_commands(self, stream: BinaryIO) -> None:
         """Reader thread: a cancel acts immediately; everything else waits its turn on the main thread."""
-        for line in stream:
+        while (frame := wire.read_frame_sync(stream)) is not None:
             try:
-                cmd = wire.decode(line)
+                cmd = wire.decode(frame)
             except ValueError as e:
                 log.error("%s", e)
                 continue
@@ -80,7 +80,7 @@ class Child:
         """The request's options over the model's defaults, and a chat after the model's own Modelfile
         MESSAGE turns (behind a leading system message): what the backend sees."""
         spec = cmd.spec
-        history = tuple(Message(m["role"], m["content"]) for m in model.manifest.messages)  # type: ignore[arg-type]
+        history = tuple(Message(m["role"], m["content"]) for m in model.manifest.messages)
         if history and spec.messages:
             head = 1 if spec.messages[0].role == "system" else 0
             spec = replace(spec, messages=spec.messages[:head] + history + spec.messages[head:])
@@ -89,9 +89,8 @@ class Child:
     def _prepare_ahead(self, cmd: wire.Generate) -> None:
         """Start a queued chat's `prepare` now, so its turn begins with the prompt already tokenised."""
         model = self.models.get(cmd.model)
-        prepare = getattr(model, "prepare", None)
-        if model is not None and prepare is not None:
-            self._prepared[cmd.seq] = self._prepare.submit(prepare, self._spec(model, cmd))
+        if model is not None:
+            self._prepared[cmd.seq] = self._prepare.submit(model.prepare, self._spec(model, cmd))
 
     def serve(self) -> None:
         self.send(wire.Ready(os.getpid()))
@@ -128,15 +127,13 @@ class Child:
 
     def _run(self, cmd: wire.Command) -> wire.Event:
         match cmd:
-            case wire.Load(seq=seq, manifest=manifest, num_ctx=num_ctx):
+            case wire.Load(seq=seq, manifest=manifest, num_ctx=num_ctx, safe=safe):
                 self._begin(seq, None)
                 t0 = time.perf_counter()
                 if manifest.name not in self.models:
-                    self.models[manifest.name] = load_model(manifest, self.config, num_ctx)
+                    self.models[manifest.name] = load_model(manifest, self.config.safe() if safe else self.config, num_ctx)
                 loaded = self.models[manifest.name]
-                details = getattr(loaded, "details", None)
-                return wire.Loaded(seq, (time.perf_counter() - t0) * 1000, loaded.memory_mb(),
-                                   details() if details is not None else {})
+                return wire.Loaded(seq, (time.perf_counter() - t0) * 1000, loaded.memory_mb(), loaded.details())
             case wire.Unload(seq=seq, model=name):
                 self._begin(seq, None)
                 m = self.models.pop(name, None)

@@ -10,9 +10,9 @@ import threading
 from typing import Callable
 
 from rk.daemon.jobs import Format, GenSpec
-from rk.daemon.models import Manifest
 from rk.daemon.parsers import Call, OutputParser, Piece, PlainParser, Text, Thinking, parser_for
 from rk.daemon.runner import wire
+from rk.daemon.store.models import Manifest
 from rk.daemon.structured import validate
 
 
@@ -67,7 +67,8 @@ def output_parser(manifest: Manifest, template: str | None, spec: GenSpec) -> Ou
     if spec.raw:
         return PlainParser()
     tools = bool(spec.tools) and spec.tool_choice != "none"
-    return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think)
+    return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think,
+                      thinks=manifest.can("thinking"))
 
 
 class ToolChoice:

@@ -18,13 +18,20 @@ from typing import AsyncIterator, Protocol
 from rk.daemon.backends.base import RunnerConfig
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec
-from rk.daemon.models import Manifest
 from rk.daemon.procinfo import rss_mb
 from rk.daemon.runner import wire
+from rk.daemon.store.models import Manifest
 
 log = logging.getLogger("rk.daemon.runner")
 CANCEL_GRACE_S = 5.0  # a cancelled command that does not end by then has hung in native code
 _EOF = object()
+
+
+FAULT_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})  # a fault in native code
+
+
+def why_dead(returncode: int) -> str:
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
 
 
 class NotBegun(RkError):
@@ -34,12 +41,31 @@ class NotBegun(RkError):
         super().__init__("runner_crashed", f"the runner process died ({why}) before the job began")
 
 
+class Crashed(RkError):
+    """The runner died while running this command; `fault` when a fault signal killed it (a native crash,
+    not a kill or an exit)."""
+
+    def __init__(self, returncode: int) -> None:
+        self.why = why_dead(returncode)
+        super().__init__("runner_crashed", f"the runner process died ({self.why}); it will be restarted")
+        self.fault = returncode < 0 and -returncode in FAULT_SIGNALS
+
+
+class CallOwner(Protocol):
+    """What a `Call` needs of the process it was sent to: whether it lives, and what it still owes."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    pending: dict[int, Call]
+
+
 @dataclass(eq=False)
 class Call:
     """A command sent to one runner process; its events arrive on its own queue."""
 
     seq: int
-    process: _Process
+    process: CallOwner
     events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     begun: bool = False
     cancelled_at: float | None = None
@@ -60,7 +86,9 @@ class RunnerPort(Protocol):
 
     async def start(self) -> None: ...
 
-    async def load(self, manifest: Manifest, num_ctx: int) -> wire.Loaded: ...
+    async def kill(self) -> None: ...
+
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded: ...
 
     async def unload(self, model: str) -> None: ...
 
@@ -101,9 +129,9 @@ class _Process:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         try:
-            while line := await self.proc.stdout.readline():
+            while (frame := await wire.read_frame(self.proc.stdout)) is not None:
                 try:
-                    ev = wire.decode(line)
+                    ev = wire.decode(frame)
                 except ValueError as e:
                     log.error("runner %s: %s", self.proc.pid, e)
                     continue
@@ -129,17 +157,22 @@ class _Process:
         assert self.proc.stdin is not None
         self.proc.stdin.write(wire.encode(cmd))
 
-    async def why_dead(self) -> str:
+    async def returncode(self) -> int:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)  # EOF with the process still there: it is wedged
-        rc = await self.proc.wait()
-        return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        return await self.proc.wait()
 
     async def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
         self.reader.cancel()
+
+
+def _process(call: Call) -> _Process:
+    """The runner process a call of this `Runner` was sent to."""
+    assert isinstance(call.process, _Process)
+    return call.process
 
 
 class Runner:
@@ -197,13 +230,13 @@ class Runner:
         try:
             ev = await asyncio.wait_for(call.events.get(), timeout) if call.events.empty() else call.events.get_nowait()
         except asyncio.TimeoutError:
-            await call.process.kill()
+            await _process(call).kill()
             raise RkError("timeout", f"the runner produced nothing for {timeout:.0f} s and was restarted") from None
         if ev is _EOF:
-            why = await call.process.why_dead()
+            rc = await _process(call).returncode()
             if not call.begun:
-                raise NotBegun(why)
-            raise RkError("runner_crashed", f"the runner process died ({why}); it will be restarted")
+                raise NotBegun(why_dead(rc))
+            raise Crashed(rc)
         if isinstance(ev, wire.Error):
             raise RkError(ev.code, ev.message)
         return ev
@@ -214,9 +247,9 @@ class Runner:
         finally:
             call.process.pending.pop(call.seq, None)
 
-    async def load(self, manifest: Manifest, num_ctx: int) -> wire.Loaded:
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded:
         await self.start()
-        ev = await self._final(self._send(wire.Load, manifest, num_ctx))
+        ev = await self._final(self._send(wire.Load, manifest, num_ctx, safe))
         assert isinstance(ev, wire.Loaded)
         return ev
 
@@ -258,7 +291,7 @@ class Runner:
         if call is None or not call.live:
             return
         call.cancelled_at = asyncio.get_running_loop().time()
-        call.process.send(wire.Cancel(call.seq))
+        _process(call).send(wire.Cancel(call.seq))
 
     def discard(self, call: Call) -> None:
         """Cancel a command nobody will wait for (a job sent ahead, cancelled while still queued)."""

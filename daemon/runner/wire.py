@@ -1,21 +1,24 @@
 """The runner's wire: every command the daemon sends and every event the runner answers, as frozen
-dataclasses with ONE codec (a JSON line each, tagged by `t`).
+dataclasses with ONE codec (a length-prefixed MessagePack frame each, tagged by `t`).
 
-msgspec turns the typed values into JSON and back (nested dataclasses, tuples, bytes as base64), so
-neither side builds or reads a dict by hand and a new event kind cannot be mistaken for another.
+msgspec turns the typed values into MessagePack and back (nested dataclasses, tuples), so neither side
+builds or reads a dict by hand and a new event kind cannot be mistaken for another. MessagePack carries
+bytes as they are: an image's pixels and a batch of vectors cross the pipe without base64.
 """
 from __future__ import annotations
 
+import asyncio
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import msgspec
 import numpy as np
 
-from rk.daemon.backends.base import GenResult, RunnerConfig
-from rk.daemon.jobs import GenSpec, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.backends.base import RunnerConfig
+from rk.daemon.jobs import GenResult, GenSpec, ToolCall
+from rk.daemon.store.models import Manifest
 
 # ---- commands (daemon -> runner) ---------------------------------------------------------------
 
@@ -25,6 +28,7 @@ class Load:
     seq: int
     manifest: Manifest
     num_ctx: int  # the context to load with, decided by the daemon (daemon/context.py)
+    safe: bool = False  # with `RunnerConfig.safe()`: a reload after the model crashed the engine
 
 
 @dataclass(frozen=True)
@@ -160,27 +164,48 @@ def _dec_hook(kind: type, obj: Any) -> Any:
     raise NotImplementedError(f"cannot decode {kind}")
 
 
-_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_HEAD = struct.Struct(">I")  # the frame's length, before its MessagePack body
 
 
 def encode(msg: Command | Event) -> bytes:
-    """One message as a JSON line: `{"t": "<Type>", "v": {...}}`."""
-    return _encoder.encode({"t": type(msg).__name__, "v": msg}) + b"\n"
+    """One message as a frame: its length, then MessagePack of `{"t": "<Type>", "v": {...}}`."""
+    body = _encoder.encode({"t": type(msg).__name__, "v": msg})
+    return _HEAD.pack(len(body)) + body
 
 
-def decode(line: bytes) -> Any:
-    """The typed message of one line; a line that is not one raises `ValueError`."""
+def decode(body: bytes) -> Any:
+    """The typed message of one frame's body; a body that is not one raises `ValueError`."""
     try:
-        raw = msgspec.json.decode(line)
+        raw = msgspec.msgpack.decode(body)
         cls = _TYPES[raw["t"]]
         return msgspec.convert(raw["v"], cls, dec_hook=_dec_hook)
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as e:
         raise ValueError(f"bad runner message: {e}") from None
 
 
+async def read_frame(stream: asyncio.StreamReader) -> bytes | None:
+    """The body of the next frame; None at the end of the stream."""
+    try:
+        (n,) = _HEAD.unpack(await stream.readexactly(_HEAD.size))
+        return await stream.readexactly(n)
+    except asyncio.IncompleteReadError:
+        return None
+
+
+def read_frame_sync(stream: BinaryIO) -> bytes | None:
+    """The body of the next frame from a blocking stream; None at its end."""
+    head = stream.read(_HEAD.size)
+    if len(head) < _HEAD.size:
+        return None
+    (n,) = _HEAD.unpack(head)
+    body = stream.read(n)
+    return body if len(body) == n else None
+
+
 def encode_config(config: RunnerConfig) -> str:
-    """The runner's settings as its one command-line argument."""
-    return _encoder.encode(config).decode()
+    """The runner's settings as its one command-line argument (JSON)."""
+    return msgspec.json.encode(config, enc_hook=_enc_hook).decode()
 
 
 def decode_config(arg: str) -> RunnerConfig:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rk.daemon.backends.base import RunnerConfig
     from rk.daemon.backends.rkllm.backend import RkllmModel
-    from rk.daemon.models import Manifest
+    from rk.daemon.store.models import Manifest
 
 
 def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> RkllmModel:

@@ -25,7 +25,7 @@ from rk.daemon.backends.rkllm._lib import RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN,
 from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec, ToolCall
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 Key = tuple[Hashable, ...]
 Turn = tuple[str, str]  # (role, content)
@@ -113,7 +113,8 @@ def continues(held: Key | None, key: Key) -> int:
 class InputBuilder:
     def __init__(self, manifest: Manifest, abi: Abi) -> None:
         self.manifest, self.abi = manifest, abi
-        self.thinking = bool(manifest.params.get("thinking", False))
+        # A model that declares thinking thinks unless asked not to, as Ollama's do; params.thinking overrides.
+        self.thinking = bool(manifest.params.get("thinking", manifest.can("thinking")))
         self.tokenizer: Any = None
         if "tokenizer" in manifest.files:
             from transformers import AutoTokenizer  # only models that ship a tokenizer pay for this import
@@ -142,9 +143,10 @@ class InputBuilder:
         if raw:
             text = spec.prompt or ""
             return ChatInput(self._prompt(text, "user", think), (turn_digest("prompt", text),), 0)
-        key: Key = tuple(turn_digest(r, c) for r, c in turns)
+        media = spec.media()  # first in the key: a cache made beside other images never continues
+        key: Key = (*media, *(turn_digest(r, c) for r, c in turns))
         reused = continues(held, key)
-        new = turns[reused:]
+        new = turns[max(0, reused - len(media)):]
         if reused and len(new) == 1 and new[0][0] in _INPUT_ROLES:
             return ChatInput(self._prompt(new[0][1], new[0][0], think), key, reused)
         role = "tool" if turns[-1][0] == "tool" else "user"
@@ -183,10 +185,11 @@ class InputBuilder:
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(ids) >= context:
             raise prompt_too_large(self.manifest.name, len(ids), context)
-        key: Key = tuple(ids)
+        media = spec.media()
+        key: Key = (*media, *ids)
         reused = continues(held, key)
         role = "tool" if turns[-1][0] == "tool" else "user"
-        return ChatInput(self._tokens(ids[reused:], role, think), key, reused)
+        return ChatInput(self._tokens(ids[max(0, reused - len(media)):], role, think), key, reused)
 
     def _with_system(self, turns: list[Turn]) -> list[Turn]:
         if self.manifest.system and not any(r == "system" for r, _ in turns):

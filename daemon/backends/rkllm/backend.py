@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rk.daemon.backends.base import EmbedResult, GenResult, RunnerConfig, Sink, check_files, l2_normalise
+from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, check_files, l2_normalise
 from rk.daemon.backends.rkllm._handle import Handle
 from rk.daemon.backends.rkllm._inputs import InputBuilder, Key, tools_json
 from rk.daemon.backends.rkllm._lib import (
@@ -46,9 +46,9 @@ from rk.daemon.backends.rkllm._lib import (
 )
 from rk.daemon.backends.rkllm._version import Detected, open_library, select_abi
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenOptions, GenSpec
-from rk.daemon.models import Manifest
+from rk.daemon.jobs import GenOptions, GenResult, GenSpec
 from rk.daemon.procinfo import rss_mb
+from rk.daemon.store.models import Manifest
 
 log = logging.getLogger("rk.rkllm")
 
@@ -262,6 +262,12 @@ class RkllmModel:
     def abort(self) -> None:
         """Called from the runner's reader thread on cancel: rkllm_abort ends the run in progress."""
         self._handle.abort()
+
+    def prepare(self, spec: GenSpec) -> None:
+        """The runtime templates and tokenises inside `rkllm_run`; nothing can be done ahead."""
+
+    def details(self) -> dict[str, Any]:
+        return {"runtime": self.detected.version or self.detected.abi, "num_ctx": self.context}
 
     def memory_mb(self) -> float:
         return self._memory or rss_mb()

@@ -22,7 +22,7 @@ from rk.daemon.backends.rkllm._lib import ABIS, EXPORTS
 from rk.daemon.backends.rkllm._version import open_library, read_stored, select_abi
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenOptions, GenSpec, Message
-from rk.daemon.models import Manifest
+from rk.daemon.store.models import Manifest
 
 # sizeof on LP64 (aarch64), measured by compiling each public header: what a real librkllmrt.so expects.
 REFERENCE_SIZES = {

@@ -11,6 +11,7 @@ import orjson
 
 from rk.daemon import accesslog, watch
 from rk.daemon.adapters import lineproto
+from rk.daemon.clients import client_id
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed
 from rk.daemon.importer import import_model
@@ -31,6 +32,7 @@ class LineConnection:
         self.authed = not needs_key
         self.local = peer == "unix" or peer.startswith(("127.", "[::1]", "::1:"))
         self.key_failures = 0
+        self.client = client_id(writer.transport, None)  # becomes the key's once one is shown
         self.jobs: dict[str, Ticket] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.pulls: dict[str, asyncio.Task[None]] = {}
@@ -122,6 +124,7 @@ class LineConnection:
         key = obj.get("key") if isinstance(obj, dict) else None
         if isinstance(key, str) and self.service.key_ok(key):
             self.authed = True
+            self.client = client_id(None, key)
             return True
         self.key_failures += 1
         left = MAX_KEY_FAILURES - self.key_failures
@@ -135,7 +138,7 @@ class LineConnection:
         if req.job is not None:
             if req.id in self.jobs:
                 raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
-            ticket = svc.scheduler.submit(req.job, client_id=req.id)
+            ticket = svc.scheduler.submit(req.job, client_id=self.client)
             self.jobs[req.id] = ticket
             while not ticket.events.empty():  # its position goes out now, not after a burst of arrivals
                 self.send(lineproto.render(req.id, ticket.id, ticket.events.get_nowait()))
@@ -164,6 +167,9 @@ class LineConnection:
                               "(the Unix socket or loopback TCP)")
             m = import_model(svc.store, req.imported)
             self.send({"id": req.id, "ev": "model", **svc.model_info(m, svc.status()), "manifest": m.to_dict()})
+        elif req.op in ("drain", "undrain"):  # balancers' agent-check replies follow it (agentcheck.py)
+            svc.scheduler.draining = req.op == "drain"
+            self.send({"id": req.id, "ev": "done", "stats": {}, "draining": svc.scheduler.draining})
         elif req.op == "version":
             self.send({"id": req.id, "ev": "version", "version": svc.version, "protocol": lineproto.PROTOCOL_VERSION})
         elif req.op == "watch":  # snapshots until the connection closes; see daemon/watch.py

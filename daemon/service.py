@@ -42,6 +42,7 @@ class Service:
     pulls: PullManager
     started: float = field(default_factory=time.time)
     version: str = __version__
+    agent_addr: str | None = None  # where the agent-check port listens, once bound
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     @classmethod
@@ -49,7 +50,7 @@ class Service:
         store = ModelStore(settings.models_dir, bundled=settings.bundled)
         runner = Runner(runner_config(settings, store), stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)
-        metrics = Metrics(scheduler.status)
+        metrics = Metrics(scheduler.status, settings.metrics_compat)
         scheduler.observers.append(metrics.observe)
         return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), metrics,
                    PullManager(store, settings.sysfs_root))
@@ -85,5 +86,6 @@ class Service:
 
     def status(self) -> Status:
         status = self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
-                                        "tcp": self.settings.tcp, "npu": self.npu()})
+                                        "tcp": self.settings.tcp, "agent": self.agent_addr,
+                                        "npu": self.npu()})
         return replace(status, pulls=self.pulls.describe())

@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from rk.daemon.clients import bearer
 from rk.daemon.errors import RkError
 from rk.daemon.http.wire import SERVICE, error_response, normalise_path, rk_error_response
 from rk.daemon.settings import Settings, parse_hostport
@@ -145,12 +146,14 @@ async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamRe
 async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """On TCP with a key configured, `Authorization: Bearer KEY` is required (constant-time compare).
 
-    `GET /` stays open so load balancers can probe health; the Unix socket relies on its file mode.
+    `GET /` and `/health` stay open so load balancers can probe health, and `/metrics` with
+    RK_METRICS_PUBLIC (scrapers cannot send a key); the Unix socket relies on its file mode.
     """
     svc = request.app[SERVICE]
-    if svc.settings.api_key and is_tcp(request) and normalise_path(request.path) != "/":
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not svc.key_ok(token.strip()):
+    path = normalise_path(request.path)
+    open_paths = ("/", "/health", "/metrics") if svc.settings.metrics_public else ("/", "/health")
+    if svc.settings.api_key and is_tcp(request) and path not in open_paths:
+        if not svc.key_ok(bearer(request.headers.get("Authorization", ""))):
             raise RkError("unauthorized", "missing or wrong API key: send Authorization: Bearer KEY")
     return await handler(request)
 

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from rk.daemon.adapters.vectors import assemble, check_finite
+from rk.daemon.clients import bearer, client_id
 from rk.daemon.deadlines import peer_name
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed, ThinkingText, Token, ToolCalled, Vectors
@@ -59,7 +60,8 @@ class JobStream:
 
     def __init__(self, request: web.Request, job: Job) -> None:
         self.scheduler = request.app[SERVICE].scheduler
-        self.ticket = self.scheduler.submit(job, client_id=request.get("request_id", ""))
+        who = client_id(request.transport, bearer(request.headers.get("Authorization", "")))
+        self.ticket = self.scheduler.submit(job, client_id=who)
         self._events = self.ticket.stream()
 
     async def __aenter__(self) -> JobStream:

@@ -105,14 +105,6 @@ class Scheduler:
                 kv = (t.stats.prefill_tokens + t.stats.cached_tokens + t.generated) / ctx
         return self.job_times.load(len(self.queue.waiting) + len(self.queue.running), kv, self.draining)
 
-    def should_drain(self) -> bool:
-        """Balancers should send nothing new: `rk drain`, shutting down, or jobs already waiting here.
-
-        With `maxconn 1` a balancer never has a job waiting on a board, so whatever waits came from
-        elsewhere: the board is busy for longer than the balancer knows (a near-full queue is a case of it).
-        """
-        return self.draining or self.closing or bool(self.queue.waiting)
-
     def admit(self, job: Job, m: Manifest) -> None:
         """Refuse what the model cannot do before the job waits for nothing (Ollama's 400s and wording)."""
         for cap, what in required_capabilities(job):
@@ -486,7 +478,6 @@ class Scheduler:
             runner=RunnerView(self.runner.pid, round(self.runner.rss_mb(), 1), self.runner.restarts,
                               self.runner.state, self.runner.down_reason),
             load=self.load(),
-            drain=self.should_drain(),
             closing=self.closing,
             extra=extra or {},
         )

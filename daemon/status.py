@@ -85,7 +85,6 @@ class Status:
     uptime_s: float
     runner: RunnerView
     load: Load = Load(0.0, 0.0, 0.0, False)  # predicted wait and drain, for balancers (busy.py)
-    drain: bool = False  # balancers should send no new job (scheduler.should_drain)
     closing: bool = False  # the daemon is shutting down
     pulls: tuple[PullView, ...] = ()  # hub downloads: they never wait in the queue, but are shown with it
     extra: dict[str, Any] = field(default_factory=dict)  # daemon-wide facts: version, socket, NPU, host

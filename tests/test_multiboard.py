@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -76,6 +77,24 @@ def test_agent_replies_follow_queue_drain_and_failures(daemon_factory: Factory, 
             final(c, c.send("chat", model="syn:crashy", messages=HI))
         assert agent(d, b"syn:crashy\n").startswith("down#model syn:crashy failed to load: ")
         assert agent(d, b"syn:slow\n") == "ready up 100%"  # the other models are still served
+
+
+def test_a_balancers_own_waiting_job_does_not_drain_the_board(daemon_factory: Factory) -> None:
+    """Jobs from the address that asks the agent port came through the balancer: when two of its backends
+    share a board, one may wait here, and draining for it would strand the balancer's queue."""
+    d = daemon_factory(tcp=True, extra_args=["--agent-port", "0"])
+    assert agent(d) == "ready up 100%"  # the balancer (127.0.0.1) makes itself known
+    body = {"model": "syn:slow", "messages": HI, "stream": False, "options": {"num_predict": 100_000}}
+    with ThreadPoolExecutor(2) as pool, connect(d) as c:
+        for _ in range(2):
+            pool.submit(httpx.post, d.base_url + "/api/chat", json=body, timeout=60)
+        until(lambda: c.call("status")["depth"] == 1, "the balancer's second job waits")
+        assert agent(d) == "ready up 33%"  # two jobs ahead, no drain
+        slow_chat(c, "outside")  # from the Unix socket: not the balancer
+        wait_for(c, "outside", "queued")
+        assert agent(d) == "drain"
+        for j in c.call("status")["queue"]:
+            c.call("cancel", target=j["id"])
 
 
 def test_agent_says_drain_while_shutting_down(daemon_factory: Factory) -> None:

@@ -95,8 +95,10 @@ def ps(ctx: typer.Context, json_out: bool = JSON) -> None:
                   [(str(j.get("position", "")), j["id"], j.get("kind", ""), j.get("model", ""), j.get("state", ""),
                     f"{j.get('waited_ms', 0) / 1000:.1f}s", _progress(j), j.get("source", ""), j.get("client_id", ""))
                    for j in snap.get("queue", [])])
+    load = snap.get("load") or {}
+    wait = f"predicted wait for a new job {load.get('predicted_wait_s', 0):.1f}s" + (" · draining" if load.get("draining") else "")
     _print(loaded if snap.get("loaded") else "no model loaded",
-           jobs if snap.get("queue") else "queue empty")
+           jobs if snap.get("queue") else "queue empty", f"[dim]{wait}[/dim]")
     if snap.get("pulls"):
         from rk.tui.render import pull_progress
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from rk.daemon import events as ev
 from rk.daemon.backend_info import backend_info
 from rk.daemon.backends.base import SAFE_SETTINGS
+from rk.daemon.busy import JobTimes, Load
 from rk.daemon.context import needed_context
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
@@ -66,6 +67,8 @@ class Scheduler:
         self.started_at = time.time()
         self.observers: list[Callable[[Ticket, RkError | None], None]] = []  # told of every finished job
         self.closing = False
+        self.draining = False  # `rk drain`: the agent-check port tells balancers to send nothing new
+        self.job_times = JobTimes()
 
     # ---- arrival, cancel, lookup -------------------------------------------------------------
 
@@ -75,9 +78,34 @@ class Scheduler:
             raise RkError("shutting_down", "the daemon is shutting down")
         manifest = self.store.get(job.model)
         self.admit(job, manifest)
-        t = self.queue.add(job, manifest, client_id)
+        self._check_client_cap(client_id)
+        try:
+            t = self.queue.add(job, manifest, client_id)
+        except RkError as e:  # queue_full: when to come back, and 429 for routers that cool down on it
+            raise RkError(e.code, e.message, status=self.settings.queue_full_status,
+                          retry_after_s=self.load().retry_after_s()) from None
         self.totals["accepted"] += 1
         return t
+
+    def _check_client_cap(self, client_id: str) -> None:
+        """RK_CLIENT_MAX_JOBS: one client may hold only so many jobs waiting or running; the others'
+        places in the FIFO are not touched."""
+        cap = self.settings.client_max_jobs
+        if cap <= 0 or not client_id:
+            return
+        if sum(1 for t in self.queue if t.client_id == client_id) >= cap:
+            raise RkError("too_many_jobs", f"this client ({client_id}) already has {cap} jobs waiting or running, "
+                          f"the most one client may (RK_CLIENT_MAX_JOBS); retry when one ends",
+                          retry_after_s=self.load().retry_after_s())
+
+    def load(self) -> Load:
+        """The predicted wait and drain state (busy.py): what balancers read, built from the queue."""
+        kv = 0.0
+        for t in self.queue.running:
+            ctx = t.manifest.context_length
+            if isinstance(t.job, ChatJob) and ctx:
+                kv = (t.stats.prefill_tokens + t.stats.cached_tokens + t.generated) / ctx
+        return self.job_times.load(len(self.queue.waiting) + len(self.queue.running), kv, self.draining)
 
     def admit(self, job: Job, m: Manifest) -> None:
         """Refuse what the model cannot do before the job waits for nothing (Ollama's 400s and wording)."""
@@ -429,6 +457,8 @@ class Scheduler:
             self.runner.discard(t.sent)  # sent ahead, never begun: the runner skips it
         s = t.stats
         s.total_ms = (time.monotonic() - t.arrived) * 1000
+        if error is None and t.started is not None:
+            self.job_times.add(time.monotonic() - t.started)
         if error is None:
             self.totals["done"] += 1
             self.totals["tokens"] += s.generate_tokens
@@ -481,6 +511,9 @@ class Scheduler:
             totals=dict(self.totals),
             recent=tuple(self.recent),
             uptime_s=round(now_wall - self.started_at, 1),
-            runner=RunnerView(self.runner.pid, round(self.runner.rss_mb(), 1), self.runner.restarts),
+            runner=RunnerView(self.runner.pid, round(self.runner.rss_mb(), 1), self.runner.restarts,
+                              self.runner.state, self.runner.down_reason),
+            load=self.load(),
+            closing=self.closing,
             extra=extra or {},
         )

@@ -52,6 +52,11 @@ class Settings:
     default_chat_model: str = _opt("smollm2:135m", "RK_CHAT_MODEL", "model used when a chat names none")
     default_embed_model: str = _opt("all-minilm:l6-v2", "RK_EMBED_MODEL", "model used when an embedding names none")
     bundled: bool = _opt(True, "RK_BUNDLED", "register the bundled default models")
+    agent_port: str | None = _opt(None, "RK_AGENT_PORT", "HAProxy agent-check responder on [HOST:]PORT (a bare port binds 127.0.0.1): replies 'ready up N%', 'drain' or 'down#why'")
+    metrics_public: bool = _opt(False, "RK_METRICS_PUBLIC", "serve /metrics without the API key (for Prometheus and gateway scrapers, which cannot send one)")
+    metrics_compat: str = _opt("", "RK_METRICS_COMPAT", "also emit another engine's gauge names for gateways that expect them: 'vllm'")
+    queue_full_status: int = _opt(503, "RK_QUEUE_FULL_STATUS", "HTTP status of a full queue, with Retry-After: 503 (like Ollama) or 429 (routers such as LiteLLM cool down on it)")
+    client_max_jobs: int = _opt(0, "RK_CLIENT_MAX_JOBS", "jobs one client (API key, else address, else Unix user) may have waiting or running; more get 429 (0 = no cap)")
     quiet: bool = _opt(False, "RK_QUIET", "no access log (one line per HTTP request and per line-protocol job)")
 
     def __post_init__(self) -> None:
@@ -65,6 +70,10 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.metadata['env']} must be a finite number, not {value!r}")
+        if self.queue_full_status not in (429, 503):
+            raise ValueError(f"RK_QUEUE_FULL_STATUS must be 429 or 503, not {self.queue_full_status}")
+        if self.metrics_compat not in ("", "vllm"):
+            raise ValueError(f"RK_METRICS_COMPAT must be 'vllm' or empty, not {self.metrics_compat!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rk.daemon.busy import Load
 from rk.daemon.jobs import ChatJob, EmbedJob
 from rk.daemon.residency import Resident
 from rk.daemon.store.pull.events import PullView
@@ -69,6 +70,8 @@ class RunnerView:
     pid: int | None
     rss_mb: float
     restarts: int
+    state: str = "ready"  # ready | starting | down: whether the runner can serve (`/health`)
+    down_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,20 @@ class Status:
     recent: tuple[dict[str, Any], ...]
     uptime_s: float
     runner: RunnerView
+    load: Load = Load(0.0, 0.0, 0.0, False)  # predicted wait and drain, for balancers (busy.py)
+    closing: bool = False  # the daemon is shutting down
     pulls: tuple[PullView, ...] = ()  # hub downloads: they never wait in the queue, but are shown with it
     extra: dict[str, Any] = field(default_factory=dict)  # daemon-wide facts: version, socket, NPU, host
+
+    @property
+    def state(self) -> str:
+        """What `/health` and the agent port say: shutting_down, down or starting (the board cannot
+        serve: 503), draining (`rk drain`) or ready."""
+        if self.closing:
+            return "shutting_down"
+        if self.runner.state != "ready":
+            return self.runner.state
+        return "draining" if self.load.draining else "ready"
 
     def loaded_model(self, name: str) -> LoadedView | None:
         return next((m for m in self.loaded if m.name == name), None)

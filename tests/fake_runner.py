@@ -26,6 +26,8 @@ class FakeProcess:
 class FakeRunner:
     def __init__(self) -> None:
         self.restarts = 0
+        self.down_reason: str | None = None
+        self.state = "ready"
         self.process = FakeProcess()
         self.log: list[tuple[str, Any]] = []  # (command, detail) in the order the scheduler sent them
         self.gates: dict[str, asyncio.Event] = {}  # prompt text -> opened to let that generation finish

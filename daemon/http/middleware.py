@@ -147,10 +147,13 @@ async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """On TCP with a key configured, the key is required, read as the route's family sends it
     (constant-time compare).
 
-    `GET /` stays open so load balancers can probe health; the Unix socket relies on its file mode.
+    `GET /` and `/health` stay open so load balancers can probe health, and `/metrics` with
+    RK_METRICS_PUBLIC (scrapers cannot send a key); the Unix socket relies on its file mode.
     """
     svc = request.app[SERVICE]
-    if svc.settings.api_key and is_tcp(request) and normalise_path(request.path) != "/":
+    path = normalise_path(request.path)
+    open_paths = ("/", "/health", "/metrics") if svc.settings.metrics_public else ("/", "/health")
+    if svc.settings.api_key and is_tcp(request) and path not in open_paths:
         fam = family(request)
         token = fam.read_key(request.headers)
         if token is None or not svc.key_ok(token):

@@ -14,10 +14,11 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from rk.daemon.clients import client_id
 from rk.daemon.deadlines import peer_name
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed, ThinkingText, Token, ToolCalled, Vectors
-from rk.daemon.http.wire import SERVICE
+from rk.daemon.http.wire import SERVICE, family
 from rk.daemon.jobs import Generated, Job, JobStats, ToolCall
 from rk.daemon.vectors import assemble, check_finite
 
@@ -62,7 +63,8 @@ class JobStream:
 
     def __init__(self, request: web.Request, job: Job) -> None:
         self.scheduler = request.app[SERVICE].scheduler
-        self.ticket = self.scheduler.submit(job, client_id=request.get("request_id", ""))
+        who = client_id(request.transport, family(request).read_key(request.headers))
+        self.ticket = self.scheduler.submit(job, client_id=who)
         self._events = self.ticket.stream()
 
     async def __aenter__(self) -> JobStream:

@@ -36,14 +36,18 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
 
 
 def error_response(request: web.Request, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> web.Response:
+                   param: str | None = None, retry_after_s: int | None = None) -> web.Response:
     """An error before the first byte: the status code, and the body in the route's own shape."""
-    headers = {"Retry-After": RETRY_AFTER_S} if code in ("queue_full", "shutting_down") else None
+    headers = None
+    if retry_after_s is not None:
+        headers = {"Retry-After": str(retry_after_s)}
+    elif code in ("queue_full", "shutting_down"):
+        headers = {"Retry-After": RETRY_AFTER_S}
     return json_response(family(request).error_body(status, message, code, param), status, headers)
 
 
 def rk_error_response(request: web.Request, e: RkError) -> web.Response:
-    return error_response(request, e.status, e.message, e.code, e.param)
+    return error_response(request, e.status, e.message, e.code, e.param, e.retry_after_s)
 
 
 # What a web page can send without a CORS preflight (the CORS-safelisted content types, or none):

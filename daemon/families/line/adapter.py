@@ -19,7 +19,7 @@ from rk.daemon.store.pull.events import PullEvent
 
 PROTOCOL_VERSION = 1
 JOB_OPS = ("chat", "generate", "embed", "load", "unload")
-INFO_OPS = ("status", "models", "show", "version", "watch", "cancel", "import", "pull")
+INFO_OPS = ("status", "models", "show", "version", "watch", "cancel", "import", "pull", "drain", "undrain")
 
 
 @dataclass(frozen=True)

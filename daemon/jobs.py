@@ -102,6 +102,7 @@ class GenSpec:
     options: GenOptions = GenOptions()
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True  # False: at most one tool call per reply (OpenAI's parallel_tool_calls)
     think: Think = None
     format: Format = None
 

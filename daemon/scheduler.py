@@ -19,6 +19,7 @@ from rk.daemon import events as ev
 from rk.daemon.backend_info import backend_info
 from rk.daemon.backends.base import SAFE_SETTINGS
 from rk.daemon.busy import JobTimes, Load
+from rk.daemon.context import needed_context
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
 from rk.daemon.queue import JobQueue
@@ -60,7 +61,7 @@ class Scheduler:
         self.store = store
         self.runner = runner
         self.queue = JobQueue(settings.max_queue)
-        self.residency = Residency(runner, settings.keep_alive_s)
+        self.residency = Residency(runner, settings.keep_alive_s, settings.context_length)
         self.totals: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=20)
         self.started_at = time.time()
@@ -253,6 +254,12 @@ class Scheduler:
                 log.warning("job %s never began in a dead runner; running it again", t.id)
                 self.queue.requeue(t, front=True)
 
+    def _context(self, t: Ticket) -> int | None:
+        """The context a job needs: a chat its own num_ctx or the model's configured one; others any."""
+        if not isinstance(t.job, ChatJob):
+            return None
+        return needed_context(t.manifest, t.job.options.num_ctx, self.settings.context_length)
+
     def _crashed_in_first_prefill(self, batch: list[Ticket], e: Crashed) -> None:
         """A fault in a model's first prefill, before any token, is likely a kernel this CPU cannot run (as
         llama.cpp's AMX repack on Sapphire Rapids): reload the model once with safe settings and run the
@@ -274,11 +281,12 @@ class Scheduler:
     async def _ensure_loaded(self, t: Ticket) -> float:
         if isinstance(t.job, ModelAction) and t.job.action == "unload":
             return 0.0
-        if not self.residency.is_loaded(t.manifest):
+        need = self._context(t)
+        if not self.residency.is_loaded(t.manifest, need):
             t.state = "loading"
             t.emit(ev.Loading(t.manifest.name))
             self.queue.changed()
-        return await self.residency.ensure(t.manifest)
+        return await self.residency.ensure(t.manifest, need)
 
     async def _generate(self, t: Ticket) -> None:
         assert isinstance(t.job, ChatJob)
@@ -356,7 +364,7 @@ class Scheduler:
         for nxt in itertools.islice(self.queue.waiting, SEND_AHEAD):
             if (not isinstance(nxt.job, ChatJob) or nxt.manifest.name != current.manifest.name
                     or not self.residency.stays_loaded(prev.manifest.name, prev.job.keep_alive_s)
-                    or not self.residency.is_loaded(nxt.manifest)):
+                    or not self.residency.is_loaded(nxt.manifest, self._context(nxt))):
                 return
             if nxt.sent is None or not nxt.sent.live:
                 nxt.sent = self.runner.generate_ahead(nxt.manifest.name, nxt.job.spec)

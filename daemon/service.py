@@ -79,7 +79,7 @@ class Service:
             "memory_mb": res.memory_mb if res else None,
             "failed": status.failed_models.get(m.name),
             "default": [job for job, name in (("chat", self.settings.default_chat_model),
-                                              ("embed", self.settings.default_embed_model)) if name == m.name],
+                                              ("embed", self.settings.default_embed_model)) if name.lower() == m.name.lower()],
         }
 
     def npu(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class Settings:
     embed_slice: int = _opt(64, "RK_EMBED_SLICE", "texts an embed job runs before going back to the queue tail")
     embed_batch_tokens: int = _opt(8192, "RK_EMBED_BATCH_TOKENS", "token budget of one merged embedding batch")
     shutdown_grace_s: float = _opt(10.0, "RK_SHUTDOWN_GRACE", "on SIGTERM, how long the running job may finish")
+    context_length: int = _opt(4096, "RK_CONTEXT_LENGTH", "context (KV cache) a chat model loads with, tokens, unless the request's options.num_ctx or the model's PARAMETER num_ctx sets one (capped at the model's own)")
     threads: int = _opt(0, "RK_THREADS", "CPU threads for the hf and llamacpp backends (0 = auto: llamacpp takes the physical big cores, hf all cores)")
     llama_repack: str = _opt("auto", "RK_LLAMA_REPACK", "llama.cpp weight repack: auto (off on CPUs with AMX, where it crashes; on elsewhere), on, off")
     rkllm_lib: str | None = _opt(None, "RK_RKLLM_LIB", "path of librkllmrt.so (default: the loader path)")

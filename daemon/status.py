@@ -56,12 +56,13 @@ class LoadedView:
     memory_mb: float
     loaded_at: float
     expires_at: float | None  # wall-clock time; None = kept until unloaded
+    num_ctx: int = 0  # the context it was loaded with, tokens
     details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. llamacpp's threads
 
     @classmethod
     def of(cls, r: Resident, now_wall: float) -> LoadedView:
         return cls(r.name, r.manifest.backend, round(r.memory_mb, 1), r.loaded_at,
-                   None if math.isinf(r.wall_expires) else r.wall_expires, dict(r.details))
+                   None if math.isinf(r.wall_expires) else r.wall_expires, r.num_ctx, dict(r.details))
 
 
 @dataclass(frozen=True)

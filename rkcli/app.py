@@ -65,6 +65,7 @@ def serve(
     socket_group: Optional[str] = typer.Option(None, "--socket-group", help="Let this group use the socket (0660)."),
     max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Jobs that may wait at once (default 512)."),
     keep_alive: Optional[float] = typer.Option(None, "--keep-alive", help="Seconds an idle model stays loaded (default 300, <0 forever)."),
+    context_length: Optional[int] = typer.Option(None, "--context-length", min=1, help="Context a chat model loads with, tokens, unless a request or Modelfile sets num_ctx (default 4096)."),
     llama_repack: Optional[str] = typer.Option(None, "--llama-repack", envvar="RK_LLAMA_REPACK", help="llama.cpp weight repack: auto (off on CPUs with AMX, where it crashes), on, off."),
     rkllm_lib: Optional[str] = typer.Option(None, "--rkllm-lib", envvar="RK_RKLLM_LIB", help="Path of librkllmrt.so."),
     rkllm_version: Optional[str] = typer.Option(None, "--rkllm-version", envvar="RK_RKLLM_VERSION", help="Force the RKLLM runtime ABI (1.2 or 1.3) when it cannot be detected."),
@@ -84,6 +85,7 @@ def serve(
     try:
         settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
                                      socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
+                                     context_length=context_length,
                                      llama_repack=llama_repack, rkllm_lib=rkllm_lib, rkllm_version=rkllm_version,
                                      agent_port=agent_port, metrics_public=metrics_public or None,
                                      metrics_compat=metrics_compat, quiet=quiet or None)

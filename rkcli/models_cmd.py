@@ -55,6 +55,7 @@ def _table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Table:
     return table
 
 
+
 def _grid(rows: Iterable[tuple[str, str]]) -> Table:
     """Key/value lines; empty values are left out."""
     from rich.table import Table
@@ -89,8 +90,9 @@ def ps(ctx: typer.Context, json_out: bool = JSON) -> None:
     if json_out:
         print_json({"queue": snap.get("queue", []), "loaded": snap.get("loaded", []), "pulls": snap.get("pulls", [])})
         return
-    loaded = _table(["MODEL", "MEMORY", "UNLOADS"],
-                    [(m["name"], _mb(m.get("memory_mb")), _until(m.get("expires_at"))) for m in snap.get("loaded", [])])
+    loaded = _table(["MODEL", "MEMORY", "CONTEXT", "UNLOADS"],
+                    [(m["name"], _mb(m.get("memory_mb")), str(m.get("num_ctx") or "-"), _until(m.get("expires_at")))
+                     for m in snap.get("loaded", [])])
     jobs = _table(["#", "JOB", "KIND", "MODEL", "STATE", "WAITED", "PROGRESS", "FROM", "CLIENT"],
                   [(str(j.get("position", "")), j["id"], j.get("kind", ""), j.get("model", ""), j.get("state", ""),
                     f"{j.get('waited_ms', 0) / 1000:.1f}s", _progress(j), j.get("source", ""), j.get("client_id", ""))
@@ -166,10 +168,11 @@ def unload(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> Non
 
 
 def _loaded(m: dict[str, Any]) -> str:
-    """A loaded model in `rk status`: memory, and the engine facts its backend reports."""
+    """A loaded model in `rk status`: memory, the context it was loaded with, and the engine facts its
+    backend reports."""
     d = m.get("details") or {}
-    facts = [_mb(m.get("memory_mb"))] + ([f"{d['threads']} threads"] if d.get("threads") else []) \
-        + ([f"repack {d['repack']}"] if d.get("repack") else [])
+    facts = [_mb(m.get("memory_mb"))] + ([f"context {m['num_ctx']}"] if m.get("num_ctx") else []) \
+        + ([f"{d['threads']} threads"] if d.get("threads") else []) + ([f"repack {d['repack']}"] if d.get("repack") else [])
     return f"{m['name']} ({' · '.join(facts)})"
 
 

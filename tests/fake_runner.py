@@ -35,6 +35,7 @@ class FakeRunner:
         self.load_errors: list[RkError] = []  # raised by the next loads, in turn
         self.not_begun: set[str] = set()  # prompts whose first run dies before it begins
         self.cancelled: list[int] = []
+        self.contexts: list[int] = []  # the context of each load, in order
         self.embedding = asyncio.Event()  # set when an embedding slice is running
         self.embed_gate: asyncio.Event | None = None  # when set, slices wait for it
         self._seq = 0
@@ -55,9 +56,10 @@ class FakeRunner:
             self.process = FakeProcess()
             self.restarts += 1
 
-    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded:
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded:
         await self.start()
         self.log.append(("load", manifest.name))
+        self.contexts.append(num_ctx)
         if self.load_errors:
             raise self.load_errors.pop(0)
         return wire.Loaded(0, 5.0, 100.0)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rk.daemon.errors import RkError
-from rk.daemon.store.models import MANIFEST, ModelStore, dir_name, normalize_name
+from rk.daemon.store.models import MANIFEST, Manifest, ModelStore, dir_name, normalize_name
 
 from daemon_proc import DaemonProc
 
@@ -46,6 +46,17 @@ def test_accepted_names() -> None:
     assert normalize_name("Library/Llama3") == "library/llama3:latest"
     assert normalize_name(" smollm2:135m ") == "smollm2:135m"
     assert dir_name("hf.co/owner/repo:q4_k_m") == "hf.co%2Fowner%2Frepo%3Aq4_k_m"
+
+
+def test_a_name_is_listed_as_typed_and_matched_in_any_case(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, bundled=False)
+    store.save(Manifest(name="hf.co/Org/Repo-GGUF:Q4_K_M", backend="synthetic"))
+    (tmp_path / dir_name("old:latest")).mkdir()  # a store written when names were lowered still loads
+    (tmp_path / dir_name("old:latest") / MANIFEST).write_bytes(orjson.dumps({"name": "old:latest", "backend": "synthetic"}))
+    assert [m.name for m in ModelStore(tmp_path, bundled=False).list()] == ["hf.co/Org/Repo-GGUF:Q4_K_M", "old:latest"]
+    assert store.get("HF.CO/org/repo-gguf:q4_k_m").name == "hf.co/Org/Repo-GGUF:Q4_K_M"
+    assert store.model_dir("hf.co/Org/Repo-GGUF:Q4_K_M").name == "hf.co%2Forg%2Frepo-gguf%3Aq4_k_m"
+    assert store.copy("old", "Old:Copy").name == "Old:Copy" and store.get("old:copy").name == "Old:Copy"
 
 
 def old_layout(root: Path, name: str, **extra: object) -> Path:

@@ -127,11 +127,11 @@ class Child:
 
     def _run(self, cmd: wire.Command) -> wire.Event:
         match cmd:
-            case wire.Load(seq=seq, manifest=manifest, safe=safe):
+            case wire.Load(seq=seq, manifest=manifest, num_ctx=num_ctx, safe=safe):
                 self._begin(seq, None)
                 t0 = time.perf_counter()
                 if manifest.name not in self.models:
-                    self.models[manifest.name] = load_model(manifest, self.config.safe() if safe else self.config)
+                    self.models[manifest.name] = load_model(manifest, self.config.safe() if safe else self.config, num_ctx)
                 loaded = self.models[manifest.name]
                 return wire.Loaded(seq, (time.perf_counter() - t0) * 1000, loaded.memory_mb(), loaded.details())
             case wire.Unload(seq=seq, model=name):

@@ -112,6 +112,7 @@ class Pipeline:
         self._parser = parser
         self._show_thinking = spec.think is not False  # a thinking model asked not to: its reasoning is dropped
         self.tool_choice = ToolChoice(spec)
+        self._one_call = not spec.parallel_tool_calls
         self.answered = False  # any answer text or tool call went out
         self._answer: list[str] = []  # kept only when a format asks to check it
         self._keep_answer = spec.format is not None
@@ -150,6 +151,9 @@ class Pipeline:
 
     def _emit(self, pieces: list[Piece]) -> None:
         for p in pieces:
+            if self._one_call and self.tool_choice.called:
+                self._stop.set()  # parallel_tool_calls false: the first call ends the reply
+                return
             match p:
                 case Text(text=t):
                     self.answered = True

@@ -92,7 +92,7 @@ class RunnerPort(Protocol):
 
     async def kill(self) -> None: ...
 
-    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded: ...
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded: ...
 
     async def unload(self, model: str) -> None: ...
 
@@ -268,9 +268,9 @@ class Runner:
         finally:
             call.process.pending.pop(call.seq, None)
 
-    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded:
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded:
         await self.start()
-        ev = await self._final(self._send(wire.Load, manifest, safe))
+        ev = await self._final(self._send(wire.Load, manifest, num_ctx, safe))
         assert isinstance(ev, wire.Loaded)
         return ev
 

@@ -27,6 +27,7 @@ from rk.daemon.store.models import Manifest
 class Load:
     seq: int
     manifest: Manifest
+    num_ctx: int  # the context to load with, decided by the daemon (daemon/context.py)
     safe: bool = False  # with `RunnerConfig.safe()`: a reload after the model crashed the engine
 
 

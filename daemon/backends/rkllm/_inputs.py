@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Hashable
 
 from rk.daemon.backends.rkllm._lib import RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN, Abi
+from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec, ToolCall
 from rk.daemon.store.models import Manifest
@@ -183,8 +184,7 @@ class InputBuilder:
                                                       add_generation_prompt=True, tokenize=False, enable_thinking=think)
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(ids) >= context:
-            raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a "
-                                              f"context of {context}", param="messages")
+            raise prompt_too_large(self.manifest.name, len(ids), context)
         media = spec.media()
         key: Key = (*media, *ids)
         reused = continues(held, key)

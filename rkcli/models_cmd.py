@@ -57,10 +57,13 @@ def _table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Table:
 
 
 def _grid(rows: Iterable[tuple[str, str]]) -> Table:
-    """Key/value lines; empty values are left out."""
+    """Key/value lines; empty values are left out, and long ones wrap (a path or a model's facts cut off
+    with an ellipsis would hide what the reader came for)."""
     from rich.table import Table
 
     table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for k, v in rows:
         if v:
             table.add_row(f"[bold]{k}[/bold]", v)

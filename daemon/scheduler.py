@@ -332,22 +332,21 @@ class Scheduler:
         self._watch_backlog(t)
         s = t.stats
         match e:
-            case wire.Prefill(ms=ms, tokens=n, cached=cached):
-                s.prefill_ms, s.prefill_tokens, s.cached_tokens = ms, n, cached
-                t.state = "generating"
-                t.emit(ev.Prefill(ms, n))
-            case wire.Token(text=text):
-                t.generated += 1
-                t.state = "answering"
-                t.emit(ev.Token(text))
-            case wire.Thinking(text=text):
-                t.generated += 1
-                s.thinking_tokens += 1
-                t.state = "thinking"
-                t.emit(ev.ThinkingText(text))
-            case wire.Called(call=c):
-                t.state = "calling tool"
-                t.emit(ev.ToolCalled(c))
+            case wire.Progress(event=step):
+                match step:
+                    case ev.Prefill(ms=ms, tokens=n, cached=cached):
+                        s.prefill_ms, s.prefill_tokens, s.cached_tokens = ms, n, cached
+                        t.state = "generating"
+                    case ev.Token():
+                        t.generated += 1
+                        t.state = "answering"
+                    case ev.Thinking():
+                        t.generated += 1
+                        s.thinking_tokens += 1
+                        t.state = "thinking"
+                    case ev.ToolCalled():
+                        t.state = "calling tool"
+                t.emit(step)
             case wire.Finished(result=r):
                 s.record(r)
                 s.memory_mb = s.memory_mb or self.runner.rss_mb()

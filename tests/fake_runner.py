@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
+from rk.daemon import events
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenResult, GenSpec
 from rk.daemon.runner import wire
@@ -96,12 +97,12 @@ class FakeRunner:
                 raise NotBegun("killed by signal 9")
             if prompt in self.started:
                 self.started[prompt].set()
-            yield wire.Prefill(call.seq, 1.0, 3, 2)
+            yield wire.Progress(call.seq, events.Prefill(1.0, 3, 2))
             gate = self.gates.get(prompt)
             for word in prompt.split():
                 if call.cancelled_at is not None:
                     raise RkError("cancelled", "cancelled")
-                yield wire.Token(call.seq, word + " ")
+                yield wire.Progress(call.seq, events.Token(word + " "))
                 if gate is not None:
                     await gate.wait()
             if call.cancelled_at is not None:

@@ -17,7 +17,7 @@ from aiohttp import web
 from rk.daemon.clients import client_id
 from rk.daemon.deadlines import peer_name
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Failed, ThinkingText, Token, ToolCalled, Vectors
+from rk.daemon.events import Done, Failed, Thinking, Token, ToolCalled, Vectors
 from rk.daemon.http.wire import SERVICE, family
 from rk.daemon.jobs import Generated, Job, JobStats, ToolCall
 from rk.daemon.vectors import assemble, check_finite
@@ -26,7 +26,7 @@ log = logging.getLogger("rk.daemon.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
 SSE_DONE = b"data: [DONE]\n\n"
-Output: TypeAlias = Union[Token, ThinkingText, ToolCalled, Vectors, Done]
+Output: TypeAlias = Union[Token, Thinking, ToolCalled, Vectors, Done]
 
 
 def ndjson_line(obj: dict[str, Any]) -> bytes:
@@ -81,7 +81,7 @@ class JobStream:
         async for ev in self._events:
             if isinstance(ev, Failed):
                 raise ev.error
-            if isinstance(ev, (Token, ThinkingText, ToolCalled, Vectors, Done)):
+            if isinstance(ev, (Token, Thinking, ToolCalled, Vectors, Done)):
                 yield ev
 
     async def generated(self) -> Generated:
@@ -93,7 +93,7 @@ class JobStream:
             match ev:
                 case Token():
                     text.append(ev.text)
-                case ThinkingText():
+                case Thinking():
                     thinking.append(ev.text)
                 case ToolCalled():
                     calls.append(ev.call)
@@ -133,7 +133,7 @@ class JobStream:
                 match ev:
                     case Token():
                         await resp.write(fmt.token(ev.text))
-                    case ThinkingText():
+                    case Thinking():
                         await resp.write(fmt.thinking(ev.text))
                     case ToolCalled():
                         await resp.write(fmt.tool_call(ev.call, calls))

@@ -9,8 +9,9 @@ import re
 import threading
 from typing import Callable
 
+from rk.daemon.events import Piece, Prefill, Thinking, Token, ToolCalled
 from rk.daemon.jobs import Format, GenSpec
-from rk.daemon.parsers import Call, OutputParser, Piece, PlainParser, Text, Thinking, parser_for
+from rk.daemon.parsers import OutputParser, PlainParser, parser_for
 from rk.daemon.runner import wire
 from rk.daemon.store.models import Manifest
 from rk.daemon.structured import validate
@@ -122,7 +123,7 @@ class Pipeline:
         return self._stops.hit
 
     def prefill(self, ms: float, tokens: int, cached: int = 0) -> None:
-        self._send(wire.Prefill(self._seq, ms, tokens, cached))
+        self._send(wire.Progress(self._seq, Prefill(ms, tokens, cached)))
 
     def token(self, text: str) -> None:
         if self._stops.hit:
@@ -155,15 +156,15 @@ class Pipeline:
                 self._stop.set()  # parallel_tool_calls false: the first call ends the reply
                 return
             match p:
-                case Text(text=t):
+                case Token(text=t):
                     self.answered = True
                     if self._keep_answer:
                         self._answer.append(t)
-                    self._send(wire.Token(self._seq, t))
-                case Thinking(text=t):
-                    if self._show_thinking:
-                        self._send(wire.Thinking(self._seq, t))
-                case Call(call=c):
+                case Thinking():
+                    if not self._show_thinking:
+                        continue
+                case ToolCalled(call=c):
                     self.answered = True
-                    if self.tool_choice.allows(c.name):
-                        self._send(wire.Called(self._seq, c))
+                    if not self.tool_choice.allows(c.name):
+                        continue
+            self._send(wire.Progress(self._seq, p))

@@ -291,7 +291,7 @@ class Runner:
         try:
             while True:
                 ev = await self._next(call)
-                assert isinstance(ev, (wire.Prefill, wire.Token, wire.Thinking, wire.Called, wire.Finished))
+                assert isinstance(ev, (wire.Progress, wire.Finished))
                 yield ev
                 if isinstance(ev, wire.Finished):
                     return

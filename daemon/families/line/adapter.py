@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, ThinkingText, Token, ToolCalled, Vectors
+from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, Thinking, Token, ToolCalled, Vectors
 from rk.daemon.families import fields as f
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
 from rk.daemon.settings import Settings
@@ -104,11 +104,11 @@ def render(rid: str, job_id: str, ev: Event) -> dict[str, Any]:
             return {"id": rid, "ev": "started", "job": job_id}
         case Loading(model=m):
             return {"id": rid, "ev": "loading", "model": m}
-        case Prefill(ms=ms, tokens=n):
-            return {"id": rid, "ev": "prefill", "ms": round(ms, 3), "tokens": n}
+        case Prefill(ms=ms, tokens=n, cached=cached):
+            return {"id": rid, "ev": "prefill", "ms": round(ms, 3), "tokens": n, "cached": cached}
         case Token(text=t):
             return {"id": rid, "ev": "token", "text": t}
-        case ThinkingText(text=t):
+        case Thinking(text=t):
             return {"id": rid, "ev": "thinking", "text": t}
         case ToolCalled(call=c):
             return {"id": rid, "ev": "tool_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}

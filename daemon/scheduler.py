@@ -19,11 +19,11 @@ from rk.daemon import events as ev
 from rk.daemon.backend_info import backend_info
 from rk.daemon.backends.base import SAFE_SETTINGS
 from rk.daemon.busy import JobTimes, Load
-from rk.daemon.context import needed_context
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
 from rk.daemon.queue import JobQueue
 from rk.daemon.residency import Residency
+from rk.daemon.resolve import resolve
 from rk.daemon.runner import wire
 from rk.daemon.runner.proxy import Crashed, NotBegun, RunnerPort
 from rk.daemon.settings import Settings
@@ -78,6 +78,8 @@ class Scheduler:
             raise RkError("shutting_down", "the daemon is shutting down")
         manifest = self.store.get(job.model)
         self.admit(job, manifest)
+        if isinstance(job, ChatJob):
+            job = resolve(job, manifest, self.settings.context_length)
         self._check_client_cap(client_id)
         try:
             t = self.queue.add(job, manifest, client_id)
@@ -102,8 +104,8 @@ class Scheduler:
         """The predicted wait and drain state (busy.py): what balancers read, built from the queue."""
         kv = 0.0
         for t in self.queue.running:
-            ctx = t.manifest.context_length
-            if isinstance(t.job, ChatJob) and ctx:
+            ctx = t.job.options.num_ctx or t.manifest.context_length if isinstance(t.job, ChatJob) else 0
+            if ctx:
                 kv = (t.stats.prefill_tokens + t.stats.cached_tokens + t.generated) / ctx
         return self.job_times.load(len(self.queue.waiting) + len(self.queue.running), kv, self.draining)
 
@@ -255,10 +257,8 @@ class Scheduler:
                 self.queue.requeue(t, front=True)
 
     def _context(self, t: Ticket) -> int | None:
-        """The context a job needs: a chat its own num_ctx or the model's configured one; others any."""
-        if not isinstance(t.job, ChatJob):
-            return None
-        return needed_context(t.manifest, t.job.options.num_ctx, self.settings.context_length)
+        """The context a job needs: a chat's resolved num_ctx; other jobs run on any."""
+        return t.job.options.num_ctx if isinstance(t.job, ChatJob) else None
 
     def _crashed_in_first_prefill(self, batch: list[Ticket], e: Crashed) -> None:
         """A fault in a model's first prefill, before any token, is likely a kernel this CPU cannot run (as

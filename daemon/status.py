@@ -41,7 +41,10 @@ class JobView:
         if isinstance(t.job, EmbedJob):
             progress = Progress(t.cursor, t.total, "texts")
         elif isinstance(t.job, ChatJob):
-            progress = Progress(t.generated, t.job.options.max_tokens, "tokens")
+            opts = t.job.options  # resolved: num_ctx is the context it runs in
+            room = (opts.num_ctx - t.stats.prefill_tokens - t.stats.cached_tokens) if opts.num_ctx else None
+            limits = [n for n in (opts.max_tokens, room) if n is not None]
+            progress = Progress(t.generated, min(limits) if limits else None, "tokens")
             if t.state in GENERATING and t.started is not None and t.generated:
                 elapsed = now - t.started - t.stats.prefill_ms / 1000 - t.stats.load_ms / 1000
                 rate = round(t.generated / elapsed, 2) if elapsed > 0 else None

@@ -36,6 +36,7 @@ class FakeRunner:
         self.load_errors: list[RkError] = []  # raised by the next loads, in turn
         self.not_begun: set[str] = set()  # prompts whose first run dies before it begins
         self.cancelled: list[int] = []
+        self.received: list[GenSpec] = []  # every generation's spec, as the scheduler sent it
         self.contexts: list[int] = []  # the context of each load, in order
         self.embedding = asyncio.Event()  # set when an embedding slice is running
         self.embed_gate: asyncio.Event | None = None  # when set, slices wait for it
@@ -74,6 +75,7 @@ class FakeRunner:
         self.process.pending[call.seq] = call
         if spec is not None:
             self._specs[call.seq] = spec
+            self.received.append(spec)
         return call
 
     async def generate(self, model: str, spec: GenSpec) -> Call:

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rk.daemon.events import Thinking, Token, ToolCalled
-from rk.daemon.jobs import GenOptions, GenSpec, Message, Tool
+from rk.daemon.jobs import ChatJob, GenOptions, GenSpec, Message, Tool
+from rk.daemon.resolve import resolve
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, StopStrings, output_parser
 from rk.daemon.store.models import Manifest
@@ -20,6 +21,7 @@ QWEN3 = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_en
 def run(chunks: list[str], spec: GenSpec, template: str | None = None, family: str = "") -> tuple[list[Any], Pipeline]:
     out: list[Any] = []
     m = Manifest("t:1", "synthetic", family=family)
+    spec = resolve(ChatJob("t:1", spec), m, 4096).spec  # as the daemon hands it to the runner
     pipe = Pipeline(1, lambda e: out.append(e.event if isinstance(e, wire.Progress) else e), spec, threading.Event(), output_parser(m, template, spec))
     for c in chunks:
         pipe.token(c)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from rk.daemon.backends.synthetic import scripted_reply
 from rk.daemon.events import Token, ToolCalled
-from rk.daemon.jobs import GenSpec, Message, Tool, ToolCall
+from rk.daemon.jobs import ChatJob, GenSpec, Message, Tool, ToolCall
+from rk.daemon.resolve import resolve
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, output_parser
 from rk.daemon.store.models import Manifest
@@ -21,7 +22,9 @@ CALL_WEATHER = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}
 
 def run(spec: GenSpec, pieces: list[str]) -> tuple[list[Any], Pipeline]:
     sent: list[Any] = []
-    parser = output_parser(Manifest(name="q:q", backend="synthetic", family="qwen3"), None, spec)
+    m = Manifest(name="q:q", backend="synthetic", family="qwen3")
+    spec = resolve(ChatJob("q:q", spec), m, 4096).spec  # as the daemon hands it to the runner
+    parser = output_parser(m, None, spec)
     pipe = Pipeline(1, lambda e: sent.append(e.event if isinstance(e, wire.Progress) else e), spec, threading.Event(), parser)
     for p in pieces:
         pipe.token(p)

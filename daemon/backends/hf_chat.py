@@ -75,11 +75,10 @@ class HFChatModel:
         """Template and tokenise the prompt (the runner calls this ahead, while the job before generates)."""
         if spec.prompt is not None and spec.raw:
             return list(self.tok(spec.prompt)["input_ids"])
-        messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
+        messages = [m.template_dict() for m in spec.chat_messages()]
         extra: dict[str, Any] = {}
-        if spec.tools and spec.tool_choice != "none":  # "none": the model is not told of them
-            extra["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                                 "parameters": t.parameters}} for t in spec.tools]
+        if spec.tools:
+            extra["tools"] = [t.template_dict() for t in spec.tools]
         if spec.think is not None:
             extra["enable_thinking"] = bool(spec.think)
         text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)

@@ -50,9 +50,8 @@ SAMPLING_DEFAULTS = GenOptions(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05
 def template_kwargs(spec: GenSpec) -> dict[str, Any]:
     """What the GGUF's Jinja template gets besides the messages: the tools, and the thinking switch."""
     kw: dict[str, Any] = {}
-    if spec.tools and spec.tool_choice != "none":
-        kw["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                         "parameters": t.parameters}} for t in spec.tools]
+    if spec.tools:
+        kw["tools"] = [t.template_dict() for t in spec.tools]
     if spec.think is not None:
         kw["enable_thinking"] = bool(spec.think)
     return kw
@@ -142,10 +141,9 @@ class LlamaCppModel:
         """Template and tokenise (the runner calls this ahead, while the job before generates)."""
         if spec.raw and spec.prompt is not None:
             return self.llm.tokenize(spec.prompt.encode("utf-8"), add_bos=True, special=True)
-        chat = spec.chat_messages(self.manifest.system)
+        chat = spec.chat_messages()
         if self.manifest.template:  # a Modelfile TEMPLATE wins over the GGUF's; BOS as the model wants it
-            tools = spec.tools if spec.tool_choice != "none" else ()
-            text = render(self.manifest.template, chat, tools, None if spec.think is None else bool(spec.think))
+            text = render(self.manifest.template, chat, spec.tools, None if spec.think is None else bool(spec.think))
             return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if self.formatter is None:
             raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt", param="messages")

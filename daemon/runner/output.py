@@ -67,7 +67,7 @@ def output_parser(manifest: Manifest, template: str | None, spec: GenSpec) -> Ou
     """The model family's parser for this request; a raw prompt is continued as plain text."""
     if spec.raw:
         return PlainParser()
-    tools = bool(spec.tools) and spec.tool_choice != "none"
+    tools = bool(spec.tools)  # a resolved job offers none under tool_choice "none"
     return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think,
                       thinks=manifest.can("thinking"))
 

@@ -296,7 +296,7 @@ class RkllmModel:
         """
         tools = tools_json(spec)
         wanted = None if tools is None and self._tools is None else (
-            next((m.content for m in spec.chat_messages(self.manifest.system) if m.role == "system"), ""), tools or "[]")
+            next((m.content for m in spec.chat_messages() if m.role == "system"), ""), tools or "[]")
         if wanted == self._tools:
             return
         self._forget()

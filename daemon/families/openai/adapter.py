@@ -5,7 +5,6 @@ shared/reference/api-compat.md section 2 (what openai-python, LangChain and Lite
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -68,7 +67,8 @@ def new_reply(model: str, *, chat: bool) -> Reply:
 
 
 def _common(d: dict[str, Any], max_keys: tuple[str, ...]) -> tuple[str, GenOptions, bool, bool]:
-    """What chat and completions share: model, options (temperature/top_p default 1.0 as OpenAI does), stream flags."""
+    """What chat and completions share: model, options, stream flags. Unset sampling options stay unset: the
+    model's Modelfile and then its engine decide them, as on every API (see `resolve.py`)."""
     model = f.string(d, "model", required=True)
     assert model is not None
     n = f.integer(d, "n", lo=1)
@@ -79,8 +79,6 @@ def _common(d: dict[str, Any], max_keys: tuple[str, ...]) -> tuple[str, GenOptio
     if d.get("logprobs") not in (None, False, 0):
         raise f.bad("logprobs", "is not supported by this server")
     opts = f.gen_options(d, max_tokens_keys=max_keys)
-    opts = dataclasses.replace(opts, temperature=1.0 if opts.temperature is None else opts.temperature,
-                               top_p=1.0 if opts.top_p is None else opts.top_p)
     stream = f.boolean(d, "stream", False)
     so = f.obj({} if d.get("stream_options") is None else d["stream_options"], "stream_options")
     include_usage = stream and f.boolean(so, "include_usage", False)

@@ -22,6 +22,7 @@ import contextlib
 import logging
 from typing import Iterable
 
+from rk.daemon.busy import weight_percent
 from rk.daemon.errors import RkError
 from rk.daemon.scheduler import Scheduler
 
@@ -60,7 +61,7 @@ def reply(scheduler: Scheduler, model: str, balancers: Iterable[str] = ()) -> st
             return "down#" + _one_line(f"model {name} failed to load: {scheduler.residency.failed[name]}")
     if should_drain(scheduler, balancers):
         return "drain"
-    return f"ready up {scheduler.load().weight_percent()}%"
+    return f"ready up {weight_percent(scheduler.load())}%"
 
 
 def _one_line(text: str) -> str:

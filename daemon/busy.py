@@ -9,30 +9,23 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+
+from rk.protocol import LoadView
 
 RECENT = 20
 DEFAULT_JOB_S = 1.0
 
 
-@dataclass(frozen=True)
-class Load:
-    """The board's load as balancers see it."""
+def weight_percent(load: LoadView) -> int:
+    """HAProxy's agent weight: 100 when idle, 50 with one job ahead, 33 with two…"""
+    if load.predicted_wait_s <= 0:
+        return 100
+    return max(1, min(100, round(100 * load.job_s / (load.job_s + load.predicted_wait_s))))
 
-    predicted_wait_s: float  # until a job submitted now would start
-    job_s: float  # the mean run time of recent jobs
-    kv_cache_usage: float  # 0-1: the running chat's share of its model's context
-    draining: bool  # `rk drain`: balancers send no new jobs
 
-    def weight_percent(self) -> int:
-        """HAProxy's agent weight: 100 when idle, 50 with one job ahead, 33 with two…"""
-        if self.predicted_wait_s <= 0:
-            return 100
-        return max(1, min(100, round(100 * self.job_s / (self.job_s + self.predicted_wait_s))))
-
-    def retry_after_s(self) -> int:
-        """A `Retry-After` that says when a slot is likely free: at least 1 s."""
-        return max(1, math.ceil(self.predicted_wait_s))
+def retry_after_s(load: LoadView) -> int:
+    """A `Retry-After` that says when a slot is likely free: at least 1 s."""
+    return max(1, math.ceil(load.predicted_wait_s))
 
 
 class JobTimes:
@@ -47,7 +40,7 @@ class JobTimes:
     def mean(self) -> float:
         return sum(self._times) / len(self._times) if self._times else DEFAULT_JOB_S
 
-    def load(self, jobs: int, kv_cache_usage: float, draining: bool) -> Load:
+    def load(self, jobs: int, kv_cache_usage: float, draining: bool) -> LoadView:
         """`jobs`: waiting and running jobs."""
         mean = self.mean()
-        return Load(round(jobs * mean, 3), round(mean, 3), round(min(1.0, max(0.0, kv_cache_usage)), 4), draining)
+        return LoadView(round(jobs * mean, 3), round(mean, 3), round(min(1.0, max(0.0, kv_cache_usage)), 4), draining)

@@ -12,8 +12,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rk.daemon.errors import RkError
-from rk.daemon.status import Status
 from rk.daemon.ticket import Ticket
+from rk.protocol import Snapshot
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -21,7 +21,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 class StatusGauges(Collector):
     """The gauges, all from ONE status snapshot per scrape (a scrape every 50 ms must stay cheap)."""
 
-    def __init__(self, status: Callable[[], Status], compat: str) -> None:
+    def __init__(self, status: Callable[[], Snapshot], compat: str) -> None:
         self.status = status
         self.compat = compat
 
@@ -49,7 +49,7 @@ class StatusGauges(Collector):
 class Metrics:
     """Counters fed by the scheduler as each job finishes (`observe`); gauges read the status when scraped."""
 
-    def __init__(self, status: Callable[[], Status], compat: str = "") -> None:
+    def __init__(self, status: Callable[[], Snapshot], compat: str = "") -> None:
         self.registry = r = CollectorRegistry()
         self.jobs = Counter("rk_jobs", "Finished jobs by kind and outcome (done, cancelled or an error code)",
                             ["kind", "outcome"], registry=r)

@@ -13,12 +13,12 @@ import itertools
 import logging
 import time
 from collections import Counter, deque
-from typing import Any, Callable
+from typing import Callable
 
 from rk.daemon import events as ev
 from rk.daemon.backend_info import backend_info
 from rk.daemon.backends.base import SAFE_SETTINGS
-from rk.daemon.busy import JobTimes, Load
+from rk.daemon.busy import JobTimes, retry_after_s
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
 from rk.daemon.queue import JobQueue
@@ -27,10 +27,11 @@ from rk.daemon.resolve import resolve
 from rk.daemon.runner import wire
 from rk.daemon.runner.proxy import Crashed, NotBegun, RunnerPort
 from rk.daemon.settings import Settings
-from rk.daemon.status import LoadedView, RunnerView, Status, job_views
+from rk.daemon.status import job_view, loaded_view, recent_job
 from rk.daemon.store.models import Manifest, ModelStore
 from rk.daemon.structured import schema_for
 from rk.daemon.ticket import Ticket
+from rk.protocol import LoadView, RecentJob, RunnerView, Snapshot
 
 log = logging.getLogger("rk.daemon.scheduler")
 SEND_AHEAD = 2  # chat commands queued in the runner beyond the running one
@@ -63,7 +64,7 @@ class Scheduler:
         self.queue = JobQueue(settings.max_queue)
         self.residency = Residency(runner, settings.keep_alive_s, settings.context_length)
         self.totals: Counter[str] = Counter()
-        self.recent: deque[dict[str, Any]] = deque(maxlen=20)
+        self.recent: deque[RecentJob] = deque(maxlen=20)
         self.started_at = time.time()
         self.observers: list[Callable[[Ticket, RkError | None], None]] = []  # told of every finished job
         self.closing = False
@@ -85,7 +86,7 @@ class Scheduler:
             t = self.queue.add(job, manifest, client_id)
         except RkError as e:  # queue_full: when to come back, and 429 for routers that cool down on it
             raise RkError(e.code, e.message, status=self.settings.queue_full_status,
-                          retry_after_s=self.load().retry_after_s()) from None
+                          retry_after_s=retry_after_s(self.load())) from None
         self.totals["accepted"] += 1
         return t
 
@@ -98,9 +99,9 @@ class Scheduler:
         if sum(1 for t in self.queue if t.client_id == client_id) >= cap:
             raise RkError("too_many_jobs", f"this client ({client_id}) already has {cap} jobs waiting or running, "
                           f"the most one client may (RK_CLIENT_MAX_JOBS); retry when one ends",
-                          retry_after_s=self.load().retry_after_s())
+                          retry_after_s=retry_after_s(self.load()))
 
-    def load(self) -> Load:
+    def load(self) -> LoadView:
         """The predicted wait and drain state (busy.py): what balancers read, built from the queue."""
         kv = 0.0
         for t in self.queue.running:
@@ -468,10 +469,7 @@ class Scheduler:
             self.totals[outcome] += 1
             self.totals[f"error:{error.code}"] += 1
             t.emit(ev.Failed(error))
-        self.recent.appendleft({
-            "id": t.id, "kind": t.kind, "model": t.manifest.name, "source": t.job.source,
-            "outcome": "done" if error is None else error.code, **s.to_dict(),
-        })
+        self.recent.appendleft(recent_job(t, "done" if error is None else error.code))
         self.queue.forget(t)
         for observe in self.observers:
             observe(t, error)
@@ -497,22 +495,22 @@ class Scheduler:
             self._finish(t, RkError("shutting_down", "the daemon is shutting down"))
         await self.runner.stop()
 
-    def status(self, extra: dict[str, Any] | None = None) -> Status:
-        """The queue, the running jobs, loaded models and totals: what every view of the daemon shows."""
-        now_wall = time.time()
+    def status(self) -> Snapshot:
+        """The queue, the running jobs, loaded models and totals: what every view of the daemon shows
+        (the service adds the daemon-wide facts)."""
+        now, now_wall = time.monotonic(), time.time()
         self.residency.sync()
-        return Status(
-            queue=job_views(list(self.queue)),
+        return Snapshot(
+            queue=tuple(job_view(t, now) for t in self.queue),
             depth=len(self.queue.waiting),
             running=tuple(t.id for t in self.queue.running),
-            loaded=tuple(LoadedView.of(r, now_wall) for r in self.residency.loaded.values()),
+            loaded=tuple(loaded_view(r) for r in self.residency.loaded.values()),
             failed_models=dict(self.residency.failed),
-            totals=dict(self.totals),
+            totals=dict(self.totals) | {"runner_restarts": self.runner.restarts},
             recent=tuple(self.recent),
             uptime_s=round(now_wall - self.started_at, 1),
             runner=RunnerView(self.runner.pid, round(self.runner.rss_mb(), 1), self.runner.restarts,
                               self.runner.state, self.runner.down_reason),
             load=self.load(),
             closing=self.closing,
-            extra=extra or {},
         )

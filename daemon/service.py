@@ -4,8 +4,10 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from rk import __version__
 from rk.daemon.backends.base import CpuOptions, RkllmOptions, RunnerConfig
@@ -17,9 +19,9 @@ from rk.daemon.npu import read_npu, soc
 from rk.daemon.runner.proxy import Runner, RunnerPort
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
-from rk.daemon.status import Status
 from rk.daemon.store.models import Manifest, ModelStore, modified_at
 from rk.daemon.store.pull.manager import PullManager
+from rk.protocol import Snapshot
 
 
 def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
@@ -69,7 +71,7 @@ class Service:
             return True
         return presented is not None and hmac.compare_digest(presented.encode(), want.encode())
 
-    def model_info(self, m: Manifest, status: Status) -> dict[str, Any]:
+    def model_info(self, m: Manifest, status: Snapshot) -> dict[str, Any]:
         """A model as `models` and `rk models` describe it."""
         res = status.loaded_model(m.name)
         return {
@@ -91,8 +93,9 @@ class Service:
             self._npu = (now, value)
         return value
 
-    def status(self) -> Status:
-        status = self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
-                                        "tcp": self.tcp_address, "agent": self.agent_addr, "npu": self.npu(),
-                                        "llama_repack": self.llama_repack})
-        return replace(status, pulls=self.pulls.describe())
+    def status(self) -> Snapshot:
+        """The scheduler's snapshot with the daemon-wide facts: version, where it listens, pulls, NPU."""
+        return msgspec.structs.replace(
+            self.scheduler.status(), version=self.version, pid=os.getpid(), socket=str(self.settings.socket),
+            tcp=self.tcp_address, agent=self.agent_addr, npu=self.npu(), llama_repack=self.llama_repack,
+            pulls=self.pulls.describe())

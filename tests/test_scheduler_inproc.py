@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import msgspec
 import pytest
 
 from rk.daemon import events as ev
@@ -16,6 +17,7 @@ from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
 from rk.daemon.store.models import ModelStore
 from rk.daemon.ticket import Ticket
+from rk.protocol import snapshot_of
 
 from daemon_proc import write_manifest
 from fake_runner import FakeRunner
@@ -282,8 +284,9 @@ def test_status_is_one_typed_snapshot(run: Run) -> None:
         st = s.status()
         assert [j.state for j in st.queue] == ["answering", "waiting"] and st.depth == 1
         assert st.loaded[0].name == "chat:a" and st.runner.pid == 4242
-        d = st.to_dict()
+        d = msgspec.to_builtins(st)  # what a `status` event carries, and what `rk top` decodes again
         assert d["totals"]["runner_restarts"] == 0 and list(d["running"]) == [st.queue[0].id]
+        assert snapshot_of(d) == st
         gate.set()
     run(body)
 

@@ -1,12 +1,15 @@
-"""The daemon's `snapshot` event as frozen, typed values: what every view of `rk top` reads.
+"""What every view of `rk top` reads: the daemon's `snapshot` event, decoded with the schema the daemon
+writes it with (`rk.protocol.Snapshot`), shaped for display.
 
-Parsing is tolerant (a missing field gets a neutral value, an "n/a" reading becomes None) so an older
-or newer daemon still renders.
+Decoding is tolerant (every schema field has a default, unknown fields are ignored, an "n/a" NPU
+reading becomes None) so an older or newer daemon still renders.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from rk.protocol import HostView, JobView, Progress, PullView, RecentJob, snapshot_of
 
 
 def _num(v: Any) -> float | None:
@@ -33,13 +36,10 @@ class QueuedJob:
     client: str = ""  # whose job: a hashed API key, an address or a Unix user (RK_CLIENT_MAX_JOBS counts by it)
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> QueuedJob:
-        p = d.get("progress") or {}
-        return cls(str(d.get("id", "")), str(d.get("kind", "")), str(d.get("model", "")),
-                   str(d.get("source", "")), str(d.get("peer", "")), str(d.get("state", "")),
-                   int(d.get("position") or 0), _num(d.get("waited_ms")) or 0.0,
-                   int(p.get("done") or 0), int(p.get("total") or 0), str(p.get("unit", "")),
-                   _num(d.get("tokens_per_s")), str(d.get("client_id", "")))
+    def of(cls, j: JobView) -> QueuedJob:
+        p = j.progress or Progress()
+        return cls(j.id, j.kind, j.model, j.source, j.peer, j.state, j.position, j.waited_ms, p.done, p.total or 0,
+                   p.unit, j.tokens_per_s, j.client_id)
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,8 @@ class FinishedJob:
     generate_tokens: int
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> FinishedJob:
-        return cls(str(d.get("id", "")), str(d.get("kind", "")), str(d.get("model", "")),
-                   str(d.get("source", "")), str(d.get("outcome", "")), _num(d.get("wait_ms")) or 0.0,
-                   _num(d.get("prefill_ms")) or 0.0, _num(d.get("generate_ms")) or 0.0,
-                   int(d.get("generate_tokens") or 0))
+    def of(cls, r: RecentJob) -> FinishedJob:
+        return cls(r.id, r.kind, r.model, r.source, r.outcome, r.wait_ms, r.prefill_ms, r.generate_ms, r.generate_tokens)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -72,21 +69,6 @@ class LoadedModel:
     memory_mb: float
     expires_at: float | None  # wall-clock time; None = kept until unloaded
     backend: str
-
-
-@dataclass(frozen=True)
-class Pull:
-    """A hub download in progress (not a queue job: pulls never wait for the accelerator)."""
-
-    model: str
-    status: str
-    completed: int  # bytes
-    total: int
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Pull:
-        return cls(str(d.get("model", "")), str(d.get("status", "")), int(d.get("completed") or 0),
-                   int(d.get("total") or 0))
 
 
 @dataclass(frozen=True)
@@ -129,29 +111,23 @@ class QueueSnapshot:
     memory_total_mb: float | None
     runner_rss_mb: float
     daemon_time: float
-    pulls: tuple[Pull, ...] = ()
+    pulls: tuple[PullView, ...] = ()  # hub downloads (not queue jobs: pulls never wait for the accelerator)
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], received: float) -> QueueSnapshot:
         """`received`, the local time it arrived, stands in for a daemon that does not send its clock."""
-        host = d.get("host") or {}
-        memory = (d.get("npu") or {}).get("memory") or {}
-        tcp = d.get("tcp")
+        snap = snapshot_of(dict(d))
+        host = snap.host or HostView()
+        memory = snap.npu.get("memory") or {}
         return cls(
-            version=str(d.get("version", "?")), hostname=str(host.get("name", "")),
-            endpoint=f"tcp {tcp}" if tcp else str(d.get("socket", "")),
-            uptime_s=_num(d.get("uptime_s")) or 0.0,
-            queue=tuple(QueuedJob.from_wire(j) for j in d.get("queue", [])),  # running first, then FIFO
-            loaded=tuple(LoadedModel(str(m.get("name", "")), _num(m.get("memory_mb")) or 0.0,
-                                     _num(m.get("expires_at")), str(m.get("backend", "")))
-                         for m in d.get("loaded", [])),
-            recent=tuple(FinishedJob.from_wire(j) for j in d.get("recent", [])),
-            totals={k: int(v) for k, v in (d.get("totals") or {}).items() if isinstance(v, int)},
-            npu=Npu.from_wire(d.get("npu")), cpu_percent=_num(host.get("cpu_percent")),
+            version=snap.version, hostname=host.name, endpoint=f"tcp {snap.tcp}" if snap.tcp else snap.socket,
+            uptime_s=snap.uptime_s,
+            queue=tuple(QueuedJob.of(j) for j in snap.queue),  # running first, then FIFO
+            loaded=tuple(LoadedModel(m.name, m.memory_mb, m.expires_at, m.backend) for m in snap.loaded),
+            recent=tuple(FinishedJob.of(r) for r in snap.recent), totals=snap.totals,
+            npu=Npu.from_wire(snap.npu), cpu_percent=host.cpu_percent,
             memory_used_mb=_num(memory.get("used_mb")), memory_total_mb=_num(memory.get("total_mb")),
-            runner_rss_mb=_num((d.get("runner") or {}).get("rss_mb")) or 0.0,
-            daemon_time=_num(host.get("time")) or received,
-            pulls=tuple(Pull.from_wire(p) for p in d.get("pulls") or [] if isinstance(p, Mapping)),
+            runner_rss_mb=snap.runner.rss_mb, daemon_time=host.time or received, pulls=snap.pulls,
         )
 
     @property

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import orjson
 
 from rk.daemon import accesslog
@@ -154,7 +155,7 @@ class LineConnection:
                 raise RkError("bad_request", f"no running or waiting job {req.target!r}", param="target")
             self.send({"id": req.id, "ev": "done", "stats": {}})
         elif req.op == "status":
-            self.send({"id": req.id, "ev": "snapshot", **svc.status().to_dict()})
+            self.send({"id": req.id, "ev": "snapshot", **msgspec.to_builtins(svc.status())})
         elif req.op == "models":
             status = svc.status()
             self.send({"id": req.id, "ev": "models", "models": [svc.model_info(m, status) for m in svc.store.list()]})

@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
+from rk.protocol import HostView
+
 if TYPE_CHECKING:
     from rk.daemon.service import Service
 
@@ -69,8 +73,8 @@ class CpuMeter:
 
 def snapshot(service: Service, cpu: CpuMeter) -> dict[str, Any]:
     """The daemon's status plus what a dashboard header needs and the scheduler does not know."""
-    return service.status().to_dict() | {"host": {"name": socket.gethostname(), "time": round(time.time(), 3),
-                                         "cpu_percent": cpu.percent(), "cpus": os.cpu_count() or 1}}
+    host = HostView(socket.gethostname(), round(time.time(), 3), cpu.percent(), os.cpu_count() or 1)
+    return msgspec.to_builtins(msgspec.structs.replace(service.status(), host=host))
 
 
 def buffered(conn: Watcher) -> int:

@@ -18,16 +18,4 @@ class PullEvent:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-@dataclass(frozen=True)
-class PullView:
-    """A pull in progress, as the daemon's status shows it."""
-
-    model: str
-    status: str
-    completed: int  # bytes of all its files, present or fetched
-    total: int
-    clients: int
-    started_at: float  # wall clock
-
-
 SUCCESS = PullEvent("success")

@@ -21,9 +21,10 @@ from rk.daemon.store.models import Manifest, ModelStore, normalize_name
 from rk.daemon.store.pull import hub
 from rk.daemon.store.pull.blobs import Blobs, check_space
 from rk.daemon.store.pull.download import download
-from rk.daemon.store.pull.events import SUCCESS, PullEvent, PullView
+from rk.daemon.store.pull.events import SUCCESS, PullEvent
 from rk.daemon.store.pull.manifests import gguf_manifest, rkllm_manifest
 from rk.daemon.store.pull.refs import HubRef, Wanted, parse_ref, plan
+from rk.protocol import PullView
 
 log = logging.getLogger("rk.daemon.store.pull")
 PROGRESS_EVERY_S = 0.1  # progress lines per file, at most ten a second (the status shows live figures)

@@ -9,7 +9,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
@@ -269,12 +269,20 @@ def embeddings(req: EmbedRequest, matrix: np.ndarray, prompt_tokens: int) -> dic
 
 
 def model_object(m: Manifest, modified_at: str) -> dict[str, Any]:
-    """A `/v1/models` entry; ids are the same names `/api/tags` lists."""
+    """A `/v1/models` entry; ids are the same names `/api/tags` lists. Anthropic's fields ride along (`type`,
+    `display_name`, `created_at`): the one route serves both SDKs and Claude Code's model discovery."""
     try:
-        created = int(datetime.fromisoformat(modified_at.replace("Z", "+00:00")).timestamp())
+        stamp = datetime.fromisoformat(modified_at.replace("Z", "+00:00"))
     except ValueError:
-        created = 0
-    return {"id": m.name, "object": "model", "created": created, "owned_by": "library"}
+        stamp = datetime.fromtimestamp(0, timezone.utc)
+    return {"id": m.name, "object": "model", "created": int(stamp.timestamp()), "owned_by": "library",
+            "type": "model", "display_name": m.name, "created_at": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def model_list(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """OpenAI's list, with Anthropic's paging fields (rk lists every model on one page)."""
+    return {"object": "list", "data": entries, "has_more": False,
+            "first_id": entries[0]["id"] if entries else None, "last_id": entries[-1]["id"] if entries else None}
 
 
 def error(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

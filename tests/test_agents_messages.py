@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -223,21 +222,23 @@ def test_full_queue_is_overloaded_529(tmp_path: Path) -> None:
 def test_ping_while_queued_then_the_reply(agents: DaemonProc) -> None:
     """The stream opens (message_start) as soon as the job is accepted and pings while it waits behind another."""
     gate = agents.models_dir.parent / "gate"
-    blocker = {"model": "qwen:tools", "max_tokens": 64, "messages": [{"role": "user", "content": script(HOLD + "first")}]}
-    held = threading.Thread(target=httpx.post, args=(agents.base_url + "/v1/chat/completions",),
-                            kwargs={"json": {**blocker, "messages": blocker["messages"]}, "timeout": 60,
-                                    "headers": {"Authorization": "Bearer sekret"}})
-    held.start()
-    body = {"model": "qwen:tools", "max_tokens": 64, "stream": True,
-            "messages": [{"role": "user", "content": script("second")}]}
+    key = {"x-api-key": "sekret"}
+    first = {"model": "qwen:tools", "max_tokens": 64, "stream": True,
+             "messages": [{"role": "user", "content": script(HOLD + "first")}]}
+    second = {**first, "messages": [{"role": "user", "content": script("second")}]}
     names: list[str] = []
-    with httpx.stream("POST", agents.base_url + "/v1/messages", json=body, headers={"x-api-key": "sekret"}, timeout=60) as r:
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                names.append(line[7:])
-                if names.count("ping") == 2 and not gate.exists():
-                    gate.touch()  # a ping came while the job waited: let the first job finish
-    held.join()
-    gate.unlink()
+    try:
+        with httpx.stream("POST", agents.base_url + "/v1/messages", json=first, headers=key, timeout=60) as blocker:
+            blocked = blocker.iter_lines()
+            assert next(blocked) == "event: message_start"  # accepted: it runs, held at its [[hold]]
+            with httpx.stream("POST", agents.base_url + "/v1/messages", json=second, headers=key, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        names.append(line[7:])
+                        if names.count("ping") == 2:
+                            gate.touch()  # a ping came while the job waited: let the first job finish
+            assert "event: message_stop" in list(blocked)
+    finally:
+        gate.unlink(missing_ok=True)
     assert names[:3] == ["message_start", "ping", "ping"]
     assert names[-2:] == ["message_delta", "message_stop"] and "content_block_delta" in names

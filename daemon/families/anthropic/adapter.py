@@ -21,7 +21,7 @@ import orjson
 from rk.daemon import media
 from rk.daemon.errors import RkError
 from rk.daemon.families import fields as f
-from rk.daemon.jobs import ChatJob, Generated, GenSpec, JobStats, Message, Think, Tool, ToolCall
+from rk.daemon.jobs import ChatJob, Format, Generated, GenSpec, JobStats, Message, Think, Tool, ToolCall
 from rk.daemon.media import Image
 from rk.daemon.store.models import Manifest
 
@@ -208,6 +208,18 @@ def _think(d: dict[str, Any]) -> Think:
     raise f.bad("thinking", "must be {'type': 'enabled' | 'disabled' | 'adaptive'}")
 
 
+def _format(d: dict[str, Any]) -> Format:
+    """Structured outputs: `output_config.format` (or the beta's `output_format`), `{type: "json_schema", schema}`."""
+    cfg = d.get("output_config")
+    v = cfg.get("format") if isinstance(cfg, dict) and cfg.get("format") is not None else d.get("output_format")
+    if v is None:
+        return None
+    schema = v.get("schema") if isinstance(v, dict) and v.get("type") == "json_schema" else None
+    if not isinstance(schema, dict):
+        raise f.bad("output_config.format", "must be {'type': 'json_schema', 'schema': {...}}")
+    return schema
+
+
 def parse_messages(body: Any, peer: str, manifest: Manifest | None, *, count: bool = False) -> MessagesRequest:
     """`POST /v1/messages` (or `/count_tokens` with `count`). `manifest` is the model's, when known: thinking
     asked of a model that cannot think is relaxed to none."""
@@ -230,7 +242,8 @@ def parse_messages(body: Any, peer: str, manifest: Manifest | None, *, count: bo
         think = None  # Claude Code always asks; a model that cannot think answers without
     opts = dataclasses.replace(f.gen_options(d), stop=f.stop_list(d, "stop_sequences"))
     spec = GenSpec(messages=f.system_first(tuple(msgs)), options=opts, tools=tools,
-                   tool_choice=_tool_choice(d, {t.name for t in tools}), think=think, count_only=count)
+                   tool_choice=_tool_choice(d, {t.name for t in tools}), think=think, format=_format(d),
+                   count_only=count)
     return MessagesRequest(ChatJob(model=model, spec=spec, source="anthropic", peer=peer), model,
                            f.boolean(d, "stream", False))
 

@@ -182,3 +182,23 @@ def test_final_reply_objects() -> None:
     assert r["status"] == "incomplete" and r["incomplete_details"] == {"reason": "max_output_tokens"}
     assert responses.assistant_turn(r["output"]) == Message("assistant", "hi", tool_calls=(ToolCall("f", {"a": 1}, "c"),),
                                                             thinking="why")
+
+
+@pytest.mark.parametrize(("first", "second", "parse"), [
+    ("claude-code-2.1.332_turn1_messages.json", "claude-code-2.1.332_turn2_tool_result_messages.json",
+     lambda b: anthropic.parse_messages(b, "", None).job.spec),
+    ("codex-0.171.0_turn1_responses.json", "codex-0.171.0_turn2_function_call_output_responses.json",
+     lambda b: responses.parse(b, "", None, responses.ResponseStore()).job.spec)])
+def test_npu_reuse_takes_the_agents_turn2_as_a_continuation(first: str, second: str, parse: Any) -> None:
+    """The NPU's conversation key (prompt mode): after turn 1 and the call the model wrote, turn 2 sends only
+    the tool's result."""
+    from rk.daemon.backends.rkllm._inputs import InputBuilder, tool_call_block
+    from rk.daemon.backends.rkllm._lib import ABIS
+
+    b = InputBuilder(Manifest(name="npu", backend="rkllm"), ABIS["1.3"])
+    one, two = parse(body(first)), parse(body(second))
+    (call,) = two.messages[len(one.messages)].tool_calls
+    held = b.chat(one, 16384, None).key + b.reply_key(tool_call_block(call), [])
+    turn2 = b.chat(two, 16384, held)
+    assert turn2.reused == len(held)
+    assert turn2.run.struct.role == b"tool" and b"hello-from-stub" in turn2.run.struct.prompt_input

@@ -79,7 +79,9 @@ def run(ctx: Context) -> list[Row]:
     register()
     rows: list[Row] = []
     figures: dict[str, Any] = {}
-    with daemon(ctx.tmp / "agents", models_dir=MODELS, bundled=True) as d:
+    # A cold 12k-token prefill on a small, busy CPU can outlast the default 300 s stall watchdog (the runner
+    # reports a prefill only when it ends).
+    with daemon(ctx.tmp / "agents", models_dir=MODELS, bundled=True, env={"RK_STALL_TIMEOUT": "3600"}) as d:
         base = d.base_url
         replay(base, "/v1/messages", {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
         for agent, (route, one, two) in PAIRS.items():

@@ -145,7 +145,9 @@ def test_response_events_are_numbered_and_completed_output_matches() -> None:
     reply = responses.Reply("m", {})
     s = responses.ResponseEvents(reply)
     events = s.start() + s.thinking("t") + s.text("a") + s.text("b") + s.tool_call(ToolCall("f", {}, "c1"))
-    events += s.done(JobStats())
+    named = s.done(JobStats(), False)
+    events = [e for _, e in events + named]
+    assert all(name == e["type"] for name, e in named)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     final = events[-1]["response"]
     assert events[-1]["type"] == "response.completed" and final["status"] == "completed"

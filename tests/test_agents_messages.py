@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import anthropic
 import httpx
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
+from daemon_proc import DaemonProc, start_daemon
 from tool_models import HOLD, call, script, tool_models
 
 WEATHER = {"name": "get_weather", "description": "Current weather in a city",
@@ -20,14 +20,8 @@ FORECASTS = {"Oslo": "4 C and rain", "Bergen": "7 C and wind"}
 
 
 @pytest.fixture(scope="module")
-def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    """The scripted tool models and the synthetic ones, on TCP with an API key."""
-    tmp = tmp_path_factory.mktemp("agents")
-    tool_models(tmp / "models", tmp / "gate")
-    synthetic_models(tmp / "models")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True, env={"RK_API_KEY": "sekret"})
-    yield d
-    d.stop()
+def agents(agents_daemon: DaemonProc) -> DaemonProc:
+    return agents_daemon
 
 
 @pytest.fixture

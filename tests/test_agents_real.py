@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import anthropic
 import httpx
@@ -14,7 +14,7 @@ import pytest
 
 from rk.daemon.store.models import ModelStore
 
-from daemon_proc import DaemonProc, write_manifest
+from daemon_proc import DaemonProc, start_daemon, write_manifest
 
 pytestmark = pytest.mark.slow
 CHAT = "smollm2:135m"
@@ -46,27 +46,32 @@ def test_structured_output_on_the_default_model(real_daemon: DaemonProc) -> None
 
 
 @pytest.fixture(scope="module")
-def agent_model(real_daemon: DaemonProc, real_models_dir: Path) -> str:
-    """SmolLM2 with a 16k context and Qwen2.5's chat template (ChatML, like its own, but it renders tools)."""
+def agent_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+    """SmolLM2 with a 16k context and Qwen2.5's chat template (ChatML, like its own, but it renders tools), on a
+    daemon whose stall watchdog allows a cold 12k-token prefill on a slow CPU (minutes)."""
+    tmp = tmp_path_factory.mktemp("agents-real")
     m = ModelStore(Path("/nonexistent-rk-models"), bundled=True).get(CHAT)
     fields: dict[str, Any] = m.to_dict()
     fields.pop("name")
     template = (FIXTURES / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text(encoding="utf-8")
     fields.update(files={"gguf": str(m.path("gguf"))}, bundled=True, family="qwen2", capabilities=["completion", "tools"],
                   params={**m.params, "num_ctx": 16384, "chat_template": template})
-    write_manifest(real_models_dir, AGENT, **fields)
-    return AGENT
+    write_manifest(tmp / "models", AGENT, **fields)
+    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True, env={"RK_STALL_TIMEOUT": "3600"})
+    yield d
+    d.stop()
 
 
 @pytest.mark.parametrize(("route", "name"), [
     ("/v1/messages?beta=true", "claude-code-2.1.332_turn2_tool_result_messages.json"),
     ("/v1/responses", "codex-0.171.0_turn2_function_call_output_responses.json")])
-def test_captured_agent_turns_are_answered(real_daemon: DaemonProc, agent_model: str, route: str, name: str) -> None:
+@pytest.mark.timeout(3600)
+def test_captured_agent_turns_are_answered(agent_daemon: DaemonProc, route: str, name: str) -> None:
     """The whole captured body (tools, system, history, the tool's result), streamed as the agent asks."""
     body = json.loads((FIXTURES / "agents" / name).read_text())["json"]
-    body |= {"model": agent_model, "temperature": 0}
+    body |= {"model": AGENT, "temperature": 0}
     body |= {"max_tokens": 16} if "messages" in route else {"max_output_tokens": 16}
-    r = httpx.post(real_daemon.base_url + route, json=body, timeout=1800)
+    r = httpx.post(agent_daemon.base_url + route, json=body, timeout=3600)
     assert r.status_code == 200
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
     kinds = [e["type"] for e in events]

@@ -3,14 +3,14 @@ scripted model writes what Qwen3 writes (`<think>`, `<tool_call>`)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
-from tool_models import call, script, tool_models
+from daemon_proc import DaemonProc, start_daemon
+from tool_models import call, script
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather in a city", "strict": False,
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -18,13 +18,8 @@ FORECASTS = {"Oslo": "4 C and rain", "Bergen": "7 C and wind"}
 
 
 @pytest.fixture(scope="module")
-def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
-    tmp = tmp_path_factory.mktemp("responses")
-    tool_models(tmp / "models", tmp / "gate")
-    synthetic_models(tmp / "models")
-    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True, env={"RK_API_KEY": "sekret"})
-    yield d
-    d.stop()
+def agents(agents_daemon: DaemonProc) -> DaemonProc:
+    return agents_daemon
 
 
 @pytest.fixture

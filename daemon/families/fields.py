@@ -228,6 +228,13 @@ def tools(d: dict[str, Any], key: str = "tools") -> tuple[Tool, ...]:
     return tuple(out)
 
 
+def tool_named(name: Any, names: set[str], key: str) -> str:
+    """A `tool_choice` that names one function: it must be one of the request's tools."""
+    if not isinstance(name, str) or name not in names:
+        raise bad(key, "must name one of the request's tools")
+    return name
+
+
 def think(v: Any, key: str = "think") -> Think:
     """Ollama's `think`: true, false, or an effort level."""
     if v is None or isinstance(v, bool):

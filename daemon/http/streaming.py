@@ -68,6 +68,55 @@ class EarlyStreamFormat(StreamFormat, Protocol):
     def keepalive(self) -> bytes: ...
 
 
+Event: TypeAlias = "tuple[str, dict[str, Any]]"  # a named event: (its `event:` name, its data)
+
+
+class EventSource(Protocol):
+    """An API's stream for one reply as named events (pure, in the family's adapter: it numbers them, opens and
+    closes blocks)."""
+
+    def start(self) -> list[Event]: ...
+    def text(self, text: str) -> list[Event]: ...
+    def thinking(self, text: str) -> list[Event]: ...
+    def tool_call(self, call: ToolCall) -> list[Event]: ...
+    def done(self, stats: JobStats, called: bool) -> list[Event]: ...
+    def error(self, e: RkError) -> list[Event]: ...
+
+
+class NamedEvents:
+    """An `EarlyStreamFormat` writing an `EventSource`'s events as `event: NAME` SSE, with the API's keep-alive."""
+
+    headers = SSE_HEADERS
+
+    def __init__(self, source: EventSource, keepalive: bytes) -> None:
+        self.source, self._keepalive = source, keepalive
+
+    @staticmethod
+    def _sse(events: list[Event]) -> bytes:
+        return b"".join(sse_event(data, event=name) for name, data in events)
+
+    def opening(self) -> bytes:
+        return self._sse(self.source.start())
+
+    def keepalive(self) -> bytes:
+        return self._keepalive
+
+    def token(self, text: str) -> bytes:
+        return self._sse(self.source.text(text))
+
+    def thinking(self, text: str) -> bytes:
+        return self._sse(self.source.thinking(text))
+
+    def tool_call(self, call: ToolCall, index: int) -> bytes:
+        return self._sse(self.source.tool_call(call))
+
+    def done(self, stats: JobStats, called: bool) -> bytes:
+        return self._sse(self.source.done(stats, called))
+
+    def error(self, e: RkError) -> bytes:
+        return self._sse(self.source.error(e))
+
+
 def _render(fmt: StreamFormat, ev: Output, calls: int) -> tuple[bytes, int]:
     """One output in `fmt`'s bytes, and the number of tool calls sent so far."""
     match ev:

@@ -28,6 +28,7 @@ from rk.daemon.store.models import Manifest
 log = logging.getLogger("rk.daemon.anthropic")
 
 EFFORTS: dict[str, Think] = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+STATUSES = {"queue_full": 529}  # Anthropic's "overloaded", which its SDKs back off and retry
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error",
                529: "overloaded_error"}
@@ -184,10 +185,7 @@ def _tool_choice(d: dict[str, Any], names: set[str]) -> str:
     if kind == "any":
         return "required"
     if kind == "tool":
-        name = v.get("name")
-        if not isinstance(name, str) or name not in names:
-            raise f.bad("tool_choice.name", "must name one of the request's tools")
-        return name
+        return f.tool_named(v.get("name"), names, "tool_choice.name")
     raise f.bad("tool_choice", "must be {'type': 'auto' | 'any' | 'tool' | 'none'}")
 
 
@@ -311,14 +309,11 @@ class MessageStream:
     thought: list[str] = field(default_factory=list)
 
     def start(self) -> list[Event]:
+        """`message_start` and a first `ping`, sent as soon as the job is accepted."""
         msg: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
                "stop_reason": None, "stop_sequence": None,
                "usage": {"input_tokens": 0, "output_tokens": 0}}
-        return [("message_start", {"type": "message_start", "message": msg}), self.ping()]
-
-    @staticmethod
-    def ping() -> Event:
-        return ("ping", {"type": "ping"})
+        return [("message_start", {"type": "message_start", "message": msg}), ("ping", {"type": "ping"})]
 
     def _close(self) -> list[Event]:
         if self.open is None:
@@ -364,8 +359,8 @@ class MessageStream:
             ("message_stop", {"type": "message_stop"})]
 
     @staticmethod
-    def error(e: RkError, status: int) -> list[Event]:
-        return [("error", error(status, e.message, e.code, e.param))]
+    def error(e: RkError) -> list[Event]:
+        return [("error", error(STATUSES.get(e.code, e.status), e.message, e.code, e.param))]
 
 
 def error(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

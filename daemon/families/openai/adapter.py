@@ -118,8 +118,13 @@ def reasoning(d: dict[str, Any]) -> Think:
 
 
 def response_format(d: dict[str, Any]) -> Format:
-    """`response_format`: text, json_object, or json_schema with its `schema`."""
-    v = d.get("response_format")
+    """`response_format`: text, json_object, or json_schema with its `schema` under `json_schema`."""
+    return format_object(d.get("response_format"), "response_format")
+
+
+def format_object(v: Any, key: str) -> Format:
+    """An OpenAI format object, chat's or Responses': text, json_object, or json_schema with its schema (under
+    `json_schema` in chat, beside the type in Responses)."""
     if v is None:
         return None
     kind = v.get("type") if isinstance(v, dict) else None
@@ -128,12 +133,14 @@ def response_format(d: dict[str, Any]) -> Format:
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
+        assert isinstance(v, dict)
         js = v.get("json_schema")
-        schema = js.get("schema") if isinstance(js, dict) else None
+        schema = js.get("schema") if isinstance(js, dict) else v.get("schema")
         if not isinstance(schema, dict):
-            raise f.bad("response_format.json_schema.schema", "must be a JSON schema object")
+            raise f.bad(f"{key}.json_schema.schema" if isinstance(js, dict) else f"{key}.schema",
+                        "must be a JSON schema object")
         return schema
-    raise f.bad("response_format", "type must be text, json_object or json_schema")
+    raise f.bad(key, "type must be text, json_object or json_schema")
 
 
 def parse_chat(body: Any, peer: str) -> GenRequest:

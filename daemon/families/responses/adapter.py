@@ -215,30 +215,14 @@ def tool_choice(d: dict[str, Any], names: set[str]) -> str:
     if v in ("none", "required"):
         return str(v)
     if isinstance(v, dict) and v.get("type") == "function":
-        name = v.get("name")
-        if not isinstance(name, str) or name not in names:
-            raise f.bad("tool_choice.name", "must name one of the request's function tools")
-        return name
+        return f.tool_named(v.get("name"), names, "tool_choice.name")
     raise f.bad("tool_choice", 'must be "auto", "none", "required" or {"type": "function", "name": ...}')
 
 
 def text_format(d: dict[str, Any]) -> Format:
-    """`text.format`: text, json_object, or json_schema with its `schema` (rk's structured output)."""
+    """`text.format`: text, json_object, or json_schema with its `schema` beside the type (rk's structured output)."""
     text = d.get("text")
-    fmt = text.get("format") if isinstance(text, dict) else None
-    if fmt is None:
-        return None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return "json"
-    if kind == "json_schema":
-        schema = fmt.get("schema")
-        if not isinstance(schema, dict):
-            raise f.bad("text.format.schema", "must be a JSON schema object")
-        return schema
-    raise f.bad("text.format", "type must be text, json_object or json_schema")
+    return openai.format_object(text.get("format") if isinstance(text, dict) else None, "text.format")
 
 
 def think(d: dict[str, Any], manifest: Manifest | None) -> Think:
@@ -363,7 +347,7 @@ def assistant_turn(output: list[dict[str, Any]]) -> Message:
     return Message("assistant", text, tool_calls=calls, thinking=thinking or None)
 
 
-Event = dict[str, Any]
+Event = tuple[str, dict[str, Any]]
 
 
 @dataclass
@@ -381,7 +365,7 @@ class ResponseEvents:
     def _ev(self, kind: str, **data: Any) -> Event:
         ev = {"type": kind, "sequence_number": self.seq, **data}
         self.seq += 1
-        return ev
+        return kind, ev
 
     def start(self) -> list[Event]:
         r = self.reply.obj("in_progress", [])
@@ -451,7 +435,7 @@ class ResponseEvents:
                                name=c.name, arguments=done["arguments"]),
                       self._ev("response.output_item.done", output_index=i, item=done)]
 
-    def done(self, stats: JobStats) -> list[Event]:
+    def done(self, stats: JobStats, called: bool = False) -> list[Event]:
         out = self._close()
         self.finished = True
         state, incomplete = status(stats)
@@ -459,7 +443,7 @@ class ResponseEvents:
         return out + [self._ev("response.completed" if state == "completed" else "response.incomplete",
                                response=final)]
 
-    def failed(self, e: RkError) -> list[Event]:
+    def error(self, e: RkError) -> list[Event]:
         """A failure after the stream began: `response.failed`, with the same codes as the error bodies
         (Codex reads `context_length_exceeded` and tells its user the model ran out of room)."""
         err = error(e.status, e.message, e.code, e.param)["error"]

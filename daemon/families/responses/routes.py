@@ -4,49 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rk.daemon.errors import RkError
 from rk.daemon.families.responses import adapter as responses
 from rk.daemon.http.family import Family
-from rk.daemon.http.streaming import SSE_HEADERS, JobStream, peer, sse_event
+from rk.daemon.http.streaming import JobStream, NamedEvents, peer
 from rk.daemon.http.wire import json_response, named_manifest, read_json
-from rk.daemon.jobs import JobStats, ToolCall
 
 STORE: web.AppKey[responses.ResponseStore] = web.AppKey("responses", responses.ResponseStore)
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: every parser skips it (Responses has no ping event)
-
-
-def _sse(events: list[responses.Event]) -> bytes:
-    return b"".join(sse_event(ev, event=ev["type"]) for ev in events)
-
-
-class ResponsesFormat:
-    """Responses' numbered events, from `response.created` (sent when the job is accepted) to `response.completed`."""
-
-    headers = SSE_HEADERS
-
-    def __init__(self, reply: responses.Reply) -> None:
-        self.events = responses.ResponseEvents(reply)
-
-    def opening(self) -> bytes:
-        return _sse(self.events.start())
-
-    def keepalive(self) -> bytes:
-        return KEEPALIVE
-
-    def token(self, text: str) -> bytes:
-        return _sse(self.events.text(text))
-
-    def thinking(self, text: str) -> bytes:
-        return _sse(self.events.thinking(text))
-
-    def tool_call(self, call: ToolCall, index: int) -> bytes:
-        return _sse(self.events.tool_call(call))
-
-    def done(self, stats: JobStats, called: bool) -> bytes:
-        return _sse(self.events.done(stats))
-
-    def error(self, e: RkError) -> bytes:
-        return _sse(self.events.failed(e))
 
 
 async def create(request: web.Request) -> web.StreamResponse:
@@ -56,9 +20,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     reply = responses.Reply(req.model, req.echo)
     async with JobStream(request, req.job) as js:
         if req.stream:
-            fmt = ResponsesFormat(reply)
-            resp = await js.relay_early(request, fmt)
-            output = fmt.events.output if fmt.events.finished else None
+            events = responses.ResponseEvents(reply)
+            resp = await js.relay_early(request, NamedEvents(events, KEEPALIVE))
+            output = events.output if events.finished else None
         else:
             final = reply.final(await js.generated())
             resp, output = json_response(final), final["output"]

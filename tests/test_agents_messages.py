@@ -19,14 +19,9 @@ WEATHER = {"name": "get_weather", "description": "Current weather in a city",
 FORECASTS = {"Oslo": "4 C and rain", "Bergen": "7 C and wind"}
 
 
-@pytest.fixture(scope="module")
-def agents(agents_daemon: DaemonProc) -> DaemonProc:
-    return agents_daemon
-
-
 @pytest.fixture
-def client(agents: DaemonProc) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=agents.base_url, api_key="sekret", max_retries=0, timeout=30)
+def client(agents_daemon: DaemonProc) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=agents_daemon.base_url, api_key="sekret", max_retries=0, timeout=30)
 
 
 def sse(resp: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
@@ -87,11 +82,11 @@ def test_streamed_event_order_as_the_sdk_parses_it(client: anthropic.Anthropic) 
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
 
 
-def test_raw_stream_framing(agents: DaemonProc) -> None:
+def test_raw_stream_framing(agents_daemon: DaemonProc) -> None:
     body = {"model": "qwen:tools", "max_tokens": 64, "stream": True,
             "messages": [{"role": "user", "content": script("<think>Why.</think>Because." + call("get_weather", city="Oslo"))}],
             "tools": [WEATHER]}
-    r = httpx.post(agents.base_url + "/v1/messages?beta=true", json=body, headers={"x-api-key": "sekret"}, timeout=30)
+    r = httpx.post(agents_daemon.base_url + "/v1/messages?beta=true", json=body, headers={"x-api-key": "sekret"}, timeout=30)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse(r)
     names = [n for n, _ in events]
@@ -143,7 +138,7 @@ def test_thinking_is_relaxed_for_a_model_that_cannot_think(client: anthropic.Ant
     assert msg.content[0].text == "Plain answer."  # type: ignore[union-attr]
 
 
-def test_claude_code_extras_are_accepted(agents: DaemonProc) -> None:
+def test_claude_code_extras_are_accepted(agents_daemon: DaemonProc) -> None:
     """Unknown fields and blocks Claude Code sends; `tools: []` means no tools (plain:chat has none)."""
     body = {"model": "plain:chat", "max_tokens": 32000, "stream": False, "tools": [],
             "thinking": {"type": "adaptive", "display": "omitted"}, "output_config": {"effort": "medium"},
@@ -154,7 +149,7 @@ def test_claude_code_extras_are_accepted(agents: DaemonProc) -> None:
             "messages": [{"role": "user", "content": [{"type": "text", "text": script("Done."),
                                                        "cache_control": {"type": "ephemeral"}}]},
                          {"role": "system", "content": "# Environment\ncwd: /tmp"}]}
-    r = httpx.post(agents.base_url + "/v1/messages?beta=true", json=body, timeout=30,
+    r = httpx.post(agents_daemon.base_url + "/v1/messages?beta=true", json=body, timeout=30,
                    headers={"x-api-key": "sekret", "anthropic-version": "2023-06-01",
                             "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14"})
     assert r.status_code == 200, r.text
@@ -168,21 +163,21 @@ def test_count_tokens_uses_the_models_tokenizer(client: anthropic.Anthropic) -> 
     assert (short.input_tokens, longer.input_tokens) == (3, 5)  # the synthetic tokenizer: one token a word
 
 
-def test_errors_in_anthropic_shape(agents: DaemonProc, client: anthropic.Anthropic) -> None:
+def test_errors_in_anthropic_shape(agents_daemon: DaemonProc, client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as nf:
         client.messages.create(model="nope:1b", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
     assert nf.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.create(model="qwen:tools", max_tokens=8, messages=[])
     assert bad.value.body == {"type": "error", "error": {"type": "invalid_request_error", "message": bad.value.body["error"]["message"]}}  # type: ignore[index]
-    r = httpx.post(agents.base_url + "/v1/messages", json={"model": "qwen:tools", "messages": [{"role": "user", "content": "x"}]},
+    r = httpx.post(agents_daemon.base_url + "/v1/messages", json={"model": "qwen:tools", "messages": [{"role": "user", "content": "x"}]},
                    headers={"x-api-key": "sekret"})
     assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
     for headers in ({}, {"x-api-key": "wrong"}):
-        r = httpx.post(agents.base_url + "/v1/messages", json={}, headers=headers)
+        r = httpx.post(agents_daemon.base_url + "/v1/messages", json={}, headers=headers)
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
         assert "x-api-key" in r.json()["error"]["message"]
-    r = httpx.post(agents.base_url + "/v1/messages", json={"model": "qwen:tools", "max_tokens": 8, "messages": [
+    r = httpx.post(agents_daemon.base_url + "/v1/messages", json={"model": "qwen:tools", "max_tokens": 8, "messages": [
         {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]}]},
         headers={"Authorization": "Bearer sekret"})
     assert r.status_code == 400 and "base64" in r.json()["error"]["message"]
@@ -213,19 +208,19 @@ def test_full_queue_is_overloaded_529(tmp_path: Path) -> None:
         d.stop()
 
 
-def test_ping_while_queued_then_the_reply(agents: DaemonProc) -> None:
+def test_ping_while_queued_then_the_reply(agents_daemon: DaemonProc) -> None:
     """The stream opens (message_start) as soon as the job is accepted and pings while it waits behind another."""
-    gate = agents.models_dir.parent / "gate"
+    gate = agents_daemon.models_dir.parent / "gate"
     key = {"x-api-key": "sekret"}
     first = {"model": "qwen:tools", "max_tokens": 64, "stream": True,
              "messages": [{"role": "user", "content": script(HOLD + "first")}]}
     second = {**first, "messages": [{"role": "user", "content": script("second")}]}
     names: list[str] = []
     try:
-        with httpx.stream("POST", agents.base_url + "/v1/messages", json=first, headers=key, timeout=60) as blocker:
+        with httpx.stream("POST", agents_daemon.base_url + "/v1/messages", json=first, headers=key, timeout=60) as blocker:
             blocked = blocker.iter_lines()
             assert next(blocked) == "event: message_start"  # accepted: it runs, held at its [[hold]]
-            with httpx.stream("POST", agents.base_url + "/v1/messages", json=second, headers=key, timeout=60) as r:
+            with httpx.stream("POST", agents_daemon.base_url + "/v1/messages", json=second, headers=key, timeout=60) as r:
                 for line in r.iter_lines():
                     if line.startswith("event: "):
                         names.append(line[7:])

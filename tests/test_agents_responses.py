@@ -17,14 +17,9 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Current we
 FORECASTS = {"Oslo": "4 C and rain", "Bergen": "7 C and wind"}
 
 
-@pytest.fixture(scope="module")
-def agents(agents_daemon: DaemonProc) -> DaemonProc:
-    return agents_daemon
-
-
 @pytest.fixture
-def client(agents: DaemonProc) -> openai.OpenAI:
-    return openai.OpenAI(base_url=agents.base_url + "/v1", api_key="sekret", max_retries=0, timeout=30)
+def client(agents_daemon: DaemonProc) -> openai.OpenAI:
+    return openai.OpenAI(base_url=agents_daemon.base_url + "/v1", api_key="sekret", max_retries=0, timeout=30)
 
 
 def sse(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -56,10 +51,10 @@ def test_streamed_events_as_the_sdk_parses_them(client: openai.OpenAI) -> None:
     assert final.usage is not None and final.usage.output_tokens_details.reasoning_tokens > 0
 
 
-def test_raw_stream_numbering_and_order(agents: DaemonProc) -> None:
+def test_raw_stream_numbering_and_order(agents_daemon: DaemonProc) -> None:
     body = {"model": "qwen:tools", "stream": True, "tools": [WEATHER],
             "input": [{"role": "user", "content": script("Let me look." + call("get_weather", city="Oslo"))}]}
-    r = httpx.post(agents.base_url + "/v1/responses", json=body, headers={"Authorization": "Bearer sekret"}, timeout=30)
+    r = httpx.post(agents_daemon.base_url + "/v1/responses", json=body, headers={"Authorization": "Bearer sekret"}, timeout=30)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse(r.text)
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
@@ -106,7 +101,7 @@ def test_previous_response_id_continues_a_stored_response(client: openai.OpenAI)
         client.responses.create(model="qwen:tools", previous_response_id=unstored.id, input="hi")
 
 
-def test_codex_request_shape_is_accepted(agents: DaemonProc) -> None:
+def test_codex_request_shape_is_accepted(agents_daemon: DaemonProc) -> None:
     """Developer messages, namespace and web_search tools, reasoning without effort, the extras Codex sends."""
     body = {"model": "qwen:tools", "stream": False, "store": False, "include": ["reasoning.encrypted_content"],
             "prompt_cache_key": "s1", "client_metadata": {"a": "b"}, "parallel_tool_calls": True, "tool_choice": "auto",
@@ -118,7 +113,7 @@ def test_codex_request_shape_is_accepted(agents: DaemonProc) -> None:
                       {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<env/>"}]},
                       {"type": "message", "role": "user", "content": [{"type": "input_text", "text": script(
                           call("multi_agent_v1.spawn"))}]}]}
-    r = httpx.post(agents.base_url + "/v1/responses", json=body, headers={"Authorization": "Bearer sekret"}, timeout=30)
+    r = httpx.post(agents_daemon.base_url + "/v1/responses", json=body, headers={"Authorization": "Bearer sekret"}, timeout=30)
     assert r.status_code == 200, r.text
     assert [(o["type"], o.get("name")) for o in r.json()["output"]] == [("function_call", "multi_agent_v1.spawn")]
 
@@ -130,13 +125,13 @@ def test_structured_output_json_schema(client: openai.OpenAI) -> None:
     assert json.loads(r.output_text) == {"n": 3}
 
 
-def test_errors_in_openai_shape(agents: DaemonProc, client: openai.OpenAI) -> None:
+def test_errors_in_openai_shape(agents_daemon: DaemonProc, client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="nope:1b", input="hi")
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="qwen:tools", input=[{"type": "mystery"}])  # type: ignore[list-item]
     assert e.value.body["type"] == "invalid_request_error" and e.value.param == "input[0].type"  # type: ignore[index]
-    r = httpx.post(agents.base_url + "/v1/responses", json={"model": "qwen:tools", "input": "x"})
+    r = httpx.post(agents_daemon.base_url + "/v1/responses", json={"model": "qwen:tools", "input": "x"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
 
 

@@ -228,6 +228,19 @@ def tools(d: dict[str, Any], key: str = "tools") -> tuple[Tool, ...]:
     return tuple(out)
 
 
+def flat_tool(t: dict[str, Any], where: str, schema_key: str, prefix: str = "") -> Tool:
+    """A tool described flat (`name`, `description` and its schema under `schema_key`), as Anthropic's
+    `input_schema` and Responses' `parameters`; `prefix` namespaces its name."""
+    name, desc, schema = t.get("name"), t.get("description") or "", t.get(schema_key) or {}
+    if not isinstance(name, str) or not name:
+        raise bad(f"{where}.name", "is required")
+    if not isinstance(desc, str):
+        raise bad(f"{where}.description", "must be a string")
+    if not isinstance(schema, dict):
+        raise bad(f"{where}.{schema_key}", "must be a JSON schema object")
+    return Tool(prefix + name, desc, schema)
+
+
 def tool_named(name: Any, names: set[str], key: str) -> str:
     """A `tool_choice` that names one function: it must be one of the request's tools."""
     if not isinstance(name, str) or name not in names:

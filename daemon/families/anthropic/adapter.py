@@ -163,14 +163,7 @@ def _tools(d: dict[str, Any]) -> tuple[Tool, ...]:
         if kind not in (None, "custom"):
             log.info("tools[%d]: %r is a server tool rk cannot run; dropped", i, kind)
             continue
-        name, desc, schema = t.get("name"), t.get("description") or "", t.get("input_schema") or {}
-        if not isinstance(name, str) or not name:
-            raise f.bad(f"tools[{i}].name", "is required")
-        if not isinstance(desc, str):
-            raise f.bad(f"tools[{i}].description", "must be a string")
-        if not isinstance(schema, dict):
-            raise f.bad(f"tools[{i}].input_schema", "must be a JSON schema object")
-        out.append(Tool(name, desc, schema))
+        out.append(f.flat_tool(t, f"tools[{i}]", "input_schema"))
     return tuple(out)
 
 

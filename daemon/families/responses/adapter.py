@@ -179,29 +179,19 @@ def tools(d: dict[str, Any]) -> tuple[Tool, ...]:
         raise f.bad("tools", "must be a list of tools")
     out: list[Tool] = []
 
-    def function(t: dict[str, Any], where: str, prefix: str = "") -> None:
-        name, desc, params = t.get("name"), t.get("description") or "", t.get("parameters") or {}
-        if not isinstance(name, str) or not name:
-            raise f.bad(f"{where}.name", "is required")
-        if not isinstance(desc, str):
-            raise f.bad(f"{where}.description", "must be a string")
-        if not isinstance(params, dict):
-            raise f.bad(f"{where}.parameters", "must be a JSON schema object")
-        out.append(Tool(prefix + name, desc, params))
-
     for i, t in enumerate(v):
         where = f"tools[{i}]"
         kind = t.get("type") if isinstance(t, dict) else None
         if not isinstance(t, dict):
             raise f.bad(where, "must be an object")
         if kind == "function":
-            function(t, where)
+            out.append(f.flat_tool(t, where, "parameters"))
         elif kind == "namespace" and isinstance(t.get("tools"), list) and isinstance(t.get("name"), str):
             for j, member in enumerate(t["tools"]):
                 if not isinstance(member, dict) or member.get("type", "function") != "function":
                     log.info("%s.tools[%d]: not a function tool; dropped", where, j)
                     continue
-                function(member, f"{where}.tools[{j}]", t["name"] + ".")
+                out.append(f.flat_tool(member, f"{where}.tools[{j}]", "parameters", t["name"] + "."))
         else:
             log.info("%s: %r is a tool type rk cannot run; dropped", where, kind)
     return tuple(out)

@@ -63,7 +63,7 @@ class StreamFormat(Protocol):
 
 class EarlyStreamFormat(StreamFormat, Protocol):
     """A format whose opening goes out as soon as the job is accepted, with keep-alive bytes (an SSE
-    comment, Anthropic's `ping`) whenever the job has been quiet for a while: queued, loading, prefilling."""
+    event the client's idle timer counts, such as Anthropic's `ping`) whenever the job has been quiet for a while: queued, loading, prefilling."""
 
     def keepalive(self) -> bytes: ...
 
@@ -76,6 +76,7 @@ class EventSource(Protocol):
     closes blocks)."""
 
     def start(self) -> list[Event]: ...
+    def keepalive(self) -> list[Event]: ...
     def text(self, text: str) -> list[Event]: ...
     def thinking(self, text: str) -> list[Event]: ...
     def tool_call(self, call: ToolCall) -> list[Event]: ...
@@ -84,12 +85,12 @@ class EventSource(Protocol):
 
 
 class NamedEvents:
-    """An `EarlyStreamFormat` writing an `EventSource`'s events as `event: NAME` SSE, with the API's keep-alive."""
+    """An `EarlyStreamFormat` writing an `EventSource`'s events as `event: NAME` SSE."""
 
     headers = SSE_HEADERS
 
-    def __init__(self, source: EventSource, keepalive: bytes) -> None:
-        self.source, self._keepalive = source, keepalive
+    def __init__(self, source: EventSource) -> None:
+        self.source = source
 
     @staticmethod
     def _sse(events: list[Event]) -> bytes:
@@ -99,7 +100,7 @@ class NamedEvents:
         return self._sse(self.source.start())
 
     def keepalive(self) -> bytes:
-        return self._keepalive
+        return self._sse(self.source.keepalive())
 
     def token(self, text: str) -> bytes:
         return self._sse(self.source.text(text))

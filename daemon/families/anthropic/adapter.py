@@ -306,7 +306,11 @@ class MessageStream:
         msg: dict[str, Any] = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
                "stop_reason": None, "stop_sequence": None,
                "usage": {"input_tokens": 0, "output_tokens": 0}}
-        return [("message_start", {"type": "message_start", "message": msg}), ("ping", {"type": "ping"})]
+        return [("message_start", {"type": "message_start", "message": msg}), *self.keepalive()]
+
+    @staticmethod
+    def keepalive() -> list[Event]:
+        return [("ping", {"type": "ping"})]
 
     def _close(self) -> list[Event]:
         if self.open is None:

@@ -6,10 +6,8 @@ from aiohttp import web
 
 from rk.daemon.families.anthropic import adapter as anthropic
 from rk.daemon.http.family import Family, api_key_or_bearer
-from rk.daemon.http.streaming import JobStream, NamedEvents, peer, sse_event
+from rk.daemon.http.streaming import JobStream, NamedEvents, peer
 from rk.daemon.http.wire import json_response, named_manifest, read_json
-
-PING = sse_event({"type": "ping"}, event="ping")
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -17,7 +15,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     req = anthropic.parse_messages(body, peer(request), named_manifest(request, body))
     async with JobStream(request, req.job) as js:
         if req.stream:
-            return await js.relay_early(request, NamedEvents(anthropic.MessageStream(req.model), PING))
+            return await js.relay_early(request, NamedEvents(anthropic.MessageStream(req.model)))
         gen = await js.generated()
     return json_response(anthropic.message(anthropic.message_id(), req.model, gen))
 

@@ -361,6 +361,11 @@ class ResponseEvents:
         r = self.reply.obj("in_progress", [])
         return [self._ev("response.created", response=r), self._ev("response.in_progress", response=r)]
 
+    def keepalive(self) -> list[Event]:
+        """Responses has no ping: `response.in_progress` again, with the items finished so far. An SSE comment
+        would not do: Codex's idle timeout counts events, and a parser skips comments."""
+        return [self._ev("response.in_progress", response=self.reply.obj("in_progress", list(self.output)))]
+
     @property
     def _index(self) -> int:
         return len(self.output)

@@ -1,5 +1,5 @@
 """OpenAI Responses route (`/v1/responses`): parse with the responses adapter, run through the one queue, reply
-as Response objects; streams open when the job is accepted and send SSE comments while it waits."""
+as Response objects; streams open when the job is accepted and repeat `response.in_progress` while it waits."""
 from __future__ import annotations
 
 from aiohttp import web
@@ -10,7 +10,6 @@ from rk.daemon.http.streaming import JobStream, NamedEvents, peer
 from rk.daemon.http.wire import json_response, named_manifest, read_json
 
 STORE: web.AppKey[responses.ResponseStore] = web.AppKey("responses", responses.ResponseStore)
-KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: every parser skips it (Responses has no ping event)
 
 
 async def create(request: web.Request) -> web.StreamResponse:
@@ -21,7 +20,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     async with JobStream(request, req.job) as js:
         if req.stream:
             events = responses.ResponseEvents(reply)
-            resp = await js.relay_early(request, NamedEvents(events, KEEPALIVE))
+            resp = await js.relay_early(request, NamedEvents(events))
             output = events.output if events.finished else None
         else:
             final = reply.final(await js.generated())

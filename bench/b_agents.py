@@ -1,4 +1,4 @@
-"""10. Coding agents' prefix reuse on llama.cpp: the captured Claude Code (`/v1/messages`) and Codex
+"""11. Coding agents' prefix reuse on llama.cpp: the captured Claude Code (`/v1/messages`) and Codex
 (`/v1/responses`) turn 1 -> turn 2 pairs replayed on SmolLM2, turn 2 extending turn 1 as an agent's does.
 
 The agents resend their whole 9-12k-token prompt every turn, tools and system first. The model is the
@@ -88,10 +88,10 @@ def run(ctx: Context) -> list[Row]:
             t1 = replay(base, route, body(one, route))
             t2 = replay(base, route, body(two, route))
             figures[agent] = {"turn1": t1, "turn2": t2}
-            rows.append(Row("10 agents", f"{agent}: turn 2 computed prompt tokens", t2["computed"], t1["computed"],
+            rows.append(Row("11 agents", f"{agent}: turn 2 computed prompt tokens", t2["computed"], t1["computed"],
                             "tokens", "turn 1's", target="<= 0.2",
                             note=f"turn 2 prompt {t2['computed'] + t2['cached']:.0f} tokens, {t2['cached']:.0f} cached"))
-            rows.append(Row("10 agents", f"{agent}: turn 2 time to first token", t2["ttft_ms"], t1["ttft_ms"], "ms",
+            rows.append(Row("11 agents", f"{agent}: turn 2 time to first token", t2["ttft_ms"], t1["ttft_ms"], "ms",
                             "turn 1's", target="<= 0.25"))
     ctx.extra["agents"] = figures
     return rows

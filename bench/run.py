@@ -31,6 +31,7 @@ BENCHES = {  # name -> module; run in this order
     "decode": "bench.b_decode",
     "npu_reuse": "bench.b_npu_reuse",
     "fresh": "bench.b_fresh",
+    "multiboard": "bench.b_multiboard",
     "agents": "bench.b_agents",
 }
 

@@ -16,11 +16,15 @@ class BackendInfo:
     structured: Literal["grammar", "validate"] | None
     embeds_from_chat: bool  # its chat models also serve embeddings (from the last hidden layer)
     accelerator: bool  # the model lives in an accelerator's memory (Ollama's `size_vram`)
+    # It can run past the context the model was trained with (llama.cpp warns and extends RoPE, as Ollama
+    # allows); elsewhere (hf's position table, RKLLM's converted max_context_len) num_ctx stops there.
+    extends_context: bool = False
 
 
 BACKENDS: dict[str, BackendInfo] = {
     "hf": BackendInfo("rk.daemon.backends.hf:load", "grammar", embeds_from_chat=True, accelerator=False),
-    "llamacpp": BackendInfo("rk.daemon.backends.llamacpp:load", "grammar", embeds_from_chat=True, accelerator=False),
+    "llamacpp": BackendInfo("rk.daemon.backends.llamacpp:load", "grammar", embeds_from_chat=True, accelerator=False,
+                            extends_context=True),
     "rkllm": BackendInfo("rk.daemon.backends.rkllm:load", "validate", embeds_from_chat=True, accelerator=True),
     "synthetic": BackendInfo("rk.daemon.backends.synthetic:load", "validate", embeds_from_chat=False, accelerator=False),
 }

@@ -19,6 +19,7 @@ HTTP_STATUS: Final[dict[str, int]] = {
     "request_too_large": 413,
     "slow_client": 408,
     "unsupported_media_type": 415,
+    "too_many_jobs": 429,  # one client over RK_CLIENT_MAX_JOBS
     "cancelled": 499,
     "runner_crashed": 500,
     "model_failed": 500,
@@ -37,17 +38,20 @@ HTTP_STATUS: Final[dict[str, int]] = {
 class RkError(Exception):
     """A failure with a stable `code` that clients can branch on and a message a person can act on."""
 
-    def __init__(self, code: str, message: str, *, param: str | None = None) -> None:
+    def __init__(self, code: str, message: str, *, param: str | None = None, status: int | None = None,
+                 retry_after_s: int | None = None) -> None:
         if code not in HTTP_STATUS:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)
         self.code = code
         self.message = message
         self.param = param
+        self._status = status  # a setting may choose another status for a code (RK_QUEUE_FULL_STATUS)
+        self.retry_after_s = retry_after_s  # when to come back, for busy answers (`Retry-After`)
 
     @property
     def status(self) -> int:
-        return HTTP_STATUS[self.code]
+        return self._status or HTTP_STATUS[self.code]
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}

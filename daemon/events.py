@@ -1,4 +1,9 @@
-"""Typed events a job emits, from arrival to its single final event (`Done` or `Failed`)."""
+"""Typed events a job emits, from arrival to its single final event (`Done` or `Failed`).
+
+They are the one event language of rk: output parsers produce `Token`, `Thinking` and `ToolCalled`,
+the runner's wire carries those and `Prefill` as they are (`runner.wire.Progress`), the scheduler
+passes them on, and each API family renders them. Only runner control messages (`Begun`, `Loaded`…)
+are the runner's own."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +33,8 @@ class Loading:
 @dataclass(frozen=True)
 class Prefill:
     ms: float
-    tokens: int
+    tokens: int  # computed in this run
+    cached: int = 0  # served from the KV cache of an earlier run
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class Token:
 
 
 @dataclass(frozen=True)
-class ThinkingText:
+class Thinking:
     text: str  # reasoning, streamed apart from the answer
 
 
@@ -63,5 +69,7 @@ class Failed:
     error: RkError
 
 
-Event = Union[Queued, Started, Loading, Prefill, Token, ThinkingText, ToolCalled, Vectors, Done, Failed]
+Event = Union[Queued, Started, Loading, Prefill, Token, Thinking, ToolCalled, Vectors, Done, Failed]
+Step = Union[Prefill, Token, Thinking, ToolCalled]  # what a generation produces before it finishes
+Piece = Union[Token, Thinking, ToolCalled]  # what an output parser makes of the model's text
 FINAL = (Done, Failed)

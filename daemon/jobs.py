@@ -66,6 +66,11 @@ class Tool:
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
 
+    def template_dict(self) -> dict[str, Any]:
+        """The tool as chat templates and RKLLM's function calling take it (OpenAI's shape)."""
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
+
 
 @dataclass(frozen=True)
 class Message:
@@ -102,6 +107,7 @@ class GenSpec:
     options: GenOptions = GenOptions()
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True  # False: at most one tool call per reply (OpenAI's parallel_tool_calls)
     think: Think = None
     format: Format = None
     count_only: bool = False  # template and tokenise only: the reply is the prompt's token count (count_tokens)
@@ -110,13 +116,10 @@ class GenSpec:
         """The digests of the prompt's images, in order: part of every KV-cache key."""
         return tuple(img.digest for m in self.messages for img in m.images)
 
-    def chat_messages(self, system: str | None = None) -> list[Message]:
-        """The conversation a chat template renders: a bare prompt becomes one user turn; a model's
-        default system prompt goes first unless the request has its own."""
-        msgs = list(self.messages) or [Message("user", self.prompt or "")]
-        if system and not any(m.role == "system" for m in msgs):
-            msgs.insert(0, Message("system", system))
-        return msgs
+    def chat_messages(self) -> list[Message]:
+        """The conversation a chat template renders (a bare prompt is one user turn); the model's system
+        prompt and Modelfile turns are already in it once the job is resolved (`resolve.py`)."""
+        return list(self.messages) or [Message("user", self.prompt or "")]
 
 
 @dataclass(frozen=True)

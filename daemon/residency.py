@@ -2,6 +2,7 @@
 
 A resident model remembers the manifest it was loaded from: when `/api/create`, a copy or a delete
 changes that manifest on disk, the next job reloads it instead of answering with stale parameters.
+It also remembers its context: a job that needs a larger one reloads it (daemon/context.py).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from rk.daemon.context import configured_context
 from rk.daemon.errors import RkError
 from rk.daemon.runner.proxy import RunnerPort
 from rk.daemon.store.models import Manifest
@@ -27,6 +29,7 @@ class Resident:
     manifest: Manifest
     loaded_at: float
     memory_mb: float
+    num_ctx: int  # the context it was loaded with, tokens
     details: dict[str, Any] = field(default_factory=dict)  # the backend's own facts, e.g. CPU threads
     expires: float = math.inf  # monotonic time; inf = kept until unloaded
     wall_expires: float = math.inf
@@ -38,9 +41,10 @@ class Resident:
 
 
 class Residency:
-    def __init__(self, runner: RunnerPort, default_keep_alive_s: float) -> None:
+    def __init__(self, runner: RunnerPort, default_keep_alive_s: float, default_ctx: int) -> None:
         self.runner = runner
         self.default_keep_alive_s = default_keep_alive_s
+        self.default_ctx = default_ctx  # RK_CONTEXT_LENGTH
         self.loaded: dict[str, Resident] = {}
         self.failed: dict[str, str] = {}
         self._crashes: Counter[str] = Counter()
@@ -57,21 +61,26 @@ class Residency:
             self.loaded.clear()
             self._pid = self.runner.pid
 
-    def is_loaded(self, m: Manifest) -> bool:
-        """Loaded from this very manifest (a changed manifest counts as not loaded)."""
+    def is_loaded(self, m: Manifest, need: int | None = None) -> bool:
+        """Loaded from this very manifest (a changed manifest counts as not loaded), with a context of at
+        least `need` tokens (None: any)."""
         self.sync()
         res = self.loaded.get(m.name)
-        return res is not None and res.manifest.digest == m.digest
+        return res is not None and res.manifest.digest == m.digest and res.num_ctx >= (need or 0)
 
-    async def ensure(self, m: Manifest) -> float:
-        """Load `m` unless it is resident as is; returns the load time in ms (0 when already loaded)."""
-        if self.is_loaded(m):
+    async def ensure(self, m: Manifest, need: int | None = None) -> float:
+        """Load `m` unless it is resident as is with a context of at least `need` tokens (None: any; a
+        fresh load takes the model's configured one); returns the load time in ms (0 when already loaded)."""
+        if self.is_loaded(m, need):
             return 0.0
-        if m.name in self.loaded:  # its manifest changed since it was loaded
-            log.info("reloading %s: its manifest changed", m.name)
+        num_ctx = need or configured_context(m, self.default_ctx)
+        if (res := self.loaded.get(m.name)) is not None:
+            why = ("its manifest changed" if res.manifest.digest != m.digest
+                   else f"a job needs a context of {need} tokens, it was loaded with {res.num_ctx}")
+            log.info("reloading %s: %s", m.name, why)
             await self.unload(m.name)
         try:
-            ev = await self.runner.load(m, safe=m.name in self.safe)
+            ev = await self.runner.load(m, num_ctx, safe=m.name in self.safe)
         except RkError as e:
             if e.code in ("runner_crashed", "timeout"):
                 self._crashes[m.name] += 1
@@ -82,8 +91,8 @@ class Residency:
         self._crashes.pop(m.name, None)
         self.failed.pop(m.name, None)  # a load that worked clears an earlier failure
         self._pid = self.runner.pid
-        self.loaded[m.name] = Resident(m, time.time(), ev.memory_mb, ev.details)
-        log.info("loaded %s (%s) in %.0f ms, %.0f MB", m.name, m.backend, ev.ms, ev.memory_mb)
+        self.loaded[m.name] = Resident(m, time.time(), ev.memory_mb, num_ctx, ev.details)
+        log.info("loaded %s (%s, context %d) in %.0f ms, %.0f MB", m.name, m.backend, num_ctx, ev.ms, ev.memory_mb)
         return ev.ms
 
     async def unload(self, name: str) -> None:

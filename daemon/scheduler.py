@@ -18,10 +18,12 @@ from typing import Any, Callable
 from rk.daemon import events as ev
 from rk.daemon.backend_info import backend_info
 from rk.daemon.backends.base import SAFE_SETTINGS
+from rk.daemon.busy import JobTimes, Load
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import ChatJob, EmbedJob, Job, ModelAction
 from rk.daemon.queue import JobQueue
 from rk.daemon.residency import Residency
+from rk.daemon.resolve import resolve
 from rk.daemon.runner import wire
 from rk.daemon.runner.proxy import Crashed, NotBegun, RunnerPort
 from rk.daemon.settings import Settings
@@ -59,12 +61,14 @@ class Scheduler:
         self.store = store
         self.runner = runner
         self.queue = JobQueue(settings.max_queue)
-        self.residency = Residency(runner, settings.keep_alive_s)
+        self.residency = Residency(runner, settings.keep_alive_s, settings.context_length)
         self.totals: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=20)
         self.started_at = time.time()
         self.observers: list[Callable[[Ticket, RkError | None], None]] = []  # told of every finished job
         self.closing = False
+        self.draining = False  # `rk drain`: the agent-check port tells balancers to send nothing new
+        self.job_times = JobTimes()
 
     # ---- arrival, cancel, lookup -------------------------------------------------------------
 
@@ -74,9 +78,36 @@ class Scheduler:
             raise RkError("shutting_down", "the daemon is shutting down")
         manifest = self.store.get(job.model)
         self.admit(job, manifest)
-        t = self.queue.add(job, manifest, client_id)
+        if isinstance(job, ChatJob):
+            job = resolve(job, manifest, self.settings.context_length)
+        self._check_client_cap(client_id)
+        try:
+            t = self.queue.add(job, manifest, client_id)
+        except RkError as e:  # queue_full: when to come back, and 429 for routers that cool down on it
+            raise RkError(e.code, e.message, status=self.settings.queue_full_status,
+                          retry_after_s=self.load().retry_after_s()) from None
         self.totals["accepted"] += 1
         return t
+
+    def _check_client_cap(self, client_id: str) -> None:
+        """RK_CLIENT_MAX_JOBS: one client may hold only so many jobs waiting or running; the others'
+        places in the FIFO are not touched."""
+        cap = self.settings.client_max_jobs
+        if cap <= 0 or not client_id:
+            return
+        if sum(1 for t in self.queue if t.client_id == client_id) >= cap:
+            raise RkError("too_many_jobs", f"this client ({client_id}) already has {cap} jobs waiting or running, "
+                          f"the most one client may (RK_CLIENT_MAX_JOBS); retry when one ends",
+                          retry_after_s=self.load().retry_after_s())
+
+    def load(self) -> Load:
+        """The predicted wait and drain state (busy.py): what balancers read, built from the queue."""
+        kv = 0.0
+        for t in self.queue.running:
+            ctx = t.job.options.num_ctx or t.manifest.context_length if isinstance(t.job, ChatJob) else 0
+            if ctx:
+                kv = (t.stats.prefill_tokens + t.stats.cached_tokens + t.generated) / ctx
+        return self.job_times.load(len(self.queue.waiting) + len(self.queue.running), kv, self.draining)
 
     def admit(self, job: Job, m: Manifest) -> None:
         """Refuse what the model cannot do before the job waits for nothing (Ollama's 400s and wording)."""
@@ -225,6 +256,10 @@ class Scheduler:
                 log.warning("job %s never began in a dead runner; running it again", t.id)
                 self.queue.requeue(t, front=True)
 
+    def _context(self, t: Ticket) -> int | None:
+        """The context a job needs: a chat's resolved num_ctx; other jobs run on any."""
+        return t.job.options.num_ctx if isinstance(t.job, ChatJob) else None
+
     def _crashed_in_first_prefill(self, batch: list[Ticket], e: Crashed) -> None:
         """A fault in a model's first prefill, before any token, is likely a kernel this CPU cannot run (as
         llama.cpp's AMX repack on Sapphire Rapids): reload the model once with safe settings and run the
@@ -246,11 +281,12 @@ class Scheduler:
     async def _ensure_loaded(self, t: Ticket) -> float:
         if isinstance(t.job, ModelAction) and t.job.action == "unload":
             return 0.0
-        if not self.residency.is_loaded(t.manifest):
+        need = self._context(t)
+        if not self.residency.is_loaded(t.manifest, need):
             t.state = "loading"
             t.emit(ev.Loading(t.manifest.name))
             self.queue.changed()
-        return await self.residency.ensure(t.manifest)
+        return await self.residency.ensure(t.manifest, need)
 
     async def _generate(self, t: Ticket) -> None:
         assert isinstance(t.job, ChatJob)
@@ -296,22 +332,21 @@ class Scheduler:
         self._watch_backlog(t)
         s = t.stats
         match e:
-            case wire.Prefill(ms=ms, tokens=n, cached=cached):
-                s.prefill_ms, s.prefill_tokens, s.cached_tokens = ms, n, cached
-                t.state = "generating"
-                t.emit(ev.Prefill(ms, n))
-            case wire.Token(text=text):
-                t.generated += 1
-                t.state = "answering"
-                t.emit(ev.Token(text))
-            case wire.Thinking(text=text):
-                t.generated += 1
-                s.thinking_tokens += 1
-                t.state = "thinking"
-                t.emit(ev.ThinkingText(text))
-            case wire.Called(call=c):
-                t.state = "calling tool"
-                t.emit(ev.ToolCalled(c))
+            case wire.Progress(event=step):
+                match step:
+                    case ev.Prefill(ms=ms, tokens=n, cached=cached):
+                        s.prefill_ms, s.prefill_tokens, s.cached_tokens = ms, n, cached
+                        t.state = "generating"
+                    case ev.Token():
+                        t.generated += 1
+                        t.state = "answering"
+                    case ev.Thinking():
+                        t.generated += 1
+                        s.thinking_tokens += 1
+                        t.state = "thinking"
+                    case ev.ToolCalled():
+                        t.state = "calling tool"
+                t.emit(step)
             case wire.Finished(result=r):
                 s.record(r)
                 s.memory_mb = s.memory_mb or self.runner.rss_mb()
@@ -328,7 +363,7 @@ class Scheduler:
         for nxt in itertools.islice(self.queue.waiting, SEND_AHEAD):
             if (not isinstance(nxt.job, ChatJob) or nxt.manifest.name != current.manifest.name
                     or not self.residency.stays_loaded(prev.manifest.name, prev.job.keep_alive_s)
-                    or not self.residency.is_loaded(nxt.manifest)):
+                    or not self.residency.is_loaded(nxt.manifest, self._context(nxt))):
                 return
             if nxt.sent is None or not nxt.sent.live:
                 nxt.sent = self.runner.generate_ahead(nxt.manifest.name, nxt.job.spec)
@@ -350,7 +385,7 @@ class Scheduler:
         self.queue.changed()
         lead = batch[0]
         t0 = time.perf_counter()
-        call = await self.runner.embed(lead.manifest.name, tuple(texts), all(t.job.truncate for t in batch))  # type: ignore[union-attr]
+        call = await self.runner.embed(lead.manifest.name, tuple(texts), all(t.job.truncate for t in batch))
         for t in batch:
             t.sent = call
         timer = self._job_timer(lead) if len(batch) == 1 else None
@@ -421,6 +456,8 @@ class Scheduler:
             self.runner.discard(t.sent)  # sent ahead, never begun: the runner skips it
         s = t.stats
         s.total_ms = (time.monotonic() - t.arrived) * 1000
+        if error is None and t.started is not None:
+            self.job_times.add(time.monotonic() - t.started)
         if error is None:
             self.totals["done"] += 1
             self.totals["tokens"] += s.generate_tokens
@@ -473,6 +510,9 @@ class Scheduler:
             totals=dict(self.totals),
             recent=tuple(self.recent),
             uptime_s=round(now_wall - self.started_at, 1),
-            runner=RunnerView(self.runner.pid, round(self.runner.rss_mb(), 1), self.runner.restarts),
+            runner=RunnerView(self.runner.pid, round(self.runner.rss_mb(), 1), self.runner.restarts,
+                              self.runner.state, self.runner.down_reason),
+            load=self.load(),
+            closing=self.closing,
             extra=extra or {},
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rk.daemon.agentcheck import AgentServer
 from rk.daemon.families.registry import FAMILIES
 from rk.daemon.http.app import build_app
 from rk.daemon.http.middleware import OneLineErrors
@@ -41,6 +42,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.forced = asyncio.Event()
         self.http: web.AppRunner | None = None
+        self.agent = AgentServer(self.service.scheduler)
 
     async def start(self) -> None:
         t0 = time.perf_counter()
@@ -68,6 +70,9 @@ class Daemon:
             port = server.sockets[0].getsockname()[1]  # the kernel's choice for port 0
             self.service.tcp_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             where.append(f"http://{self.service.tcp_address}")
+        if s.agent_port:
+            self.service.agent_addr = await self.agent.start(*parse_hostport(s.agent_port))
+            where.append(f"agent-check {self.service.agent_addr}")
         self.scheduler_task = asyncio.create_task(self.service.scheduler.run())
         self.runner_task = asyncio.create_task(self._warm_runner())
         log.info("rk daemon ready in %.0f ms on %s (models: %s)", (time.perf_counter() - t0) * 1000,
@@ -106,6 +111,7 @@ class Daemon:
         if self.http is not None:
             await self.http.cleanup()
         await self.service.runner.kill()
+        self.agent.close()  # last: balancers saw `drain` through the grace period
         self.settings.socket.unlink(missing_ok=True)  # only now: nothing of this daemon uses the NPU any more
 
 

@@ -45,6 +45,7 @@ class Service:
     version: str = __version__
     tcp_address: str | None = None  # where TCP is bound once listening (`--tcp HOST:0` picks a free port)
     llama_repack: str = ""  # RK_LLAMA_REPACK as it applies to this CPU, e.g. "off (cpu has AMX)"
+    agent_addr: str | None = None  # where the agent-check port listens, once bound
     _npu: tuple[float, dict[str, Any]] = field(default=(0.0, {}), init=False, repr=False)
 
     @classmethod
@@ -55,7 +56,7 @@ class Service:
         if runner is None:
             runner = Runner(runner_config(settings, store), stall_timeout_s=settings.stall_timeout_s)
         scheduler = Scheduler(settings, store, runner)
-        metrics = Metrics(scheduler.status)
+        metrics = Metrics(scheduler.status, settings.metrics_compat)
         scheduler.observers.append(metrics.observe)
         return cls(settings, store, runner, scheduler, HeadDeadlines(settings.header_timeout_s), metrics,
                    PullManager(store, soc(settings.sysfs_root)),
@@ -78,7 +79,7 @@ class Service:
             "memory_mb": res.memory_mb if res else None,
             "failed": status.failed_models.get(m.name),
             "default": [job for job, name in (("chat", self.settings.default_chat_model),
-                                              ("embed", self.settings.default_embed_model)) if name == m.name],
+                                              ("embed", self.settings.default_embed_model)) if name.lower() == m.name.lower()],
         }
 
     def npu(self) -> dict[str, Any]:
@@ -92,6 +93,6 @@ class Service:
 
     def status(self) -> Status:
         status = self.scheduler.status({"version": self.version, "pid": os.getpid(), "socket": str(self.settings.socket),
-                                        "tcp": self.tcp_address, "npu": self.npu(),
+                                        "tcp": self.tcp_address, "agent": self.agent_addr, "npu": self.npu(),
                                         "llama_repack": self.llama_repack})
         return replace(status, pulls=self.pulls.describe())

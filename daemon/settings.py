@@ -43,6 +43,7 @@ class Settings:
     embed_slice: int = _opt(64, "RK_EMBED_SLICE", "texts an embed job runs before going back to the queue tail")
     embed_batch_tokens: int = _opt(8192, "RK_EMBED_BATCH_TOKENS", "token budget of one merged embedding batch")
     shutdown_grace_s: float = _opt(10.0, "RK_SHUTDOWN_GRACE", "on SIGTERM, how long the running job may finish")
+    context_length: int = _opt(4096, "RK_CONTEXT_LENGTH", "context (KV cache) a chat model loads with, tokens, unless the request's options.num_ctx or the model's PARAMETER num_ctx sets one (capped at the model's own)")
     threads: int = _opt(0, "RK_THREADS", "CPU threads for the hf and llamacpp backends (0 = auto: llamacpp takes the physical big cores, hf all cores)")
     llama_repack: str = _opt("auto", "RK_LLAMA_REPACK", "llama.cpp weight repack: auto (off on CPUs with AMX, where it crashes; on elsewhere), on, off")
     rkllm_lib: str | None = _opt(None, "RK_RKLLM_LIB", "path of librkllmrt.so (default: the loader path)")
@@ -51,6 +52,11 @@ class Settings:
     default_chat_model: str = _opt("smollm2:135m", "RK_CHAT_MODEL", "model used when a chat names none")
     default_embed_model: str = _opt("all-minilm:l6-v2", "RK_EMBED_MODEL", "model used when an embedding names none")
     bundled: bool = _opt(True, "RK_BUNDLED", "register the bundled default models")
+    agent_port: str | None = _opt(None, "RK_AGENT_PORT", "HAProxy agent-check responder on [HOST:]PORT (a bare port binds 127.0.0.1): replies 'ready up N%', 'drain' or 'down#why'")
+    metrics_public: bool = _opt(False, "RK_METRICS_PUBLIC", "serve /metrics without the API key (for Prometheus and gateway scrapers, which cannot send one)")
+    metrics_compat: str = _opt("", "RK_METRICS_COMPAT", "also emit another engine's gauge names for gateways that expect them: 'vllm'")
+    queue_full_status: int = _opt(503, "RK_QUEUE_FULL_STATUS", "HTTP status of a full queue, with Retry-After: 503 (like Ollama) or 429 (routers such as LiteLLM cool down on it)")
+    client_max_jobs: int = _opt(0, "RK_CLIENT_MAX_JOBS", "jobs one client (API key, else address, else Unix user) may have waiting or running; more get 429 (0 = no cap)")
     quiet: bool = _opt(False, "RK_QUIET", "no access log (one line per HTTP request and per line-protocol job)")
 
     def __post_init__(self) -> None:
@@ -64,6 +70,10 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.metadata['env']} must be a finite number, not {value!r}")
+        if self.queue_full_status not in (429, 503):
+            raise ValueError(f"RK_QUEUE_FULL_STATUS must be 429 or 503, not {self.queue_full_status}")
+        if self.metrics_compat not in ("", "vllm"):
+            raise ValueError(f"RK_METRICS_COMPAT must be 'vllm' or empty, not {self.metrics_compat!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -73,7 +83,11 @@ class Settings:
         for f in dataclasses.fields(cls):
             raw = env.get(f.metadata["env"])
             if raw is not None and raw != "":
-                values[f.name] = _parse(f, raw)
+                try:
+                    values[f.name] = _parse(f, raw)
+                except ValueError:
+                    raise ValueError(f"{f.metadata['env']} must be {_KINDS.get(str(f.type), 'a value')}, "
+                                     f"not {raw!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -81,6 +95,9 @@ class Settings:
     def describe(cls) -> list[tuple[str, str, str]]:
         """(field, env var, help) for every setting, for docs and `rk serve --help`."""
         return [(f.name, f.metadata["env"], f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+
+_KINDS = {"int": "a whole number", "float": "a number"}
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:

@@ -50,6 +50,8 @@ app.command(rich_help_panel=MODELS)(models_cmd.show)
 app.command(rich_help_panel=MODELS)(models_cmd.load)
 app.command(rich_help_panel=MODELS)(models_cmd.unload)
 app.command(rich_help_panel=DAEMON)(models_cmd.status)
+app.command(rich_help_panel=DAEMON)(models_cmd.drain)
+app.command(rich_help_panel=DAEMON)(models_cmd.undrain)
 app.command(rich_help_panel=MODELS)(pull_cmd.pull)
 app.command(rich_help_panel=MODELS)(create_cmd.create)
 
@@ -63,18 +65,33 @@ def serve(
     socket_group: Optional[str] = typer.Option(None, "--socket-group", help="Let this group use the socket (0660)."),
     max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Jobs that may wait at once (default 512)."),
     keep_alive: Optional[float] = typer.Option(None, "--keep-alive", help="Seconds an idle model stays loaded (default 300, <0 forever)."),
+    context_length: Optional[int] = typer.Option(None, "--context-length", min=1, help="Context a chat model loads with, tokens, unless a request or Modelfile sets num_ctx (default 4096)."),
     llama_repack: Optional[str] = typer.Option(None, "--llama-repack", envvar="RK_LLAMA_REPACK", help="llama.cpp weight repack: auto (off on CPUs with AMX, where it crashes), on, off."),
     rkllm_lib: Optional[str] = typer.Option(None, "--rkllm-lib", envvar="RK_RKLLM_LIB", help="Path of librkllmrt.so."),
     rkllm_version: Optional[str] = typer.Option(None, "--rkllm-version", envvar="RK_RKLLM_VERSION", help="Force the RKLLM runtime ABI (1.2 or 1.3) when it cannot be detected."),
+    agent_port: Optional[str] = typer.Option(None, "--agent-port", envvar="RK_AGENT_PORT", help="HAProxy agent-check port [HOST:]PORT (bare port = 127.0.0.1): ready up N% / drain / down (docs/multiboard.md)."),
+    metrics_public: bool = typer.Option(False, "--metrics-public", envvar="RK_METRICS_PUBLIC", help="Serve /metrics without the API key (for scrapers)."),
+    metrics_compat: Optional[str] = typer.Option(None, "--metrics-compat", envvar="RK_METRICS_COMPAT", help="Also emit vLLM's gauge names: vllm."),
     quiet: bool = typer.Option(False, "--quiet", "-q", envvar="RK_QUIET", help="No access log (one line per request or job)."),
 ) -> None:
-    """Run the daemon: the Unix socket always, TCP when asked. Ollama and OpenAI clients connect here."""
+    """Run the daemon: the Unix socket always, TCP when asked. Ollama and OpenAI clients connect here.
+
+    Sharing: RK_CLIENT_MAX_JOBS=N caps one client's jobs (429 + Retry-After beyond it);
+    RK_QUEUE_FULL_STATUS=429 answers a full queue 429 instead of 503. Every RK_* setting: docs/multiboard.md, README.
+    """
     from rk.daemon.server import run
     from rk.daemon.settings import Settings
 
-    settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
-                                 socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
-                                 llama_repack=llama_repack, rkllm_lib=rkllm_lib, rkllm_version=rkllm_version, quiet=quiet or None)
+    try:
+        settings = Settings.from_env(socket=socket, tcp=tcp, models_dir=models_dir, api_key=api_key,
+                                     socket_group=socket_group, max_queue=max_queue, keep_alive_s=keep_alive,
+                                     context_length=context_length,
+                                     llama_repack=llama_repack, rkllm_lib=rkllm_lib, rkllm_version=rkllm_version,
+                                     agent_port=agent_port, metrics_public=metrics_public or None,
+                                     metrics_compat=metrics_compat, quiet=quiet or None)
+    except ValueError as e:  # a flag or RK_* variable that is not a usable value: a usage error, no traceback
+        typer.echo(f"rk serve: {e}", err=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(run(settings))
 
 

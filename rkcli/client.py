@@ -15,6 +15,8 @@ from typing import Any, Iterator
 from rk.paths import default_socket_path
 from rk.protocol import DaemonError, check, decode_event, encode_request, is_final
 
+Socket = socket.socket  # `Endpoint.socket` (a path) shadows the module inside the class
+
 __all__ = ["Client", "DaemonError", "DaemonUnavailable", "Endpoint"]
 
 
@@ -42,7 +44,7 @@ class Endpoint:
     def describe(self) -> str:
         return f"tcp {self.host}" if self.host else f"socket {self.socket}"
 
-    def connect(self, timeout: float | None = 5.0) -> socket.socket:
+    def connect(self, timeout: float | None = 5.0) -> Socket:
         try:
             if self.host:
                 host, _, port = self.host.rpartition(":")

@@ -55,11 +55,15 @@ def _table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Table:
     return table
 
 
+
 def _grid(rows: Iterable[tuple[str, str]]) -> Table:
-    """Key/value lines; empty values are left out."""
+    """Key/value lines; empty values are left out, and long ones wrap (a path or a model's facts cut off
+    with an ellipsis would hide what the reader came for)."""
     from rich.table import Table
 
     table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for k, v in rows:
         if v:
             table.add_row(f"[bold]{k}[/bold]", v)
@@ -89,14 +93,17 @@ def ps(ctx: typer.Context, json_out: bool = JSON) -> None:
     if json_out:
         print_json({"queue": snap.get("queue", []), "loaded": snap.get("loaded", []), "pulls": snap.get("pulls", [])})
         return
-    loaded = _table(["MODEL", "MEMORY", "UNLOADS"],
-                    [(m["name"], _mb(m.get("memory_mb")), _until(m.get("expires_at"))) for m in snap.get("loaded", [])])
-    jobs = _table(["#", "JOB", "KIND", "MODEL", "STATE", "WAITED", "PROGRESS", "FROM"],
+    loaded = _table(["MODEL", "MEMORY", "CONTEXT", "UNLOADS"],
+                    [(m["name"], _mb(m.get("memory_mb")), str(m.get("num_ctx") or "-"), _until(m.get("expires_at")))
+                     for m in snap.get("loaded", [])])
+    jobs = _table(["#", "JOB", "KIND", "MODEL", "STATE", "WAITED", "PROGRESS", "FROM", "CLIENT"],
                   [(str(j.get("position", "")), j["id"], j.get("kind", ""), j.get("model", ""), j.get("state", ""),
-                    f"{j.get('waited_ms', 0) / 1000:.1f}s", _progress(j), j.get("source", ""))
+                    f"{j.get('waited_ms', 0) / 1000:.1f}s", _progress(j), j.get("source", ""), j.get("client_id", ""))
                    for j in snap.get("queue", [])])
+    load = snap.get("load") or {}
+    wait = f"predicted wait for a new job {load.get('predicted_wait_s', 0):.1f}s" + (" · draining" if load.get("draining") else "")
     _print(loaded if snap.get("loaded") else "no model loaded",
-           jobs if snap.get("queue") else "queue empty")
+           jobs if snap.get("queue") else "queue empty", f"[dim]{wait}[/dim]")
     if snap.get("pulls"):
         from rk.tui.render import pull_progress
 
@@ -164,10 +171,11 @@ def unload(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> Non
 
 
 def _loaded(m: dict[str, Any]) -> str:
-    """A loaded model in `rk status`: memory, and the engine facts its backend reports."""
+    """A loaded model in `rk status`: memory, the context it was loaded with, and the engine facts its
+    backend reports."""
     d = m.get("details") or {}
-    facts = [_mb(m.get("memory_mb"))] + ([f"{d['threads']} threads"] if d.get("threads") else []) \
-        + ([f"repack {d['repack']}"] if d.get("repack") else [])
+    facts = [_mb(m.get("memory_mb"))] + ([f"context {m['num_ctx']}"] if m.get("num_ctx") else []) \
+        + ([f"{d['threads']} threads"] if d.get("threads") else []) + ([f"repack {d['repack']}"] if d.get("repack") else [])
     return f"{m['name']} ({' · '.join(facts)})"
 
 
@@ -178,14 +186,29 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
         print_json(snap)
         return
     totals, runner = snap.get("totals", {}), snap.get("runner", {})
-    listen = snap.get("socket", "") + (f" · tcp {snap['tcp']}" if snap.get("tcp") else "")
+    listen = snap.get("socket", "") + (f" · tcp {snap['tcp']}" if snap.get("tcp") else "") \
+        + (f" · agent-check {snap['agent']}" if snap.get("agent") else "")
+    load = snap.get("load", {})
     rows = [("daemon", f"rk {snap.get('version', '?')} · pid {snap.get('pid', '?')} · up {_duration(snap.get('uptime_s', 0))}"),
             ("listening", listen),
             ("runner", f"pid {runner.get('pid', '-')} · {_mb(runner.get('rss_mb'))}"),
-            ("queue", f"{len(snap.get('running', []))} running · {snap.get('depth', 0)} waiting"),
+            ("queue", f"{len(snap.get('running', []))} running · {snap.get('depth', 0)} waiting · "
+                      f"predicted wait {load.get('predicted_wait_s', 0):.1f}s" + (" · draining" if load.get("draining") else "")),
             ("totals", " · ".join(f"{k} {v}" for k, v in totals.items()) or "-"),
             ("engine", f"llama.cpp weight repack {snap.get('llama_repack') or '-'}"),
             ("loaded", ", ".join(_loaded(m) for m in snap.get("loaded", [])) or "none")]
     if snap.get("npu"):
         rows.append(("npu", " · ".join(f"{k} {v}" for k, v in snap["npu"].items() if not isinstance(v, (dict, list)))))
     _print(_grid(rows))
+
+
+def drain(ctx: typer.Context) -> None:
+    """Tell balancers to send this daemon no new jobs (its agent-check port answers `drain`); jobs keep running."""
+    run_client(ctx, lambda c: c.call("drain"))
+    typer.echo("draining: balancers send no new jobs (rk undrain returns)")
+
+
+def undrain(ctx: typer.Context) -> None:
+    """End `rk drain`: balancers may send jobs again."""
+    run_client(ctx, lambda c: c.call("undrain"))
+    typer.echo("ready: balancers may send jobs again")

@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
+from rk.daemon import events
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenResult, GenSpec
 from rk.daemon.runner import wire
@@ -26,6 +27,8 @@ class FakeProcess:
 class FakeRunner:
     def __init__(self) -> None:
         self.restarts = 0
+        self.down_reason: str | None = None
+        self.state = "ready"
         self.process = FakeProcess()
         self.log: list[tuple[str, Any]] = []  # (command, detail) in the order the scheduler sent them
         self.gates: dict[str, asyncio.Event] = {}  # prompt text -> opened to let that generation finish
@@ -33,6 +36,8 @@ class FakeRunner:
         self.load_errors: list[RkError] = []  # raised by the next loads, in turn
         self.not_begun: set[str] = set()  # prompts whose first run dies before it begins
         self.cancelled: list[int] = []
+        self.received: list[GenSpec] = []  # every generation's spec, as the scheduler sent it
+        self.contexts: list[int] = []  # the context of each load, in order
         self.embedding = asyncio.Event()  # set when an embedding slice is running
         self.embed_gate: asyncio.Event | None = None  # when set, slices wait for it
         self._seq = 0
@@ -53,9 +58,10 @@ class FakeRunner:
             self.process = FakeProcess()
             self.restarts += 1
 
-    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded:
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded:
         await self.start()
         self.log.append(("load", manifest.name))
+        self.contexts.append(num_ctx)
         if self.load_errors:
             raise self.load_errors.pop(0)
         return wire.Loaded(0, 5.0, 100.0)
@@ -69,6 +75,7 @@ class FakeRunner:
         self.process.pending[call.seq] = call
         if spec is not None:
             self._specs[call.seq] = spec
+            self.received.append(spec)
         return call
 
     async def generate(self, model: str, spec: GenSpec) -> Call:
@@ -92,12 +99,12 @@ class FakeRunner:
                 raise NotBegun("killed by signal 9")
             if prompt in self.started:
                 self.started[prompt].set()
-            yield wire.Prefill(call.seq, 1.0, 3, 2)
+            yield wire.Progress(call.seq, events.Prefill(1.0, 3, 2))
             gate = self.gates.get(prompt)
             for word in prompt.split():
                 if call.cancelled_at is not None:
                     raise RkError("cancelled", "cancelled")
-                yield wire.Token(call.seq, word + " ")
+                yield wire.Progress(call.seq, events.Token(word + " "))
                 if gate is not None:
                     await gate.wait()
             if call.cancelled_at is not None:

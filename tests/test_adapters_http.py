@@ -269,9 +269,9 @@ def test_show_has_model_info_and_continue_parsable_parameters() -> None:
 
 
 def test_ps_entry_counts_npu_memory_and_pins_forever() -> None:
-    out = ollama.ps_entry(_manifest(), 512.0, float("inf"))
+    out = ollama.ps_entry(_manifest(), 512.0, float("inf"), 4096)
     assert out["size"] == out["size_vram"] == 512 * 1024 * 1024 and out["expires_at"] == ollama.FOREVER
-    assert ollama.ps_entry(_manifest(backend="hf"), 1.0, 0.0)["size_vram"] == 0
+    assert ollama.ps_entry(_manifest(backend="hf"), 1.0, 0.0, 4096)["size_vram"] == 0
 
 
 def test_version_parses_as_dotted_ints_at_least_0_5() -> None:

@@ -52,7 +52,8 @@ def loaded(d: DaemonProc) -> dict[str, dict[str, Any]]:
 
 
 def rk_status(d: DaemonProc) -> str:
-    out = subprocess.run([sys.executable, "-m", "rk", "status"], env=d.env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "rk", "status"], env={**d.env, "COLUMNS": "200"},  # one line a row
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
 

@@ -36,14 +36,16 @@ def d(daemon_factory: Callable[..., DaemonProc]) -> DaemonProc:
 
 
 def test_page_cannot_replace_a_model_with_a_text_plain_post(d: DaemonProc) -> None:
-    """`<form enctype=text/plain>` and `fetch(..., {body: string})` need no preflight: refused by type and origin."""
+    """`<form enctype=text/plain>` and `fetch(..., {body: string})` need no preflight: refused by type and origin
+    (browsers send `Origin` with every POST, so even an allowed local page must send application/json)."""
     body = orjson.dumps({"model": "victim:x", "from": "syn:chat", "system": "pwned", "stream": False})
+    local = "http://localhost:3000"
     with httpx.Client(base_url=d.base_url, timeout=10) as h:
         assert create(h, "victim:x", "mine").status_code == 200
-        for headers in ({"Content-Type": "text/plain", "Origin": EVIL}, {"Content-Type": "text/plain"},
-                        {"Content-Type": "text/plain;charset=UTF-8", "Origin": "http://localhost:3000"},
-                        {"Content-Type": "multipart/form-data; boundary=x"},
-                        {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://localhost:3000"}):
+        for headers in ({"Content-Type": "text/plain", "Origin": EVIL}, {"Content-Type": "text/plain", "Origin": local},
+                        {"Content-Type": "text/plain;charset=UTF-8", "Origin": local},
+                        {"Content-Type": "multipart/form-data; boundary=x", "Origin": local}, {"Origin": local},
+                        {"Content-Type": "application/x-www-form-urlencoded", "Origin": local}):
             r = h.post("/api/create", content=body, headers=headers)
             assert r.status_code in (403, 415), (headers, r.status_code, r.text)
             assert "error" in r.json()
@@ -101,12 +103,26 @@ def test_configured_host_names_and_keyed_daemons(daemon_factory: Callable[..., D
 
 
 def test_clients_that_send_no_origin_keep_working(d: DaemonProc) -> None:
-    """curl -d (form-urlencoded), scripts posting untyped bytes, and `+json` types are not browsers."""
+    """curl -d (form-urlencoded), scripts posting untyped bytes, LiteLLM (application/octet-stream) and
+    `+json` types are not browsers: without an `Origin` any body is read as JSON."""
     body = orjson.dumps(CHAT)
     with httpx.Client(base_url=d.base_url, timeout=10) as h:
         for ctype in ("application/x-www-form-urlencoded", None, "application/json; charset=utf-8",
-                      "application/vnd.api+json"):
-            r = h.post("/api/chat", content=body, headers={"Content-Type": ctype} if ctype else {})
+                      "application/vnd.api+json", "application/octet-stream", "text/plain",
+                      "multipart/form-data; boundary=x"):
+            for path in ("/api/chat", "/v1/chat/completions"):
+                r = h.post(path, content=body, headers={"Content-Type": ctype} if ctype else {})
+                assert r.status_code == 200, (ctype, path, r.text)
+        r = h.post("/api/chat", content=b"model=syn:chat", headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+
+
+def test_a_page_may_post_what_needs_a_preflight(d: DaemonProc) -> None:
+    """A type outside the safelisted ones made the browser ask first, and the Origin check answered."""
+    with httpx.Client(base_url=d.base_url, timeout=10) as h:
+        for ctype in ("application/octet-stream", "application/json"):
+            r = h.post("/api/chat", content=orjson.dumps(CHAT),
+                       headers={"Content-Type": ctype, "Origin": "http://localhost:3000"})
             assert r.status_code == 200, (ctype, r.text)
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rk.daemon.errors import RkError
-from rk.daemon.store.models import MANIFEST, ModelStore, dir_name, normalize_name
+from rk.daemon.store.models import MANIFEST, Manifest, ModelStore, dir_name, normalize_name
 
 from daemon_proc import DaemonProc
 
@@ -46,6 +46,17 @@ def test_accepted_names() -> None:
     assert normalize_name("Library/Llama3") == "library/llama3:latest"
     assert normalize_name(" smollm2:135m ") == "smollm2:135m"
     assert dir_name("hf.co/owner/repo:q4_k_m") == "hf.co%2Fowner%2Frepo%3Aq4_k_m"
+
+
+def test_a_name_is_listed_as_typed_and_matched_in_any_case(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, bundled=False)
+    store.save(Manifest(name="hf.co/Org/Repo-GGUF:Q4_K_M", backend="synthetic"))
+    (tmp_path / dir_name("old:latest")).mkdir()  # a store written when names were lowered still loads
+    (tmp_path / dir_name("old:latest") / MANIFEST).write_bytes(orjson.dumps({"name": "old:latest", "backend": "synthetic"}))
+    assert [m.name for m in ModelStore(tmp_path, bundled=False).list()] == ["hf.co/Org/Repo-GGUF:Q4_K_M", "old:latest"]
+    assert store.get("HF.CO/org/repo-gguf:q4_k_m").name == "hf.co/Org/Repo-GGUF:Q4_K_M"
+    assert store.model_dir("hf.co/Org/Repo-GGUF:Q4_K_M").name == "hf.co%2Forg%2Frepo-gguf%3Aq4_k_m"
+    assert store.copy("old", "Old:Copy").name == "Old:Copy" and store.get("old:copy").name == "Old:Copy"
 
 
 def old_layout(root: Path, name: str, **extra: object) -> Path:
@@ -127,3 +138,19 @@ def test_kelvin_sign_is_not_k(daemon_factory: Callable[..., DaemonProc]) -> None
         c.send("chat", model="\u212a", messages=[{"role": "user", "content": "hi"}])
         ev = c.read()
         assert ev["ev"] == "error" and ev["code"] == "bad_request", ev
+
+
+def test_copies_left_unfinished_by_a_crash_are_removed_at_start(
+        tmp_path: Path, daemon_factory: Callable[..., DaemonProc]) -> None:
+    """A daemon killed mid-create leaves a `.staging-*` copy (weights and all); the next start removes it."""
+    models = tmp_path / "models"
+    left = models / ".staging-0123abcd"
+    (left / "weights").mkdir(parents=True)
+    (left / "weights" / "model.bin").write_bytes(b"x" * 4096)
+    (left / MANIFEST).write_bytes(orjson.dumps({"name": "half:done", "backend": "synthetic", "kind": "chat"}))
+    (models / ".staging-stray").write_bytes(b"")
+    d = daemon_factory(tcp=True, models_dir=models)
+    assert sorted(p.name for p in models.iterdir() if p.name.startswith(".staging-")) == []
+    assert "removing" in d.log() and ".staging-0123abcd" in d.log()
+    with httpx.Client(base_url=d.base_url, timeout=10) as h:
+        assert "half:done" not in names(h) and "syn:chat" in names(h)

@@ -3,6 +3,10 @@ options are kept inside what any sampler can compute with."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,6 +66,23 @@ def test_non_finite_settings_are_refused(env: str) -> None:
         Settings.from_env({"RK_KEEP_ALIVE": env})
     with pytest.raises(ValueError, match="RK_BODY_TIMEOUT"):
         Settings(body_timeout_s=float(env))
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["--keep-alive", "nan"], {}, "RK_KEEP_ALIVE must be a finite number, not nan"),
+    (["--keep-alive", "inf"], {}, "RK_KEEP_ALIVE must be a finite number, not inf"),
+    ([], {"RK_BODY_TIMEOUT": "nan"}, "RK_BODY_TIMEOUT must be a finite number, not nan"),
+    ([], {"RK_MAX_QUEUE": "lots"}, "RK_MAX_QUEUE must be a whole number, not 'lots'"),
+], ids=["flag-nan", "flag-inf", "env-nan", "env-word"])
+def test_rk_serve_with_a_bad_number_is_one_line_and_exit_2(tmp_path: Path, args: list[str], env: dict[str, str],
+                                                             says: str) -> None:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("RK_")}
+    full.update(env, RK_SOCKET=str(tmp_path / "rk.sock"), RK_MODELS=str(tmp_path / "models"))
+    res = subprocess.run([sys.executable, "-m", "rk", "serve", *args], capture_output=True, text=True, env=full,
+                         timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.splitlines() == [f"rk serve: {says}"], res.stderr
+    assert not (tmp_path / "rk.sock").exists()
 
 
 def test_tiny_temperature_is_greedy_and_tiny_penalty_is_refused() -> None:

@@ -98,7 +98,9 @@ def test_create_copy_delete(client: ollama.Client) -> None:
     assert statuses[-1] == "success"
     shown = client.show("mine:v1")
     assert "num_predict" in (shown.parameters or "") and 'SYSTEM """be brief"""' in (shown.modelfile or "")
-    assert client.generate(model="mine:v1", prompt="a b c d", stream=False).response == "a b "  # the new default
+    # the new defaults: its SYSTEM reaches the model (the synthetic double echoes every word it is given) and
+    # num_predict 2 cuts the reply to two words
+    assert client.generate(model="mine:v1", prompt="a b c d", stream=False).response == "be brief "
     client.copy("mine:v1", "mine:v2")
     assert {"mine:v1", "mine:v2"} <= {m.model for m in client.list().models}
     client.delete("mine:v1")

@@ -4,10 +4,12 @@ with two conversations interleaved), embeddings from the chat model, cancel, pro
 `rk import` of a GGUF."""
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from hypothesis import given
@@ -20,7 +22,7 @@ from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates
 from rk.daemon.backends.utf8 import Utf8Stream
 
-from daemon_proc import DaemonProc, smollm_gguf
+from daemon_proc import DaemonProc, smollm_gguf, start_daemon
 from machines import fake_cpus
 
 CHAT = "smollm2:135m"
@@ -320,3 +322,48 @@ def test_an_embedding_manifest_embeds_with_llama_cpp_pooling_and_refuses_chat(tm
     np.testing.assert_allclose(np.linalg.norm(res.vectors, axis=1), 1.0, atol=1e-5)
     assert np.sum(res.vectors * expected, axis=1).min() > 0.999
     assert np.allclose(res.vectors[0], res.vectors[2], atol=1e-5) and res.tokens[0] == res.tokens[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a 12k-token prefill: ~1 min on a free 4-core CPU, ~10 min on 2 shared cores
+@needs_gguf
+def test_a_larger_num_ctx_reloads_the_model_and_serves_a_long_prompt(tmp_path: Path) -> None:
+    """What a coding agent sends: a 12k-token prompt with options.num_ctx 16384 on a model loaded with 4096."""
+    d = start_daemon(tmp_path, bundled=True, tcp=True, env={"RK_STALL_TIMEOUT": "1800"})  # prefill sends nothing
+    long = [{"role": "user", "content": "word " * 12_000 + "\nSay hi."}]
+    try:
+        with d.client(timeout=1700) as c:
+            with pytest.raises(DaemonError) as e:
+                chat(c, long, 2)
+            assert e.value.code == "prompt_too_large"
+            msg = e.value.message
+            assert "context of 4096" in msg and "options.num_ctx" in msg and "PARAMETER num_ctx" in msg
+            assert "RK_CONTEXT_LENGTH" in msg and re.search(r"the prompt is 120\d\d tokens", msg), msg
+            assert [m["context_length"] for m in httpx.get(f"{d.base_url}/api/ps").json()["models"]] == [4096]
+            stats = chat(c, long, 2, num_ctx=16384)[1]
+            assert stats["prompt_tokens"] > 12_000 and stats["generate_tokens"] > 0
+        assert [m["context_length"] for m in httpx.get(f"{d.base_url}/api/ps").json()["models"]] == [16384]
+    finally:
+        d.stop()
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_a_modelfile_template_changes_the_rendered_prompt(real_daemon: DaemonProc) -> None:
+    """The prompt the TEMPLATE renders is exactly what runs: its token count equals the raw text's."""
+    base = real_daemon.base_url
+    body = {"model": "smol-template:1", "from": CHAT, "template": "PREFIX PREFIX PREFIX\n{{ .Prompt }}\n", "stream": False}
+    assert httpx.post(f"{base}/api/create", json=body, timeout=120).status_code == 200
+
+    def count(model: str, prompt: str, raw: bool = False) -> int:
+        r = httpx.post(f"{base}/api/generate", json={"model": model, "prompt": prompt, "raw": raw, "stream": False,
+                                                     "options": {"num_predict": 1, "temperature": 0}}, timeout=300)
+        assert r.status_code == 200, r.text
+        return int(r.json()["prompt_eval_count"])
+
+    templated = count("smol-template:1", "Hello there")
+    assert templated == count(CHAT, "PREFIX PREFIX PREFIX\nHello there\n", raw=True)
+    assert templated != count(CHAT, "Hello there")  # the GGUF's own ChatML template
+    assert count("smol-template:1", "Hello there", raw=True) == count(CHAT, "Hello there", raw=True)  # raw bypasses it
+    bad = httpx.post(f"{base}/api/create", json=body | {"model": "smol-bad:1", "template": '{{ template "x" . }}'}, timeout=60)
+    assert bad.status_code == 400 and "TEMPLATE" in bad.json()["error"]

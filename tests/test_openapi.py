@@ -6,9 +6,11 @@ the example requests reach the queue and produce real replies, not only 404s.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import pytest
 import schemathesis
 import yaml
@@ -92,6 +94,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
                    params={"dim": 32})
     d = start_daemon(tmp_path_factory.mktemp("openapi"), models_dir=models, bundled=False, tcp=True,
                      env={"RK_JOB_TIMEOUT": "20", "RK_STALL_TIMEOUT": "20"})
+    deadline = time.monotonic() + 60
+    while httpx.get(d.base_url + "/health").status_code != 200:  # 503 while the runner starts
+        assert time.monotonic() < deadline, "the runner never started"
+        time.sleep(0.05)
     yield d
     d.stop()
 

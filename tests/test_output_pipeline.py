@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rk.daemon.jobs import GenOptions, GenSpec, Message, Tool
+from rk.daemon.events import Thinking, Token, ToolCalled
+from rk.daemon.jobs import ChatJob, GenOptions, GenSpec, Message, Tool
+from rk.daemon.resolve import resolve
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, StopStrings, output_parser
 from rk.daemon.store.models import Manifest
@@ -15,18 +18,19 @@ QWEN3 = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_en
         "{% if tools %}<tools>{{ tools }}</tools> <tool_call>{% endif %}{% if enable_thinking %}<think>{% endif %}"
 
 
-def run(chunks: list[str], spec: GenSpec, template: str | None = None, family: str = "") -> tuple[list[wire.Event], Pipeline]:
-    out: list[wire.Event] = []
+def run(chunks: list[str], spec: GenSpec, template: str | None = None, family: str = "") -> tuple[list[Any], Pipeline]:
+    out: list[Any] = []
     m = Manifest("t:1", "synthetic", family=family)
-    pipe = Pipeline(1, out.append, spec, threading.Event(), output_parser(m, template, spec))
+    spec = resolve(ChatJob("t:1", spec), m, 4096).spec  # as the daemon hands it to the runner
+    pipe = Pipeline(1, lambda e: out.append(e.event if isinstance(e, wire.Progress) else e), spec, threading.Event(), output_parser(m, template, spec))
     for c in chunks:
         pipe.token(c)
     pipe.finish()
     return out, pipe
 
 
-def text(events: list[wire.Event]) -> str:
-    return "".join(e.text for e in events if isinstance(e, wire.Token))
+def text(events: list[Any]) -> str:
+    return "".join(e.text for e in events if isinstance(e, Token))
 
 
 def reference_cut(s: str, stops: list[str]) -> str:
@@ -63,8 +67,8 @@ def test_thinking_and_tool_calls_come_out_typed_and_never_inside_the_answer_at_o
     reply = '<think>Need the weather.</think>\n\n<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
     spec = GenSpec(messages=(Message("user", "x"),), tools=(Tool("weather"),), think=True)
     out, _ = run(list(reply), spec, QWEN3, "qwen3")
-    assert "".join(e.text for e in out if isinstance(e, wire.Thinking)) == "Need the weather."
-    calls = [e.call for e in out if isinstance(e, wire.Called)]
+    assert "".join(e.text for e in out if isinstance(e, Thinking)) == "Need the weather."
+    calls = [e.call for e in out if isinstance(e, ToolCalled)]
     assert [(c.name, c.arguments) for c in calls] == [("weather", {"city": "Oslo"})] and calls[0].id.startswith("call_")
     assert text(out) == ""
 
@@ -73,7 +77,7 @@ def test_think_false_drops_the_reasoning_and_tool_choice_none_leaves_calls_as_te
     reply = "<think>hmm</think>Hi <tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>"
     spec = GenSpec(messages=(Message("user", "x"),), tools=(Tool("f"),), tool_choice="none", think=False)
     out, _ = run([reply[i:i + 3] for i in range(0, len(reply), 3)], spec, QWEN3, "qwen3")
-    assert not any(isinstance(e, (wire.Thinking, wire.Called)) for e in out)
+    assert not any(isinstance(e, (Thinking, ToolCalled)) for e in out)
     assert text(out).startswith("Hi <tool_call>")
 
 

@@ -17,17 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rk.daemon.events import Piece, Thinking, Token, ToolCalled
 from rk.daemon.jobs import ToolCall
 from rk.daemon.parsers import (
-    Call,
     HermesParser,
     Llama3Parser,
     MistralParser,
     OutputParser,
-    Piece,
     PlainParser,
-    Text,
-    Thinking,
     ThinkingParser,
     coalesce,
     parser_for,
@@ -57,11 +54,11 @@ def shape(pieces: list[Piece]) -> list[tuple[str, Any]]:
     """Pieces joined and with ids left out, so replies can be compared whatever the chunking."""
     out: list[tuple[str, Any]] = []
     for p in coalesce(pieces):
-        if isinstance(p, Call):
+        if isinstance(p, ToolCalled):
             assert ID.match(p.call.id), p.call.id
             out.append(("call", (p.call.name, p.call.arguments)))
         else:
-            out.append(("text" if isinstance(p, Text) else "thinking", p.text))
+            out.append(("text" if isinstance(p, Token) else "thinking", p.text))
     return out
 
 
@@ -80,7 +77,7 @@ def call(name: str, **args: Any) -> tuple[str, Any]:
 
 def test_plain_passes_every_delta_through_at_once() -> None:
     p = PlainParser()
-    assert p.feed("<tool_call>") == [Text("<tool_call>")]
+    assert p.feed("<tool_call>") == [Token("<tool_call>")]
     assert p.feed("") == [] and p.finish() == [] and p.ended_in_thinking is False
 
 
@@ -115,10 +112,10 @@ def test_answer_without_reasoning_keeps_its_leading_space() -> None:
 
 def test_answer_text_streams_without_waiting() -> None:
     p = ThinkingParser(HermesParser())
-    assert p.feed("Hi") == [Text("Hi")]
-    assert p.feed(" there") == [Text(" there")]
-    assert p.feed(" <") == [Text(" ")]  # only the possible marker start waits
-    assert p.feed("b>") == [Text("<b>")]
+    assert p.feed("Hi") == [Token("Hi")]
+    assert p.feed(" there") == [Token(" there")]
+    assert p.feed(" <") == [Token(" ")]  # only the possible marker start waits
+    assert p.feed("b>") == [Token("<b>")]
 
 
 def test_reasoning_streams_as_it_comes() -> None:
@@ -127,7 +124,7 @@ def test_reasoning_streams_as_it_comes() -> None:
     assert p.feed("Let") == [Thinking("Let")]
     assert p.feed(" me see") == [Thinking(" me see")]
     assert p.feed("\n</thi") == []
-    assert p.feed("nk>\n\nOK") == [Text("OK")]
+    assert p.feed("nk>\n\nOK") == [Token("OK")]
 
 
 def test_stray_closing_marker_never_reaches_the_answer() -> None:
@@ -157,7 +154,7 @@ def test_hermes_two_calls_no_content() -> None:
 
 def test_every_call_gets_its_own_id() -> None:
     pieces = run(HermesParser(), [QWEN_TWO_CALLS * 20])
-    ids = [p.call.id for p in pieces if isinstance(p, Call)]
+    ids = [p.call.id for p in pieces if isinstance(p, ToolCalled)]
     assert len(ids) == 40 and len(set(ids)) == 40 and all(ID.match(i) for i in ids)
 
 
@@ -286,6 +283,18 @@ def test_registry_picks_by_template_then_family(family: str, name: str | None, t
     assert isinstance(run(p, ["r", p.markers[1], "a"])[0], Thinking) is start
 
 
+@pytest.mark.parametrize("tools", [False, True])
+def test_a_declared_thinking_model_without_a_template_gets_think_blocks(tools: bool) -> None:
+    """An imported `.rkllm` with `--capabilities thinking`: no template and no known family, but the
+    declaration says it reasons, in `<think>` blocks like every RKLLM thinking model."""
+    p = parser_for("", None, tools=tools, think=None, thinks=True)
+    assert isinstance(p, ThinkingParser) and p.markers[:2] == ("<think>", "</think>")
+    assert run(p, ["<think> r </think>", "\n\na"]) == [Thinking("r"), Token("a")]
+    assert type(parser_for("", None, tools=tools, think=None)) is (HermesParser if tools else PlainParser)
+    assert not isinstance(parser_for("", template("google-gemma-2-2b-it.jinja"), tools=tools, think=None, thinks=True),
+                          ThinkingParser)  # a template that shows no reasoning decides
+
+
 def test_markers_name_what_a_backend_must_decode_literally() -> None:
     assert parser_for("qwen3", template("Qwen-Qwen3-0.6B.jinja"), tools=True, think=None).markers == (
         "<think>", "</think>", "<tool_call>", "</tool_call>")
@@ -322,7 +331,7 @@ ONE_BYTE = [
     (lambda: parser_for("llama", template("mistralai-Mistral-Nemo-Instruct-2407.jinja"), tools=True, think=None),
      '[TOOL_CALLS] [{"name": "f", "arguments": {"q": "[TOOL_CALLS]"}}]', [call("f", q="[TOOL_CALLS]")]),
     (lambda: parser_for("", template("mistralai-Ministral-3-14B-Reasoning-2512.jinja"), tools=True, think=None),
-     '[THINK]plan[/THINK]Text [TOOL_x [TOOL_CALLS]f[ARGS]{"q": 1}', [("thinking", "plan"), ("text", "Text [TOOL_x "), call("f", q=1)]),
+     '[THINK]plan[/THINK]Token [TOOL_x [TOOL_CALLS]f[ARGS]{"q": 1}', [("thinking", "plan"), ("text", "Token [TOOL_x "), call("f", q=1)]),
     (PlainParser, "<tool_call>{}</tool_call>", [("text", "<tool_call>{}</tool_call>")]),
 ]
 
@@ -334,7 +343,7 @@ def test_one_character_per_token(make: Callable[[], OutputParser], text: str, ex
     for ch in text:
         got = p.feed(ch)
         for piece in got:
-            if isinstance(piece, Text):
+            if isinstance(piece, Token):
                 assert not any(m in piece.text for m in MARKERS if m not in expected_text(expected)), piece
         pieces += got
     pieces += p.finish()
@@ -417,7 +426,7 @@ def test_property_llama3(data: st.DataObject, lead: list, rest: list) -> None:
     for k, v in rest:
         text += v if k == "text" else "<|python_tag|>" + json.dumps({"name": v[0], "parameters": v[1]})
         items.append((k, v))
-    # Text straight after a bare-JSON call is only text if it does not itself look like JSON.
+    # Token straight after a bare-JSON call is only text if it does not itself look like JSON.
     check(Llama3Parser, text, data.draw(cuts(text)), items)
 
 
@@ -453,4 +462,4 @@ def test_property_any_text_any_chunking_never_raises_or_loses_text(data: st.Data
 
 def test_toolcall_is_the_jobs_type() -> None:
     (piece,) = run(HermesParser(), ['<tool_call>{"name": "f", "arguments": {}}</tool_call>'])
-    assert isinstance(piece, Call) and isinstance(piece.call, ToolCall)
+    assert isinstance(piece, ToolCalled) and isinstance(piece.call, ToolCall)

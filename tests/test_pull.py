@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import ollama
+import openai
 import pexpect
 import pytest
 
@@ -95,9 +96,16 @@ def test_gguf_pull_streams_ollama_statuses_and_registers_the_model(start: Callab
     sha = hashlib.sha256(gguf_bytes).hexdigest()
     assert {x["digest"] for x in lines if "digest" in x} == {f"sha256:{sha}"}
     assert any(x["status"] == f"pulling {sha[:12]}" for x in lines)
-    name = f"hf.co/{GGUF_REPO}:q4_1".lower()
+    name = f"hf.co/{GGUF_REPO}:Q4_1"  # listed as typed, everywhere a client looks for it
     tags = httpx.get(f"{d.base_url}/api/tags").json()["models"]
     assert name in [m["name"] for m in tags]
+    assert name in [m.model for m in ollama.Client(host=d.base_url).list().models]
+    oa = openai.OpenAI(base_url=d.base_url + "/v1", api_key="unused", max_retries=0)
+    assert name in [m.id for m in oa.models.list()]
+    env = dict(os.environ, RK_SOCKET=str(d.socket), COLUMNS="200")
+    listed = subprocess.run([sys.executable, "-m", "rk", "models"], env=env, capture_output=True, text=True, timeout=60)
+    assert name in listed.stdout, listed.stdout
+    assert ollama.Client(host=d.base_url).show(name.lower()).details.quantization_level == "Q4_1"  # matched in any case
     with d.client() as c:
         m = c.call("show", model=name)["manifest"]
     assert (m["backend"], m["files"], m["family"], m["quantization"], m["context_length"]) == (
@@ -122,7 +130,7 @@ def test_npu_pull_by_soc_with_tokenizer_answers_offline(start: Callable[..., Dae
     assert events[0]["status"] == "pulling manifest" and events[-2]["status"] == "success"
     assert hub.served[f"{NPU_REPO}/Qwen3-0.6B-rk3588-w8a8.rkllm"] == len(RKLLM_3588)
     assert hub.served[f"{NPU_REPO}/Qwen3-0.6B-rk3576-w8a8.rkllm"] == 0  # the board is an RK3588
-    name = f"hf.co/{NPU_REPO}:latest".lower()
+    name = f"hf.co/{NPU_REPO}:latest"
     with d.client() as c:
         m = c.call("show", model=name)["manifest"]
     assert m["backend"] == "rkllm" and m["files"] == {"model": "Qwen3-0.6B-rk3588-w8a8.rkllm", "tokenizer": "tokenizer"}
@@ -147,7 +155,7 @@ def test_killed_daemon_resumes_the_download(start: Callable[..., DaemonProc], hu
         while not [p for p in s.call("status")["pulls"] if p["completed"] >= half]:
             time.sleep(0.05)
         (view,) = s.call("status")["pulls"]
-    assert view["model"] == f"hf.co/{GGUF_REPO}:q4_1".lower() and view["total"] == len(gguf_bytes)
+    assert view["model"] == f"hf.co/{GGUF_REPO}:q4_1" and view["total"] == len(gguf_bytes)
     assert view["status"].startswith("pulling ") and view["clients"] == 1
     d.stop(signal.SIGKILL)
     c.close()
@@ -170,7 +178,7 @@ def test_bytes_that_do_not_match_the_hub_digest_are_refused(start: Callable[...,
     lines = api_pull(d, f"hf.co/{BAD_REPO}")
     assert "error" in lines[-1] and "does not match the hub's sha256" in lines[-1]["error"]
     assert lines[0] == {"status": "pulling manifest"} and not any(x.get("status") == "success" for x in lines)
-    assert f"hf.co/{BAD_REPO}:latest".lower() not in [m["name"] for m in httpx.get(f"{d.base_url}/api/tags").json()["models"]]
+    assert f"hf.co/{BAD_REPO}:latest" not in [m["name"] for m in httpx.get(f"{d.base_url}/api/tags").json()["models"]]
     assert not list((tmp_path / "models" / ".partial").iterdir()) and not (tmp_path / "models" / ".blobs").exists()
     r = httpx.post(f"{d.base_url}/api/pull", json={"model": f"hf.co/{BAD_REPO}", "stream": False}, timeout=60)
     assert r.status_code == 502 and "does not match" in r.json()["error"]
@@ -203,7 +211,7 @@ def test_two_clients_share_one_download(start: Callable[..., DaemonProc], hub: F
     with d.client() as s:
         while not [p for p in s.call("status")["pulls"] if p["clients"] == 2 and p["completed"] == 1 << 20]:
             time.sleep(0.05)
-    name = f"hf.co/{GGUF_REPO}:q4_1".lower()
+    name = f"hf.co/{GGUF_REPO}:Q4_1"
     env = dict(os.environ, RK_SOCKET=str(d.socket), COLUMNS="200")
     ps = subprocess.run([sys.executable, "-m", "rk", "ps"], env=env, capture_output=True, text=True, timeout=60)
     assert "PULLING" in ps.stdout and name in ps.stdout and f"1/{len(gguf_bytes) / 2**20:.0f} MB" in ps.stdout

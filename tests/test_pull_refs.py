@@ -31,7 +31,7 @@ def picked(files: list[RepoFile], name: str, soc: str = "n/a") -> list[tuple[str
 def test_names() -> None:
     ref = parse_ref("hf.co/Qwen/Qwen3-0.6B-GGUF:Q4_K_M")
     assert ref is not None and (ref.repo, ref.tag, ref.name) == ("Qwen/Qwen3-0.6B-GGUF", "Q4_K_M",
-                                                                  "hf.co/qwen/qwen3-0.6b-gguf:q4_k_m")
+                                                                  "hf.co/Qwen/Qwen3-0.6B-GGUF:Q4_K_M")  # as typed
     bare = parse_ref("huggingface.co/a/b")
     assert bare is not None and (bare.tag, bare.name) == (None, "hf.co/a/b:latest")
     assert parse_ref("smollm2:135m") is None and parse_ref("library/smollm2") is None

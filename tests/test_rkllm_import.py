@@ -28,7 +28,7 @@ def test_import_over_tcp_registers_in_the_daemons_store_and_chats(
     res = rk(d, str(src), "--name", "Qwen3:0.6B", "--context", "1024", "--runtime", "1.3", "--capabilities", "tools",
              host=True)
     assert res.returncode == 0, res.stderr
-    assert "imported qwen3:0.6b (completion, tools, embedding" in res.stdout
+    assert "imported Qwen3:0.6B (completion, tools, embedding" in res.stdout  # the name as typed
     with d.client() as c:
         shown = c.call("show", model="qwen3:0.6b")
         events = list(c.events(c.send("chat", model="qwen3:0.6b", messages=[{"role": "user", "content": "hi there"}])))

@@ -11,7 +11,7 @@ import pytest
 
 from rk.daemon import events as ev
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Message, ModelAction, Tool
+from rk.daemon.jobs import ChatJob, EmbedJob, GenOptions, GenSpec, Message, ModelAction, Tool
 from rk.daemon.scheduler import Scheduler
 from rk.daemon.settings import Settings
 from rk.daemon.store.models import ModelStore
@@ -286,3 +286,24 @@ def test_status_is_one_typed_snapshot(run: Run) -> None:
         assert d["totals"]["runner_restarts"] == 0 and list(d["running"]) == [st.queue[0].id]
         gate.set()
     run(body)
+
+
+def test_a_larger_num_ctx_reloads_and_a_smaller_one_runs_on_the_loaded_context(run: Run, models: Path) -> None:
+    manifest(models, "long:a", capabilities=["completion"], context_length=32768)
+    manifest(models, "own:a", capabilities=["completion"], context_length=32768, defaults={"num_ctx": 8192})
+
+    async def go(s: Scheduler, job: ChatJob) -> None:
+        assert isinstance(await final(s.submit(job)), ev.Done)
+
+    async def body(s: Scheduler, r: FakeRunner) -> None:
+        await go(s, chat("default", model="long:a"))
+        await go(s, chat("agent", model="long:a", options=GenOptions(num_ctx=16384)))
+        await go(s, chat("smaller", model="long:a", options=GenOptions(num_ctx=2048)))
+        await go(s, chat("default again", model="long:a"))
+        assert r.contexts == [3000, 16384]  # RK_CONTEXT_LENGTH, then one reload; none for smaller needs
+        assert [c for c, _ in r.log].count("unload") == 1
+        assert s.status().loaded[0].num_ctx == 16384
+        await go(s, chat("modelfile", model="own:a"))  # PARAMETER num_ctx 8192 in its Modelfile
+        await go(s, chat("capped", model="chat:a", options=GenOptions(num_ctx=16384)))  # synthetic: its own 2048 at most
+        assert r.contexts[2:] == [8192, 2048]
+    run(body, context_length=3000)

@@ -154,3 +154,14 @@ def test_tools_on_a_model_without_them_is_an_openai_400(client: openai.OpenAI) -
     with pytest.raises(openai.BadRequestError, match='"plain:chat" does not support thinking'):
         client.chat.completions.create(model="plain:chat", reasoning_effort="high",
                                        messages=[{"role": "user", "content": "hi"}])
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call_only(client: openai.OpenAI) -> None:
+    messages: list[Any] = [{"role": "user", "content": two_calls_then_answer()}]
+    r = client.chat.completions.create(model="qwen:tools", messages=messages, tools=[WEATHER], parallel_tool_calls=False)
+    assert r.choices[0].finish_reason == "tool_calls"
+    calls = r.choices[0].message.tool_calls or []
+    assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Oslo"}]
+    streamed = collect(client.chat.completions.create(model="qwen:tools", messages=messages, tools=[WEATHER],
+                                                      parallel_tool_calls=False, stream=True))
+    assert [json.loads(c["arguments"]) for c in streamed[2]] == [{"city": "Oslo"}] and streamed[3] == "tool_calls"

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from rk.daemon.backends.synthetic import scripted_reply
-from rk.daemon.jobs import GenSpec, Message, Tool, ToolCall
+from rk.daemon.events import Token, ToolCalled
+from rk.daemon.jobs import ChatJob, GenSpec, Message, Tool, ToolCall
+from rk.daemon.resolve import resolve
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, output_parser
 from rk.daemon.store.models import Manifest
@@ -17,10 +20,12 @@ TOOLS = (Tool("get_weather"), Tool("get_time"))
 CALL_WEATHER = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
 
 
-def run(spec: GenSpec, pieces: list[str]) -> tuple[list[wire.Event], Pipeline]:
-    sent: list[wire.Event] = []
-    parser = output_parser(Manifest(name="q:q", backend="synthetic", family="qwen3"), None, spec)
-    pipe = Pipeline(1, sent.append, spec, threading.Event(), parser)
+def run(spec: GenSpec, pieces: list[str]) -> tuple[list[Any], Pipeline]:
+    sent: list[Any] = []
+    m = Manifest(name="q:q", backend="synthetic", family="qwen3")
+    spec = resolve(ChatJob("q:q", spec), m, 4096).spec  # as the daemon hands it to the runner
+    parser = output_parser(m, None, spec)
+    pipe = Pipeline(1, lambda e: sent.append(e.event if isinstance(e, wire.Progress) else e), spec, threading.Event(), parser)
     for p in pieces:
         pipe.token(p)
     pipe.finish()
@@ -33,11 +38,11 @@ def run(spec: GenSpec, pieces: list[str]) -> tuple[list[wire.Event], Pipeline]:
 ])
 def test_tool_choice_against_a_weather_call(choice: str, problem: str | None) -> None:
     sent, pipe = run(GenSpec(tools=TOOLS, tool_choice=choice), [CALL_WEATHER])
-    calls = [e.call.name for e in sent if isinstance(e, wire.Called)]
+    calls = [e.call.name for e in sent if isinstance(e, ToolCalled)]
     assert calls == ([] if choice in ("none", "get_time") else ["get_weather"])
     assert pipe.tool_choice.problem() == problem
     if choice == "none":  # never parsed: the block is the answer
-        assert "".join(e.text for e in sent if isinstance(e, wire.Token)) == CALL_WEATHER
+        assert "".join(e.text for e in sent if isinstance(e, Token)) == CALL_WEATHER
 
 
 @pytest.mark.parametrize("choice", ["required", "get_time"])

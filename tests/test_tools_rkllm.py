@@ -113,7 +113,8 @@ def test_on_token_input_the_tokenizers_template_renders_tools_and_thinking(tmp_p
 
     from rk.daemon.backends.rkllm._inputs import InputBuilder
     from rk.daemon.backends.rkllm._lib import ABIS
-    from rk.daemon.jobs import GenSpec, Message, Tool
+    from rk.daemon.jobs import ChatJob, GenSpec, Message, Tool
+    from rk.daemon.resolve import resolve
     from rk.daemon.store.models import Manifest
 
     words = ["[UNK]", "user", "assistant", "hi", "tool", "get_weather", "nothink"]
@@ -129,6 +130,7 @@ def test_on_token_input_the_tokenizers_template_renders_tools_and_thinking(tmp_p
     b = InputBuilder(m, ABIS["1.3"])
 
     def sent(spec: GenSpec) -> tuple[list[str], bool]:
+        spec = resolve(ChatJob("t:t", spec), m, 512).spec  # what the daemon sends the runner
         run = b.chat(spec, 512, None).run
         ids = run.struct.token_input.input_ids
         return [words[ids[i]] for i in range(run.tokens or 0)], bool(run.struct.enable_thinking)

@@ -38,11 +38,16 @@ def source(src: str, peer: str) -> str:
     return f"{src} {host}" if host else src
 
 
+def origin(j: QueuedJob) -> str:
+    """The API and the client (its hashed key, address or Unix user), or the address alone."""
+    return f"{j.source} {j.client}" if j.client else source(j.source, j.peer)
+
+
 def queue_row(j: QueuedJob) -> tuple[str, ...]:
     pos = "▶" if j.state != "waiting" else str(j.position)
     unit = "tok" if j.unit == "tokens" else j.unit
     progress = f"{j.done}/{j.total} {unit}" if j.total else f"{j.done} {unit}"
-    return (pos, j.id, j.model, j.kind, j.state, progress, ms(j.waited_ms), source(j.source, j.peer))
+    return (pos, j.id, j.model, j.kind, j.state, progress, ms(j.waited_ms), origin(j))
 
 
 def recent_row(j: FinishedJob) -> tuple[str, ...]:
@@ -75,7 +80,7 @@ def running(snap: QueueSnapshot) -> Text:
     t.append(f"{j.model} · {j.state}\n")
     rate = f" · {j.tokens_per_s:.1f} tok/s" if j.tokens_per_s else ""
     t.append(f"{j.done}/{j.total} {j.unit}{rate}\n")
-    t.append(f"from {source(j.source, j.peer)} · waited {ms(j.waited_ms)}", style="dim")
+    t.append(f"from {origin(j)} · waited {ms(j.waited_ms)}", style="dim")
     return t
 
 

@@ -30,6 +30,7 @@ class QueuedJob:
     total: int
     unit: str  # tokens | texts
     tokens_per_s: float | None
+    client: str = ""  # whose job: a hashed API key, an address or a Unix user (RK_CLIENT_MAX_JOBS counts by it)
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> QueuedJob:
@@ -38,7 +39,7 @@ class QueuedJob:
                    str(d.get("source", "")), str(d.get("peer", "")), str(d.get("state", "")),
                    int(d.get("position") or 0), _num(d.get("waited_ms")) or 0.0,
                    int(p.get("done") or 0), int(p.get("total") or 0), str(p.get("unit", "")),
-                   _num(d.get("tokens_per_s")))
+                   _num(d.get("tokens_per_s")), str(d.get("client_id", "")))
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ from rk.daemon.errors import RkError
 from rk.daemon.store.models import Manifest
 
 
-def load_model(manifest: Manifest, config: RunnerConfig) -> LoadedModel:
-    """Load `manifest` with the backend it names."""
+def load_model(manifest: Manifest, config: RunnerConfig, num_ctx: int) -> LoadedModel:
+    """Load `manifest` with the backend it names, with a context of `num_ctx` tokens (daemon/context.py)."""
     info = backend_info(manifest.backend)
     if info is None:
         raise RkError("model_failed", f"model {manifest.name}: unknown backend {manifest.backend!r}")
     module, _, func = info.loader.partition(":")
-    loader: Callable[[Manifest, RunnerConfig], LoadedModel] = getattr(importlib.import_module(module), func)
-    return loader(manifest, config)
+    loader: Callable[[Manifest, RunnerConfig, int], LoadedModel] = getattr(importlib.import_module(module), func)
+    return loader(manifest, config, num_ctx)
 
 
 def preload(names: tuple[str, ...]) -> None:

@@ -7,7 +7,7 @@ from rk.daemon.backends.base import LoadedModel, RunnerConfig
 from rk.daemon.store.models import Manifest
 
 
-def load(manifest: Manifest, config: RunnerConfig) -> LoadedModel:
+def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> LoadedModel:
     import torch
 
     torch.set_num_threads(config.cpu.threads or os.cpu_count() or 1)
@@ -17,4 +17,4 @@ def load(manifest: Manifest, config: RunnerConfig) -> LoadedModel:
         return HFEmbedModel(manifest)
     from rk.daemon.backends.hf_chat import HFChatModel
 
-    return HFChatModel(manifest)
+    return HFChatModel(manifest, num_ctx)

@@ -18,6 +18,7 @@ from rk.daemon.backends.base import EmbedResult, Sink, check_files, l2_normalise
 from rk.daemon.backends.constrained import JsonConstraint, tokenizer_for
 from rk.daemon.backends.hf_convert import ensure_converted
 from rk.daemon.backends.sampling import next_token
+from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenResult, GenSpec
 from rk.daemon.store.models import Manifest
@@ -43,10 +44,11 @@ class Detokenizer:
 
 
 class HFChatModel:
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, num_ctx: int | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.manifest = manifest
+        self.n_ctx = min(num_ctx or manifest.context_length, manifest.context_length)  # a limit only: the cache grows
         weights = manifest.path("weights")
         if "gguf" in manifest.files:
             (gguf,) = check_files(manifest, "gguf")
@@ -73,11 +75,10 @@ class HFChatModel:
         """Template and tokenise the prompt (the runner calls this ahead, while the job before generates)."""
         if spec.prompt is not None and spec.raw:
             return list(self.tok(spec.prompt)["input_ids"])
-        messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
+        messages = [m.template_dict() for m in spec.chat_messages()]
         extra: dict[str, Any] = {}
-        if spec.tools and spec.tool_choice != "none":  # "none": the model is not told of them
-            extra["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                                 "parameters": t.parameters}} for t in spec.tools]
+        if spec.tools:
+            extra["tools"] = [t.template_dict() for t in spec.tools]
         if spec.think is not None:
             extra["enable_thinking"] = bool(spec.think)
         text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
@@ -105,9 +106,9 @@ class HFChatModel:
     def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult:
         opts = spec.options
         ids: list[int] = prepared if prepared is not None else self.prepare(spec)
-        ctx = min(opts.num_ctx or self.manifest.context_length, self.manifest.context_length)
+        ctx = min(opts.num_ctx or self.n_ctx, self.n_ctx)
         if len(ids) >= ctx:
-            raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a context of {ctx}", param="messages")
+            raise prompt_too_large(self.manifest.name, len(ids), ctx)
         budget = ctx - len(ids)
         max_new = budget if opts.max_tokens is None else min(opts.max_tokens, budget)
         gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None

@@ -30,12 +30,14 @@ from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
 from rk.daemon.backends.cputhreads import choose_threads
 from rk.daemon.backends.llamacpp_kv import PrefixStates, restore_sequence, save_sequence
 from rk.daemon.backends.utf8 import Utf8Stream
+from rk.daemon.context import configured_context, prompt_too_large
 from rk.daemon.errors import RkError
+from rk.daemon.gotemplate import render
 from rk.daemon.jobs import GenOptions, GenResult, GenSpec
 from rk.daemon.procinfo import rss_mb
 from rk.daemon.store.models import Manifest
 
-DEFAULT_CTX = 4096  # KV cache size when the manifest sets no num_ctx (Ollama's default); memory grows with it
+DEFAULT_CTX = 4096  # KV cache size when loaded without a context (direct loads; the daemon always names one)
 BATCH = 512  # tokens per llama_decode call during prefill (llama.cpp's default n_batch)
 PREFILL_CHUNK = 64  # prompt tokens per eval, so a cancel is seen during a long prefill too
 EMBED_CTX = 512  # token window of a chat model's embedding context
@@ -49,9 +51,8 @@ SAMPLING_DEFAULTS = GenOptions(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05
 def template_kwargs(spec: GenSpec) -> dict[str, Any]:
     """What the GGUF's Jinja template gets besides the messages: the tools, and the thinking switch."""
     kw: dict[str, Any] = {}
-    if spec.tools and spec.tool_choice != "none":
-        kw["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                         "parameters": t.parameters}} for t in spec.tools]
+    if spec.tools:
+        kw["tools"] = [t.template_dict() for t in spec.tools]
     if spec.think is not None:
         kw["enable_thinking"] = bool(spec.think)
     return kw
@@ -86,15 +87,14 @@ def model_params(**fields: Any) -> Iterator[None]:
 
 
 class LlamaCppModel:
-    def __init__(self, manifest: Manifest, config: RunnerConfig) -> None:
+    def __init__(self, manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> None:
         (gguf,) = check_files(manifest, "gguf")
         self.manifest = manifest
         self.threads = config.cpu.threads or choose_threads(config.sysfs_root)
         self.repack = choose_repack(config.cpu.repack, read_cpu_features(config.sysfs_root), config.cpu.safe)
         self.embed_only = not manifest.can("completion")
         self.pooling = POOLING.get(str(manifest.params.get("pooling", "")), llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED)
-        n_ctx = int(manifest.params.get("num_ctx") or manifest.defaults.get("num_ctx")
-                    or (manifest.context_length if self.embed_only else min(manifest.context_length, DEFAULT_CTX)))
+        n_ctx = num_ctx or configured_context(manifest, DEFAULT_CTX)
         batch = n_ctx if self.embed_only else min(BATCH, n_ctx)  # an embedding input must fit one batch
         with model_params(use_extra_bufts=self.repack.on):  # a model param: the embedding context shares it
             self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch,
@@ -143,11 +143,14 @@ class LlamaCppModel:
         """Template and tokenise (the runner calls this ahead, while the job before generates)."""
         if spec.raw and spec.prompt is not None:
             return self.llm.tokenize(spec.prompt.encode("utf-8"), add_bos=True, special=True)
+        chat = spec.chat_messages()
+        if self.manifest.template:  # a Modelfile TEMPLATE wins over the GGUF's; BOS as the model wants it
+            text = render(self.manifest.template, chat, spec.tools, None if spec.think is None else bool(spec.think))
+            return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if self.formatter is None:
             raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt", param="messages")
-        messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
         try:
-            text = self.formatter(messages=messages, **template_kwargs(spec)).prompt  # type: ignore[arg-type]
+            text = self.formatter(messages=[m.template_dict() for m in chat], **template_kwargs(spec)).prompt
         except Exception as e:  # a template's raise_exception (e.g. roles that must alternate)
             raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}", param="messages") from None
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # the template adds BOS itself
@@ -182,7 +185,7 @@ class LlamaCppModel:
         opts = spec.options
         ctx = min(opts.num_ctx or self.n_ctx, self.n_ctx)
         if len(ids) >= ctx:
-            raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a context of {ctx}", param="messages")
+            raise prompt_too_large(self.manifest.name, len(ids), ctx)
         budget = ctx - len(ids)
         max_new = budget if opts.max_tokens is None else min(opts.max_tokens, budget)
         llm = self.llm
@@ -320,5 +323,5 @@ class Embedder:
             self.ctx.close()
 
 
-def load(manifest: Manifest, config: RunnerConfig) -> LlamaCppModel:
-    return LlamaCppModel(manifest, config)
+def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> LlamaCppModel:
+    return LlamaCppModel(manifest, config, num_ctx)

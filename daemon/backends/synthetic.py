@@ -31,6 +31,7 @@ import numpy as np
 
 from rk.daemon.backends.base import EmbedResult, RunnerConfig, Sink, l2_normalise
 from rk.daemon.backends.cpufeatures import choose_repack, read_cpu_features
+from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenResult, GenSpec, Message
 from rk.daemon.store.models import Manifest
@@ -68,8 +69,9 @@ def _pieces(reply: str, size: int) -> list[str]:
 
 
 class SyntheticModel:
-    def __init__(self, manifest: Manifest, config: RunnerConfig) -> None:
+    def __init__(self, manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> None:
         self.manifest = manifest
+        self.n_ctx = num_ctx or manifest.context_length  # words, like its tokens
         self._segfault = str(manifest.params.get("segfault", ""))
         self.repack = choose_repack(config.cpu.repack, read_cpu_features(config.sysfs_root), config.cpu.safe)
         self._rate = float(manifest.params.get("tokens_per_s", 2000.0))
@@ -86,8 +88,8 @@ class SyntheticModel:
         messages = spec.chat_messages()
         text = " ".join(m.content for m in messages)
         words = _words(spec)
-        if len(words) > self.manifest.context_length:
-            raise RkError("prompt_too_large", f"prompt is {len(words)} tokens; {self.manifest.name} takes {self.manifest.context_length}")
+        if len(words) > self.n_ctx:
+            raise prompt_too_large(self.manifest.name, len(words), self.n_ctx)
         if "[[crash]]" in text:
             os.abort()
         self._prefill(words)
@@ -153,7 +155,8 @@ class SyntheticModel:
         return [zlib.crc32(w.encode()) for w in _words(spec)]
 
     def details(self) -> dict[str, Any]:
-        return {"tokens_per_s": self._rate, **({"repack": str(self.repack)} if self._segfault else {})}
+        return {"tokens_per_s": self._rate, "num_ctx": self.n_ctx,
+                **({"repack": str(self.repack)} if self._segfault else {})}
 
     def memory_mb(self) -> float:
         return 1.0
@@ -162,5 +165,5 @@ class SyntheticModel:
         pass
 
 
-def load(manifest: Manifest, config: RunnerConfig) -> SyntheticModel:
-    return SyntheticModel(manifest, config)
+def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> SyntheticModel:
+    return SyntheticModel(manifest, config, num_ctx)

@@ -253,7 +253,7 @@ def think(v: Any, key: str = "think") -> Think:
     if v is None or isinstance(v, bool):
         return v
     if v in ("low", "medium", "high"):
-        return v  # type: ignore[no-any-return]
+        return v
     raise bad(key, 'must be true, false, "low", "medium" or "high"')
 
 
@@ -262,7 +262,7 @@ def json_format(v: Any, key: str = "format") -> Format:
     if v is None or v == "":
         return None
     if v == "json" or isinstance(v, dict):
-        return v  # type: ignore[no-any-return]
+        return v
     raise bad(key, 'must be "json" or a JSON schema object')
 
 

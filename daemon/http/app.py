@@ -7,7 +7,7 @@ from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from rk.daemon.http.access import access_log
 from rk.daemon.http.family import Family
 from rk.daemon.http.middleware import MIDDLEWARES, on_prepare
-from rk.daemon.http.wire import FAMILIES, SERVICE, normalise_path
+from rk.daemon.http.wire import FAMILIES, SERVICE, json_response, normalise_path
 from rk.daemon.service import Service
 
 __all__ = ["SERVICE", "build_app"]
@@ -38,7 +38,20 @@ def build_app(service: Service, families: tuple[Family, ...]) -> web.Application
     for fam in families:
         fam.add_routes(app)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
     return app
+
+
+async def health(request: web.Request) -> web.Response:
+    """For balancers' HTTP checks, without a key: 200 while the board can serve, 503 while the runner
+    is down or starting or the daemon shuts down."""
+    s = request.app[SERVICE].status()
+    state = s.state
+    body = {"state": state, "queue_depth": s.depth, "running": len(s.running),
+            "predicted_wait_s": s.load.predicted_wait_s, "loaded": [m.name for m in s.loaded]}
+    if s.runner.down_reason:
+        body["reason"] = s.runner.down_reason
+    return json_response(body, 503 if state in ("shutting_down", "down", "starting") else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:

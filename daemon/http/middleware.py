@@ -147,10 +147,13 @@ async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """On TCP with a key configured, the key is required, read as the route's family sends it
     (constant-time compare).
 
-    `GET /` stays open so load balancers can probe health; the Unix socket relies on its file mode.
+    `GET /` and `/health` stay open so load balancers can probe health, and `/metrics` with
+    RK_METRICS_PUBLIC (scrapers cannot send a key); the Unix socket relies on its file mode.
     """
     svc = request.app[SERVICE]
-    if svc.settings.api_key and is_tcp(request) and normalise_path(request.path) != "/":
+    path = normalise_path(request.path)
+    open_paths = ("/", "/health", "/metrics") if svc.settings.metrics_public else ("/", "/health")
+    if svc.settings.api_key and is_tcp(request) and path not in open_paths:
         fam = family(request)
         token = fam.read_key(request.headers)
         if token is None or not svc.key_ok(token):
@@ -158,7 +161,7 @@ async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-class OneLineErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
+class OneLineErrors(logging.LoggerAdapter):
     """aiohttp's protocol logger: a malformed request is a stranger's mistake, worth one line, not a
     traceback; anything else aiohttp reports keeps its traceback."""
 
@@ -168,7 +171,7 @@ class OneLineErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
             text = " ".join(str(exc).split())[:200]
             self.logger.info("%s: %s %s", str(msg) % args, type(exc).__name__, text)
         else:
-            self.logger.error(msg, *args, exc_info=exc_info, **kw)  # type: ignore[arg-type]
+            self.logger.error(msg, *args, exc_info=exc_info, **kw)
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -17,10 +17,11 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from rk.daemon.clients import client_id
 from rk.daemon.deadlines import peer_name
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Failed, ThinkingText, Token, ToolCalled, Vectors
-from rk.daemon.http.wire import SERVICE
+from rk.daemon.events import Done, Failed, Thinking, Token, ToolCalled, Vectors
+from rk.daemon.http.wire import SERVICE, family
 from rk.daemon.jobs import Generated, Job, JobStats, ToolCall
 from rk.daemon.vectors import assemble, check_finite
 
@@ -28,7 +29,7 @@ log = logging.getLogger("rk.daemon.http")
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
 SSE_DONE = b"data: [DONE]\n\n"
-Output: TypeAlias = Union[Token, ThinkingText, ToolCalled, Vectors, Done]
+Output: TypeAlias = Union[Token, Thinking, ToolCalled, Vectors, Done]
 KEEPALIVE_S = 5.0  # an early-started stream writes a keep-alive after this long without output
 
 
@@ -123,7 +124,7 @@ def _render(fmt: StreamFormat, ev: Output, calls: int) -> tuple[bytes, int]:
     match ev:
         case Token():
             return fmt.token(ev.text), calls
-        case ThinkingText():
+        case Thinking():
             return fmt.thinking(ev.text), calls
         case ToolCalled():
             return fmt.tool_call(ev.call, calls), calls + 1
@@ -137,7 +138,8 @@ class JobStream:
 
     def __init__(self, request: web.Request, job: Job) -> None:
         self.scheduler = request.app[SERVICE].scheduler
-        self.ticket = self.scheduler.submit(job, client_id=request.get("request_id", ""))
+        who = client_id(request.transport, family(request).read_key(request.headers))
+        self.ticket = self.scheduler.submit(job, client_id=who)
         self._events = self.ticket.stream()
 
     async def __aenter__(self) -> JobStream:
@@ -154,7 +156,7 @@ class JobStream:
         async for ev in self._events:
             if isinstance(ev, Failed):
                 raise ev.error
-            if isinstance(ev, (Token, ThinkingText, ToolCalled, Vectors, Done)):
+            if isinstance(ev, (Token, Thinking, ToolCalled, Vectors, Done)):
                 yield ev
 
     async def generated(self) -> Generated:
@@ -166,7 +168,7 @@ class JobStream:
             match ev:
                 case Token():
                     text.append(ev.text)
-                case ThinkingText():
+                case Thinking():
                     thinking.append(ev.text)
                 case ToolCalled():
                     calls.append(ev.call)

@@ -37,35 +37,34 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
 
 
 def error_response(request: web.Request, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> web.Response:
+                   param: str | None = None, retry_after_s: int | None = None) -> web.Response:
     """An error before the first byte: the status code, and the body in the route's own shape."""
-    headers = {"Retry-After": RETRY_AFTER_S} if code in ("queue_full", "shutting_down") else None
+    headers = None
+    if retry_after_s is not None:
+        headers = {"Retry-After": str(retry_after_s)}
+    elif code in ("queue_full", "shutting_down"):
+        headers = {"Retry-After": RETRY_AFTER_S}
     return json_response(family(request).error_body(status, message, code, param), status, headers)
 
 
 def rk_error_response(request: web.Request, e: RkError) -> web.Response:
-    return error_response(request, family(request).status(e.code, e.status), e.message, e.code, e.param)
+    return error_response(request, family(request).status(e.code, e.status), e.message, e.code, e.param,
+                          e.retry_after_s)
 
 
-# What a web page can send without a CORS preflight (the "simple" content types) is refused from
-# pages; `curl -d` sends form-urlencoded and scripts often send no type, and neither sends an Origin.
-_JSON_TYPES = ("application/json",)
-_NO_ORIGIN_TYPES = ("", "application/x-www-form-urlencoded")
+# What a web page can send without a CORS preflight (the CORS-safelisted content types, or none):
+# refused when the request carries an `Origin`, as every browser POST does. Any other type needs a
+# preflight, which the Origin check answers; without an Origin the client is not a browser, and its
+# body is read as JSON whatever it is labelled (LiteLLM sends application/octet-stream, curl -d form data).
+_SIMPLE_TYPES = ("", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def check_json_type(request: web.Request) -> None:
-    """JSON bodies come as application/json (or `+json`); pages may send nothing else.
-
-    A page's `fetch` or `<form>` can POST text/plain, form-urlencoded, multipart or untyped bodies
-    without asking first; only application/json needs the preflight the Origin check answers.
-    """
+    """Refuse a body a web page could have posted without asking first; anything else is parsed as JSON."""
     ctype = request.content_type if "Content-Type" in request.headers else ""
-    if ctype in _JSON_TYPES or ctype.endswith("+json"):
-        return
-    if ctype in _NO_ORIGIN_TYPES and "Origin" not in request.headers:
-        return
-    raise RkError("unsupported_media_type", f"the request body must be JSON sent as Content-Type: application/json, "
-                  f"not {ctype or 'untyped'}")
+    if ctype in _SIMPLE_TYPES and "Origin" in request.headers:
+        raise RkError("unsupported_media_type", "a request from a web page must send its JSON body as "
+                      f"Content-Type: application/json, not {ctype or 'untyped'}")
 
 
 async def read_json(request: web.Request) -> Any:

@@ -1,7 +1,7 @@
 """What an output parser produces, the interface every parser implements, and the helpers they share.
 
-A model's decoded text arrives one token delta at a time. A parser turns it into typed pieces — answer
-text, reasoning, tool calls — as early as it safely can: text flows on at once and only what could be
+A model's decoded text arrives one token delta at a time. A parser turns it into the job events it
+stands for — answer text (`Token`), reasoning (`Thinking`), tool calls (`ToolCalled`) — as early as it safely can: text flows on at once and only what could be
 the start of a marker is held back, so a reply on a tools request streams as fast as one without.
 """
 from __future__ import annotations
@@ -9,34 +9,10 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, Union
+from typing import Any, Iterable, Protocol
 
+from rk.daemon.events import Piece, Thinking, Token
 from rk.daemon.jobs import ToolCall
-
-
-@dataclass(frozen=True)
-class Text:
-    """Answer text (OpenAI `content`, Ollama `message.content`)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Thinking:
-    """Reasoning text (Ollama `thinking`, OpenAI `reasoning_content`/`reasoning`), never inside the answer."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Call:
-    """One complete tool call, with its arguments parsed and a fresh id."""
-
-    call: ToolCall
-
-
-Piece = Union[Text, Thinking, Call]
 
 
 class OutputParser(Protocol):
@@ -65,7 +41,7 @@ class PlainParser:
     markers: tuple[str, ...] = ()
 
     def feed(self, text: str) -> list[Piece]:
-        return [Text(text)] if text else []
+        return [Token(text)] if text else []
 
     def finish(self) -> list[Piece]:
         return []
@@ -233,11 +209,11 @@ class JsonEnd:
 
 
 def coalesce(pieces: Iterable[Piece]) -> list[Piece]:
-    """Adjacent Text (or Thinking) pieces joined into one: the same reply however it was chunked."""
+    """Adjacent Token (or Thinking) pieces joined into one: the same reply however it was chunked."""
     out: list[Piece] = []
     for p in pieces:
-        if out and type(p) is type(out[-1]) and isinstance(p, (Text, Thinking)):
-            out[-1] = type(p)(out[-1].text + p.text)  # type: ignore[union-attr]
-        elif not isinstance(p, (Text, Thinking)) or p.text:
+        if out and type(p) is type(out[-1]) and isinstance(p, (Token, Thinking)):
+            out[-1] = type(p)(out[-1].text + p.text)
+        elif not isinstance(p, (Token, Thinking)) or p.text:
             out.append(p)
     return out

@@ -27,18 +27,21 @@ _THINKING_FAMILIES = ("qwen3", "deepseek-r1", "deepseek_r1", "qwq", "smollm3", "
 _OPENING_FAMILIES = ("deepseek-r1", "deepseek_r1", "qwq")
 
 
-def parser_for(family: str, template: str | None, *, tools: bool, think: bool | str | None) -> OutputParser:
+def parser_for(family: str, template: str | None, *, tools: bool, think: bool | str | None,
+               thinks: bool = False) -> OutputParser:
     """The parser for one generation.
 
     `tools`: the request carries tools (without them a `<tool_call>` is plain text). `think`: the
     request's setting (None = model default); it decides whether a template's thinking-off switch
-    applies. Thinking markers are always parsed for a thinking model, so they never reach the answer;
+    applies. `thinks`: the model declares the thinking capability, which without a template to read
+    means `<think>` blocks, as RKLLM's Qwen3 writes them.
+    Thinking markers are always parsed for a thinking model, so they never reach the answer;
     the caller drops `Thinking` pieces when the request turned thinking off.
     """
     fam = (family or "").lower()
     inner = _tool_parser(fam, template) if tools else None
     tags = template_facts.thinking_tags(template)
-    if tags is None and template is None and fam.startswith(_THINKING_FAMILIES):
+    if tags is None and template is None and (thinks or fam.startswith(_THINKING_FAMILIES)):
         tags = ("[THINK]", "[/THINK]") if fam.startswith("magistral") else ("<think>", "</think>")
     if tags is None:
         return inner if inner is not None else PlainParser()

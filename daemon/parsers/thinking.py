@@ -5,7 +5,8 @@ has tools. Whitespace right inside the block and the blank line after it are dro
 """
 from __future__ import annotations
 
-from rk.daemon.parsers.base import LeadingSpace, Piece, Text, Thinking, split_at_marker
+from rk.daemon.events import Piece, Thinking, Token
+from rk.daemon.parsers.base import LeadingSpace, split_at_marker
 from rk.daemon.parsers.tools import ToolParser
 
 
@@ -101,4 +102,4 @@ class ThinkingParser:
         return True
 
     def _answer(self, text: str) -> list[Piece]:
-        return self._inner.feed(text) if self._inner is not None else [Text(text)]
+        return self._inner.feed(text) if self._inner is not None else [Token(text)]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 
+from rk.daemon.events import Piece, Token, ToolCalled
 from rk.daemon.jobs import ToolCall
-from rk.daemon.parsers.base import Call, CallMaker, JsonEnd, LeadingSpace, Piece, Text, split_at_marker
+from rk.daemon.parsers.base import CallMaker, JsonEnd, LeadingSpace, split_at_marker
 
 _AFTER_CALL = " \t\r\n"
 
@@ -72,7 +73,7 @@ class HermesParser(ToolParser):
                 # Inside the arguments (a string that mentions the marker), not a new block.
                 self._body = body + marker
                 return True
-            out.append(Call(call) if call else Text(self.OPEN + body + self.CLOSE))
+            out.append(ToolCalled(call) if call else Token(self.OPEN + body + self.CLOSE))
             if marker == self.CLOSE:
                 # The line break between calls is not answer text; after a failed block it is.
                 self._in_call, self._lead = False, LeadingSpace("drop" if call else None)
@@ -82,7 +83,7 @@ class HermesParser(ToolParser):
             return False
         before, marker, self._buf = split_at_marker(buf, (self.OPEN, self.CLOSE))
         if before:
-            out.append(Text(before))
+            out.append(Token(before))
         if marker == self.OPEN:
             self._in_call = True
         elif marker == self.CLOSE:  # a stray closing marker is never shown as text
@@ -93,9 +94,9 @@ class HermesParser(ToolParser):
         if self._in_call:
             body, self._body, self._buf, self._in_call = self._body + self._buf, "", "", False
             call = self._calls.from_json(body.strip())
-            return [Call(call) if call else Text(self.OPEN + body)]
+            return [ToolCalled(call) if call else Token(self.OPEN + body)]
         rest, self._buf = self._lead.flush(self._buf), ""
-        return [Text(rest)] if rest else []
+        return [Token(rest)] if rest else []
 
 
 class Llama3Parser(ToolParser):
@@ -132,7 +133,7 @@ class Llama3Parser(ToolParser):
                 return True
         before, marker, self._buf = split_at_marker(buf, (self.TAG,))
         if before:
-            out.append(Text(before))
+            out.append(Token(before))
         if marker is None:
             return False
         self._open_json(marker, self._buf)
@@ -151,7 +152,7 @@ class Llama3Parser(ToolParser):
             self._prefix += self._block[: len(self._block) - len(body)]
             self._block = body
             if not body.startswith("{"):  # e.g. a built-in tool's Python call: shown as written
-                out.append(Text(self._prefix + self._block))
+                out.append(Token(self._prefix + self._block))
                 self._in_json, self._lead = False, LeadingSpace()
                 return False
             self._end = JsonEnd()
@@ -162,10 +163,10 @@ class Llama3Parser(ToolParser):
         self._in_json = False
         call = self._calls.from_json(obj, need_arguments=True)
         if call:
-            out.append(Call(call))
+            out.append(ToolCalled(call))
             self._json_ok, self._lead = True, LeadingSpace("drop", chars=_AFTER_CALL + ";")
         else:
-            out.append(Text(self._prefix + obj))
+            out.append(Token(self._prefix + obj))
             self._lead = LeadingSpace()
         return True
 
@@ -175,7 +176,7 @@ class Llama3Parser(ToolParser):
         else:
             rest = self._lead.flush(self._buf)
         self._buf = ""
-        return [Text(rest)] if rest else []
+        return [Token(rest)] if rest else []
 
 
 class MistralParser(ToolParser):
@@ -209,7 +210,7 @@ class MistralParser(ToolParser):
             return False
         before, marker, self._buf = split_at_marker(buf, (self.TAG,))
         if before:
-            out.append(Text(before))
+            out.append(Token(before))
         if marker is None:
             return False
         self._in_calls, self._block, self._mode, self._at, self._end = True, "", None, 0, None
@@ -247,7 +248,7 @@ class MistralParser(ToolParser):
         calls = self._decode(b[self._at:end])
         if calls is None:
             return self._fail(out, end)
-        out += [Call(c) for c in calls]
+        out += [ToolCalled(c) for c in calls]
         self._in_calls, self._buf, self._lead = False, b[end:], LeadingSpace("drop", chars=_AFTER_CALL)
         return True
 
@@ -266,11 +267,11 @@ class MistralParser(ToolParser):
 
     def _fail(self, out: list[Piece], upto: int) -> bool:
         """Give the block back as the text it was; what follows it is answer text again."""
-        out.append(Text(self.TAG + self._block[:upto]))
+        out.append(Token(self.TAG + self._block[:upto]))
         self._in_calls, self._buf, self._lead = False, self._block[upto:], LeadingSpace()
         return True
 
     def finish(self) -> list[Piece]:
         rest = self.TAG + self._block + self._buf if self._in_calls else self._lead.flush(self._buf)
         self._in_calls, self._buf = False, ""
-        return [Text(rest)] if rest else []
+        return [Token(rest)] if rest else []

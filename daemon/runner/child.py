@@ -14,13 +14,12 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any, BinaryIO
 
 from rk.daemon.backends import load_model, preload
 from rk.daemon.backends.base import LoadedModel, RunnerConfig
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenResult, GenSpec, Message
+from rk.daemon.jobs import GenResult, GenSpec
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, output_parser
 
@@ -76,21 +75,11 @@ class Child:
         if cur[1] is not None:
             cur[1].abort()
 
-    def _spec(self, model: LoadedModel, cmd: wire.Generate) -> GenSpec:
-        """The request's options over the model's defaults, and a chat after the model's own Modelfile
-        MESSAGE turns (behind a leading system message): what the backend sees."""
-        spec = cmd.spec
-        history = tuple(Message(m["role"], m["content"]) for m in model.manifest.messages)  # type: ignore[arg-type]
-        if history and spec.messages:
-            head = 1 if spec.messages[0].role == "system" else 0
-            spec = replace(spec, messages=spec.messages[:head] + history + spec.messages[head:])
-        return replace(spec, options=spec.options.over(model.manifest.defaults))
-
     def _prepare_ahead(self, cmd: wire.Generate) -> None:
         """Start a queued chat's `prepare` now, so its turn begins with the prompt already tokenised."""
         model = self.models.get(cmd.model)
         if model is not None:
-            self._prepared[cmd.seq] = self._prepare.submit(model.prepare, self._spec(model, cmd))
+            self._prepared[cmd.seq] = self._prepare.submit(model.prepare, cmd.spec)
 
     def serve(self) -> None:
         self.send(wire.Ready(os.getpid()))
@@ -127,11 +116,11 @@ class Child:
 
     def _run(self, cmd: wire.Command) -> wire.Event:
         match cmd:
-            case wire.Load(seq=seq, manifest=manifest, safe=safe):
+            case wire.Load(seq=seq, manifest=manifest, num_ctx=num_ctx, safe=safe):
                 self._begin(seq, None)
                 t0 = time.perf_counter()
                 if manifest.name not in self.models:
-                    self.models[manifest.name] = load_model(manifest, self.config.safe() if safe else self.config)
+                    self.models[manifest.name] = load_model(manifest, self.config.safe() if safe else self.config, num_ctx)
                 loaded = self.models[manifest.name]
                 return wire.Loaded(seq, (time.perf_counter() - t0) * 1000, loaded.memory_mb(), loaded.details())
             case wire.Unload(seq=seq, model=name):
@@ -152,7 +141,7 @@ class Child:
     def _generate(self, cmd: wire.Generate) -> wire.Event:
         model = self._model(cmd.model)
         self._begin(cmd.seq, model)
-        spec = self._spec(model, cmd)
+        spec = cmd.spec
         ahead = self._prepared.pop(cmd.seq, None)
         prepared = ahead.result() if ahead is not None else None
         if spec.count_only:

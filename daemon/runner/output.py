@@ -9,8 +9,9 @@ import re
 import threading
 from typing import Callable
 
+from rk.daemon.events import Piece, Prefill, Thinking, Token, ToolCalled
 from rk.daemon.jobs import Format, GenSpec
-from rk.daemon.parsers import Call, OutputParser, Piece, PlainParser, Text, Thinking, parser_for
+from rk.daemon.parsers import OutputParser, PlainParser, parser_for
 from rk.daemon.runner import wire
 from rk.daemon.store.models import Manifest
 from rk.daemon.structured import validate
@@ -67,8 +68,9 @@ def output_parser(manifest: Manifest, template: str | None, spec: GenSpec) -> Ou
     """The model family's parser for this request; a raw prompt is continued as plain text."""
     if spec.raw:
         return PlainParser()
-    tools = bool(spec.tools) and spec.tool_choice != "none"
-    return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think)
+    tools = bool(spec.tools)  # a resolved job offers none under tool_choice "none"
+    return parser_for(manifest.family, template or manifest.template, tools=tools, think=spec.think,
+                      thinks=manifest.can("thinking"))
 
 
 class ToolChoice:
@@ -112,6 +114,7 @@ class Pipeline:
         self._parser = parser
         self._show_thinking = spec.think is not False  # a thinking model asked not to: its reasoning is dropped
         self.tool_choice = ToolChoice(spec)
+        self._one_call = not spec.parallel_tool_calls
         self.answered = False  # any answer text or tool call went out
         self._answer: list[str] = []  # kept only when a format asks to check it
         self._keep_answer = spec.format is not None
@@ -126,7 +129,7 @@ class Pipeline:
         return self._stops.which
 
     def prefill(self, ms: float, tokens: int, cached: int = 0) -> None:
-        self._send(wire.Prefill(self._seq, ms, tokens, cached))
+        self._send(wire.Progress(self._seq, Prefill(ms, tokens, cached)))
 
     def token(self, text: str) -> None:
         if self._stops.hit:
@@ -155,16 +158,19 @@ class Pipeline:
 
     def _emit(self, pieces: list[Piece]) -> None:
         for p in pieces:
+            if self._one_call and self.tool_choice.called:
+                self._stop.set()  # parallel_tool_calls false: the first call ends the reply
+                return
             match p:
-                case Text(text=t):
+                case Token(text=t):
                     self.answered = True
                     if self._keep_answer:
                         self._answer.append(t)
-                    self._send(wire.Token(self._seq, t))
-                case Thinking(text=t):
-                    if self._show_thinking:
-                        self._send(wire.Thinking(self._seq, t))
-                case Call(call=c):
+                case Thinking():
+                    if not self._show_thinking:
+                        continue
+                case ToolCalled(call=c):
                     self.answered = True
-                    if self.tool_choice.allows(c.name):
-                        self._send(wire.Called(self._seq, c))
+                    if not self.tool_choice.allows(c.name):
+                        continue
+            self._send(wire.Progress(self._seq, p))

@@ -80,15 +80,19 @@ class RunnerPort(Protocol):
     """What the scheduler needs from a runner; tests provide an in-process one."""
 
     restarts: int
+    down_reason: str | None  # why the last start failed; None once one succeeds
 
     @property
     def pid(self) -> int | None: ...
+
+    @property
+    def state(self) -> str: ...
 
     async def start(self) -> None: ...
 
     async def kill(self) -> None: ...
 
-    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded: ...
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded: ...
 
     async def unload(self, model: str) -> None: ...
 
@@ -186,6 +190,15 @@ class Runner:
         self._seq = 0
         self._proc: _Process | None = None
         self._starting = asyncio.Lock()
+        self.down_reason: str | None = None
+
+    @property
+    def state(self) -> str:
+        """`starting` while a process starts, `down` when the last start failed, else `ready` (a
+        process that died is started again by the next job, so the board can still serve)."""
+        if self._starting.locked():
+            return "starting"
+        return "down" if self.down_reason is not None else "ready"
 
     @property
     def pid(self) -> int | None:
@@ -196,23 +209,31 @@ class Runner:
         async with self._starting:
             if self._proc is not None and self._proc.alive:
                 return
-            if self._proc is not None:
-                await self._proc.kill()
-            if self._generation:
-                self.restarts += 1
-            self._generation += 1
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "rk.daemon.runner.child", wire.encode_config(self.config),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 28,
-                start_new_session=True,  # the terminal's Ctrl-C goes to the daemon, which decides
-            )
-            self._proc = _Process(proc, self._generation)
             try:
-                await asyncio.wait_for(asyncio.shield(self._proc.ready), self.stall_timeout_s)
-            except asyncio.TimeoutError:
-                await self._proc.kill()
-                raise RkError("runner_crashed", "the runner process did not start in time (see the daemon log)") from None
-            log.info("runner started pid=%s generation=%s", proc.pid, self._generation)
+                await self._start()
+            except Exception as e:
+                self.down_reason = str(e) or type(e).__name__
+                raise
+            self.down_reason = None
+
+    async def _start(self) -> None:
+        if self._proc is not None:
+            await self._proc.kill()
+        if self._generation:
+            self.restarts += 1
+        self._generation += 1
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rk.daemon.runner.child", wire.encode_config(self.config),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 28,
+            start_new_session=True,  # the terminal's Ctrl-C goes to the daemon, which decides
+        )
+        self._proc = _Process(proc, self._generation)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._proc.ready), self.stall_timeout_s)
+        except asyncio.TimeoutError:
+            await self._proc.kill()
+            raise RkError("runner_crashed", "the runner process did not start in time (see the daemon log)") from None
+        log.info("runner started pid=%s generation=%s", proc.pid, self._generation)
 
     def _send(self, make: type, *args: object) -> Call:
         assert self._proc is not None and self._proc.alive, "the runner is not running"
@@ -247,9 +268,9 @@ class Runner:
         finally:
             call.process.pending.pop(call.seq, None)
 
-    async def load(self, manifest: Manifest, safe: bool = False) -> wire.Loaded:
+    async def load(self, manifest: Manifest, num_ctx: int, safe: bool = False) -> wire.Loaded:
         await self.start()
-        ev = await self._final(self._send(wire.Load, manifest, safe))
+        ev = await self._final(self._send(wire.Load, manifest, num_ctx, safe))
         assert isinstance(ev, wire.Loaded)
         return ev
 
@@ -270,7 +291,7 @@ class Runner:
         try:
             while True:
                 ev = await self._next(call)
-                assert isinstance(ev, (wire.Prefill, wire.Token, wire.Thinking, wire.Called, wire.Finished))
+                assert isinstance(ev, (wire.Progress, wire.Finished))
                 yield ev
                 if isinstance(ev, wire.Finished):
                     return

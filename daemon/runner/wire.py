@@ -16,8 +16,10 @@ from typing import Any, BinaryIO, Union
 import msgspec
 import numpy as np
 
+from rk.daemon import events
 from rk.daemon.backends.base import RunnerConfig
-from rk.daemon.jobs import GenResult, GenSpec, ToolCall
+from rk.daemon.events import Step
+from rk.daemon.jobs import GenResult, GenSpec
 from rk.daemon.store.models import Manifest
 
 # ---- commands (daemon -> runner) ---------------------------------------------------------------
@@ -27,6 +29,7 @@ from rk.daemon.store.models import Manifest
 class Load:
     seq: int
     manifest: Manifest
+    num_ctx: int  # the context to load with, decided by the daemon (daemon/context.py)
     safe: bool = False  # with `RunnerConfig.safe()`: a reload after the model crashed the engine
 
 
@@ -87,29 +90,12 @@ class Unloaded:
 
 
 @dataclass(frozen=True)
-class Prefill:
+class Progress:
+    """A job event the runner produced for command `seq` (prefill figures, answer text, reasoning, a tool
+    call): the job's own event types, carried as they are, so nothing is renamed on the way."""
+
     seq: int
-    ms: float
-    tokens: int  # computed in this run
-    cached: int = 0  # served from the KV cache
-
-
-@dataclass(frozen=True)
-class Token:
-    seq: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Thinking:
-    seq: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Called:
-    seq: int
-    call: ToolCall
+    event: Step
 
 
 @dataclass(frozen=True)
@@ -141,14 +127,13 @@ class Error:
     message: str
 
 
-Event = Union[Ready, Begun, Loaded, Unloaded, Prefill, Token, Thinking, Called, Finished, Vectors, Error]
-Progress = Union[Prefill, Token, Thinking, Called]  # events before a command's final one
+Event = Union[Ready, Begun, Loaded, Unloaded, Progress, Finished, Vectors, Error]
 
 # ---- the codec ---------------------------------------------------------------------------------
 
 _TYPES: dict[str, type] = {cls.__name__: cls for cls in (Load, Unload, Generate, Embed, Cancel, Ready, Begun, Loaded,
-                                                          Unloaded, Prefill, Token, Thinking, Called, Finished,
-                                                          Vectors, Error)}
+                                                          Unloaded, Finished, Vectors, Error)}
+_STEPS: dict[str, type] = {cls.__name__: cls for cls in (events.Prefill, events.Token, events.Thinking, events.ToolCalled)}
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -168,8 +153,12 @@ _HEAD = struct.Struct(">I")  # the frame's length, before its MessagePack body
 
 
 def encode(msg: Command | Event) -> bytes:
-    """One message as a frame: its length, then MessagePack of `{"t": "<Type>", "v": {...}}`."""
-    body = _encoder.encode({"t": type(msg).__name__, "v": msg})
+    """One message as a frame: its length, then MessagePack of `{"t": "<Type>", "v": {...}}`; a job event
+    also names its command, `{"t": "Token", "s": seq, "v": {...}}`."""
+    if isinstance(msg, Progress):
+        body = _encoder.encode({"t": type(msg.event).__name__, "s": msg.seq, "v": msg.event})
+    else:
+        body = _encoder.encode({"t": type(msg).__name__, "v": msg})
     return _HEAD.pack(len(body)) + body
 
 
@@ -177,8 +166,9 @@ def decode(body: bytes) -> Any:
     """The typed message of one frame's body; a body that is not one raises `ValueError`."""
     try:
         raw = msgspec.msgpack.decode(body)
-        cls = _TYPES[raw["t"]]
-        return msgspec.convert(raw["v"], cls, dec_hook=_dec_hook)
+        if "s" in raw:
+            return Progress(raw["s"], msgspec.convert(raw["v"], _STEPS[raw["t"]], dec_hook=_dec_hook))
+        return msgspec.convert(raw["v"], _TYPES[raw["t"]], dec_hook=_dec_hook)
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as e:
         raise ValueError(f"bad runner message: {e}") from None
 

@@ -39,8 +39,9 @@ CAPABILITIES: Final = ("completion", "embedding", "tools", "thinking", "vision",
 _STAGING = ".staging-"  # a model being written, renamed into place when complete
 
 
-def normalize_name(name: object) -> str:
-    """`Name` -> `name:latest`; refuses anything that is not `[host/][namespace/]name[:tag]` in ASCII."""
+def display_name(name: object) -> str:
+    """`Org/Name` -> `Org/Name:latest`, spelled as typed; refuses anything that is not
+    `[host/][namespace/]name[:tag]` in ASCII. Models are listed under this name (as Ollama does)."""
     if not isinstance(name, str) or not name.strip():
         raise RkError("bad_request", "model name is required", param="model")
     clean = name.strip()
@@ -48,15 +49,21 @@ def normalize_name(name: object) -> str:
     if not m or ".." in clean or len(clean) > MAX_NAME:
         raise RkError("bad_request", f"invalid model name {name!r}: use [host/][namespace/]name[:tag] "
                       f"with letters, digits, '.', '_' and '-'", param="model")
-    return "/".join(p for p in m.groups()[:3] if p).lower() + ":" + (m.group(4) or "latest").lower()
+    return "/".join(p for p in m.groups()[:3] if p) + ":" + (m.group(4) or "latest")
+
+
+def normalize_name(name: object) -> str:
+    """`Org/Name` -> `org/name:latest`: the key names are matched by (case-insensitively) and stored under."""
+    return display_name(name).lower()
 
 
 def dir_name(full: str) -> str:
-    """The one path component of a normalised name: `/` and `:` percent-escaped (`a%2Fb%3Ac`).
+    """The one path component of a name: lower-cased, `/` and `:` percent-escaped (`a%2Fb%3Ac`).
 
-    Names never contain `%`, so this is one-to-one: no two models share or nest directories.
+    Names never contain `%`, so this is one-to-one: no two models share or nest directories, and
+    names that differ only in case share one.
     """
-    return quote(full, safe="")
+    return quote(full.lower(), safe="")
 
 
 @dataclass
@@ -200,6 +207,7 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._bundled = {m.name: m for m in bundled_manifests(root)} if bundled else {}
         migrate_nested(self.root, self._bundled)
+        remove_staging(self.root)
 
     @property
     def blobs_dir(self) -> Path:
@@ -228,8 +236,8 @@ class ModelStore:
             except (OSError, ValueError, TypeError, RkError):
                 continue
             if mf.parent.name == dir_name(m.name):  # a manifest dropped in a foreign directory is not a model
-                found[m.name] = m
-        return sorted(found.values(), key=lambda m: m.name)
+                found[normalize_name(m.name)] = m
+        return sorted(found.values(), key=lambda m: m.name.lower())
 
     def get(self, name: str) -> Manifest:
         full = normalize_name(name)
@@ -241,7 +249,7 @@ class ModelStore:
         raise RkError("model_not_found", f"no model '{name}' (rk models lists them)", param="model")
 
     def save(self, manifest: Manifest) -> Manifest:
-        manifest.name = normalize_name(manifest.name)
+        manifest.name = display_name(manifest.name)
         manifest.dir = self.model_dir(manifest.name)
         manifest.dir.mkdir(parents=True, exist_ok=True)
         self._write_manifest(manifest, manifest.dir)
@@ -265,7 +273,7 @@ class ModelStore:
                 shutil.copytree(src.dir, staging)
             staging.mkdir(exist_ok=True)
             copy = Manifest.from_dict(src.to_dict(), staging)
-            copy.name, copy.created, copy.bundled = full, "", src.bundled  # bundled copies point into the package
+            copy.name, copy.created, copy.bundled = display_name(destination), "", src.bundled  # bundled copies point into the package
             copy.files = {k: str(src.path_for_size(v).resolve()) if src.bundled else v for k, v in src.files.items()}
             if amend is not None:
                 amend(copy)
@@ -304,8 +312,18 @@ class ModelStore:
     def _read(self, path: Path) -> Manifest:
         data = orjson.loads(path.read_bytes())
         m = Manifest.from_dict(data, path.parent)
-        m.name = normalize_name(m.name)
+        m.name = display_name(m.name)
         return m
+
+
+def remove_staging(root: Path) -> None:
+    """Delete the half-written copies a crash left behind: at start nothing is being written."""
+    for d in sorted(root.glob(f"{_STAGING}*")):
+        log.info("removing %s, a model copy left unfinished by an earlier run", d)
+        if d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            d.unlink(missing_ok=True)
 
 
 def migrate_nested(root: Path, bundled: dict[str, Manifest]) -> None:

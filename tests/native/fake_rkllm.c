@@ -18,6 +18,9 @@
  *   (junk follows text_len), and the ids come back as words "t<id>";
  * - FAKE_RKLLM_HIDDEN_EMPTY_FIRST=1: a NORMAL callback without hidden states precedes the one carrying
  *   them (rknn-llm #278).
+ * - FAKE_RKLLM_THINKING=1: a run with enable_thinking set answers as Qwen3 does, its reasoning first in a
+ *   `<think> ... </think>` block, then the echo (without it, the runtime's template closes the block empty
+ *   in the prompt and the reply is the echo alone);
  * - FAKE_RKLLM_RECORD names a file that gets one line per rkllm_set_function_tools call
  *   ("set_function_tools<TAB>system<TAB>tools<TAB>tool_response") and per rkllm_run
  *   ("run<TAB>role<TAB>enable_thinking<TAB>input"), tabs and newlines in the strings escaped as \t, \n.
@@ -411,6 +414,13 @@ int rkllm_run(LLMHandle handle, RKLLMInput* in, RKLLMInferParam* infer, void* us
         } else if (has_word(words, n, "[[ctx]]")) {
             reply = malloc(strlen(m->markers) + 5);
             sprintf(reply, "ctx=%s", m->markers);
+        } else if (in->enable_thinking && getenv("FAKE_RKLLM_THINKING")) {
+            static const char THOUGHT[] = "<think> the user wants an echo. </think>";
+            size_t size = sizeof THOUGHT;
+            for (int i = 0; i < n; i++) size += strlen(words[i]) + 1;
+            reply = malloc(size);
+            strcpy(reply, THOUGHT);
+            for (int i = 0; i < n; i++) sprintf(reply + strlen(reply), " %s", words[i]);
         }
         if (reply) {
             n = split_words(reply, words);

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from rk.daemon.store.models import Manifest
 
 
-def load(manifest: Manifest, config: RunnerConfig) -> RkllmModel:
+def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> RkllmModel:
     """Load a `.rkllm` model (see backend.load); numpy and ctypes are imported only here."""
     from rk.daemon.backends.rkllm.backend import load as _load
 
-    return _load(manifest, config)
+    return _load(manifest, config, num_ctx)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Hashable
 
 from rk.daemon.backends.rkllm._lib import RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN, Abi
+from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
 from rk.daemon.jobs import GenSpec, ToolCall
 from rk.daemon.store.models import Manifest
@@ -84,11 +85,9 @@ def tool_call_block(c: ToolCall) -> str:
 
 def tools_json(spec: GenSpec) -> str | None:
     """The request's tools as `rkllm_set_function_tools` takes them (OpenAI's list), or None without tools."""
-    if not spec.tools or spec.tool_choice == "none":
+    if not spec.tools:
         return None
-    return json.dumps([{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                         "parameters": t.parameters}} for t in spec.tools],
-                      ensure_ascii=False)
+    return json.dumps([t.template_dict() for t in spec.tools], ensure_ascii=False)
 
 
 def thinking_for(spec: GenSpec, default: bool) -> bool:
@@ -112,7 +111,8 @@ def continues(held: Key | None, key: Key) -> int:
 class InputBuilder:
     def __init__(self, manifest: Manifest, abi: Abi) -> None:
         self.manifest, self.abi = manifest, abi
-        self.thinking = bool(manifest.params.get("thinking", False))
+        # A model that declares thinking thinks unless asked not to, as Ollama's do; params.thinking overrides.
+        self.thinking = bool(manifest.params.get("thinking", manifest.can("thinking")))
         self.tokenizer: Any = None
         if "tokenizer" in manifest.files:
             from transformers import AutoTokenizer  # only models that ship a tokenizer pay for this import
@@ -133,7 +133,7 @@ class InputBuilder:
 
     def chat(self, spec: GenSpec, context: int, held: Key | None) -> ChatInput:
         """The job's input, only its new part when `held` (what the KV cache holds) is a prefix of it."""
-        turns = self._with_system(_turns(spec))
+        turns = _turns(spec)
         raw = spec.prompt is not None and spec.raw
         think = thinking_for(spec, self.thinking)
         if self.sends_tokens:
@@ -177,23 +177,17 @@ class InputBuilder:
             ids = list(self.tokenizer(spec.prompt)["input_ids"])
         else:
             tools = tools_json(spec)
-            messages = [m.template_dict() for m in spec.chat_messages(self.manifest.system)]
+            messages = [m.template_dict() for m in spec.chat_messages()]
             text = self.tokenizer.apply_chat_template(messages, tools=json.loads(tools) if tools else None,
                                                       add_generation_prompt=True, tokenize=False, enable_thinking=think)
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         if len(ids) >= context:
-            raise RkError("prompt_too_large", f"the prompt is {len(ids)} tokens; {self.manifest.name} has a "
-                                              f"context of {context}", param="messages")
+            raise prompt_too_large(self.manifest.name, len(ids), context)
         media = spec.media()
         key: Key = (*media, *ids)
         reused = continues(held, key)
         role = "tool" if turns[-1][0] == "tool" else "user"
         return ChatInput(self._tokens(ids[max(0, reused - len(media)):], role, think), key, reused)
-
-    def _with_system(self, turns: list[Turn]) -> list[Turn]:
-        if self.manifest.system and not any(r == "system" for r, _ in turns):
-            return [("system", self.manifest.system), *turns]
-        return turns
 
     def _base(self, role: str, input_type: int, think: bool) -> Structure:
         inp = self.abi.RKLLMInput()

@@ -296,7 +296,7 @@ class RkllmModel:
         """
         tools = tools_json(spec)
         wanted = None if tools is None and self._tools is None else (
-            next((m.content for m in spec.chat_messages(self.manifest.system) if m.role == "system"), ""), tools or "[]")
+            next((m.content for m in spec.chat_messages() if m.role == "system"), ""), tools or "[]")
         if wanted == self._tools:
             return
         self._forget()
@@ -326,10 +326,13 @@ class RkllmModel:
         self._kv.forget()
 
 
-def configure(param: Structure, manifest: Manifest) -> Structure:
-    """Fill the runtime's default RKLLMParam from the manifest (n_batch=1: a zeroed value is refused)."""
+def configure(param: Structure, manifest: Manifest, num_ctx: int | None = None) -> Structure:
+    """Fill the runtime's default RKLLMParam from the manifest (n_batch=1: a zeroed value is refused).
+
+    The context is fixed at init: a larger one is a reload, never past what the model was converted for."""
     p = manifest.params
-    param.max_context_len = int(p.get("max_context_len", manifest.context_length))
+    most = int(p.get("max_context_len", manifest.context_length))
+    param.max_context_len = min(num_ctx or most, most)
     param.max_new_tokens = int(p.get("max_new_tokens", manifest.context_length))
     if "n_keep" in p:
         param.n_keep = int(p["n_keep"])
@@ -347,14 +350,14 @@ def configure(param: Structure, manifest: Manifest) -> Structure:
     return param
 
 
-def load(manifest: Manifest, config: RunnerConfig) -> RkllmModel:
+def load(manifest: Manifest, config: RunnerConfig, num_ctx: int | None = None) -> RkllmModel:
     (model_file,) = check_files(manifest, "model")
     lib, path = open_library(config.rkllm.lib)
     choice = manifest.params.get("runtime")
     detected = select_abi(path, lib, manifest_choice=str(choice) if choice else None, setting=config.rkllm.version)
     abi = ABIS[detected.abi]
     bind(lib, abi)
-    param = configure(lib.rkllm_createDefaultParam(), manifest)
+    param = configure(lib.rkllm_createDefaultParam(), manifest, num_ctx)
     model_path = str(model_file).encode()
     param.model_path = model_path  # ctypes keeps `model_path` alive with the struct (its _objects)
     return RkllmModel(manifest, lib, detected, param, InputBuilder(manifest, abi))

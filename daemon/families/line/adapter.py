@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, ThinkingText, Token, ToolCalled, Vectors
+from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, Thinking, Token, ToolCalled, Vectors
 from rk.daemon.families import fields as f
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
 from rk.daemon.settings import Settings
@@ -19,7 +19,7 @@ from rk.daemon.store.pull.events import PullEvent
 
 PROTOCOL_VERSION = 1
 JOB_OPS = ("chat", "generate", "embed", "load", "unload")
-INFO_OPS = ("status", "models", "show", "version", "watch", "cancel", "import", "pull")
+INFO_OPS = ("status", "models", "show", "version", "watch", "cancel", "import", "pull", "drain", "undrain")
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,9 @@ def parse_line(line: bytes, settings: Settings, peer: str) -> Request:
         opts = f.gen_options(o, max_tokens_keys=("max_tokens", "num_predict"))
         common = dict(options=opts, tools=f.tools(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
         if op == "chat":
-            spec = GenSpec(messages=f.messages(d), **common)  # type: ignore[arg-type]
+            spec = GenSpec(messages=f.messages(d), **common)
         else:
-            spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)  # type: ignore[arg-type]
+            spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)
         job: Job = ChatJob(model=model, spec=spec, keep_alive_s=keep, source="cli", peer=peer)
         return Request(rid, op, job=job, key=key)
     if op == "embed":
@@ -104,11 +104,11 @@ def render(rid: str, job_id: str, ev: Event) -> dict[str, Any]:
             return {"id": rid, "ev": "started", "job": job_id}
         case Loading(model=m):
             return {"id": rid, "ev": "loading", "model": m}
-        case Prefill(ms=ms, tokens=n):
-            return {"id": rid, "ev": "prefill", "ms": round(ms, 3), "tokens": n}
+        case Prefill(ms=ms, tokens=n, cached=cached):
+            return {"id": rid, "ev": "prefill", "ms": round(ms, 3), "tokens": n, "cached": cached}
         case Token(text=t):
             return {"id": rid, "ev": "token", "text": t}
-        case ThinkingText(text=t):
+        case Thinking(text=t):
             return {"id": rid, "ev": "thinking", "text": t}
         case ToolCalled(call=c):
             return {"id": rid, "ev": "tool_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from rk.daemon import accesslog
+from rk.daemon.clients import client_id
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed
 from rk.daemon.families.line import adapter as lineproto
@@ -32,6 +33,7 @@ class LineConnection:
         self.authed = not needs_key
         self.local = peer == "unix" or peer.startswith(("127.", "[::1]", "::1:"))
         self.key_failures = 0
+        self.client = client_id(writer.transport, None)  # becomes the key's once one is shown
         self.jobs: dict[str, Ticket] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.pulls: dict[str, asyncio.Task[None]] = {}
@@ -123,6 +125,7 @@ class LineConnection:
         key = obj.get("key") if isinstance(obj, dict) else None
         if isinstance(key, str) and self.service.key_ok(key):
             self.authed = True
+            self.client = client_id(None, key)
             return True
         self.key_failures += 1
         left = MAX_KEY_FAILURES - self.key_failures
@@ -136,7 +139,7 @@ class LineConnection:
         if req.job is not None:
             if req.id in self.jobs:
                 raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
-            ticket = svc.scheduler.submit(req.job, client_id=req.id)
+            ticket = svc.scheduler.submit(req.job, client_id=self.client)
             self.jobs[req.id] = ticket
             while not ticket.events.empty():  # its position goes out now, not after a burst of arrivals
                 self.send(lineproto.render(req.id, ticket.id, ticket.events.get_nowait()))
@@ -164,6 +167,9 @@ class LineConnection:
                 raise RkError("unauthorized", "import reads a file on the daemon's machine: only local clients may "
                               "(the Unix socket or loopback TCP)")
             self.spawn(self.import_file(req.id, req.imported))
+        elif req.op in ("drain", "undrain"):  # balancers' agent-check replies follow it (agentcheck.py)
+            svc.scheduler.draining = req.op == "drain"
+            self.send({"id": req.id, "ev": "done", "stats": {}, "draining": svc.scheduler.draining})
         elif req.op == "version":
             self.send({"id": req.id, "ev": "version", "version": svc.version, "protocol": lineproto.PROTOCOL_VERSION})
         elif req.op == "watch":  # snapshots until the connection closes; see daemon/watch.py

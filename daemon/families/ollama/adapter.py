@@ -18,6 +18,7 @@ import orjson
 from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
 from rk.daemon.families import fields as f
+from rk.daemon.gotemplate import check as check_template
 from rk.daemon.jobs import ChatJob, EmbedJob, Generated, GenOptions, GenSpec, JobStats, Message, ModelAction, ToolCall
 from rk.daemon.store import modelfile
 from rk.daemon.store.models import Manifest
@@ -117,11 +118,11 @@ def parse_generate(body: Any, peer: str) -> GenRequest:
         return GenRequest(_action(model, ka, peer), model, chat=False, stream=False)
     common = dict(options=options(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
     if raw:
-        spec = GenSpec(prompt=prompt, raw=True, **common)  # type: ignore[arg-type]
+        spec = GenSpec(prompt=prompt, raw=True, **common)
     else:
         msgs = (Message("system", system),) if system else ()
         user = Message("user", prompt, images=f.images(d.get("images"), "images"))
-        spec = GenSpec(messages=msgs + (user,), **common)  # type: ignore[arg-type]
+        spec = GenSpec(messages=msgs + (user,), **common)
     job = ChatJob(model=model, spec=spec, keep_alive_s=ka, source="ollama", peer=peer)
     return GenRequest(job, model, chat=False, stream=stream)
 
@@ -223,6 +224,8 @@ def parse_create(body: Any) -> modelfile.CreateSpec:
         raise RkError("bad_request", "neither 'from' or 'files' was specified", param="from")
     if spec.base and spec.files:
         raise RkError("bad_request", "give 'from' or 'files', not both", param="from")
+    if spec.template is not None:
+        check_template(spec.template)  # a TEMPLATE rk cannot render is a 400 now, never ignored later
     # the parameters as manifest defaults (GenOptions fields); a malformed value is refused now, before anything is written
     return replace(spec, defaults=f.gen_options(spec.parameters, max_tokens_keys=("num_predict",)).set())
 
@@ -302,14 +305,15 @@ def tag(m: Manifest, modified_at: str) -> dict[str, Any]:
             "details": m.details()}
 
 
-def ps_entry(m: Manifest, memory_mb: float, expires: float) -> dict[str, Any]:
-    """A loaded model for `/api/ps`; `size_vram` counts only memory on an accelerator (the NPU)."""
+def ps_entry(m: Manifest, memory_mb: float, expires: float, context_length: int) -> dict[str, Any]:
+    """A loaded model for `/api/ps`; `size_vram` counts only memory on the NPU, `context_length` is the
+    context it was loaded with (as Ollama reports it), not the model's trained one."""
     size = int(memory_mb * 1024 * 1024)
     info = backend_info(m.backend)
     on_accelerator = info is not None and info.accelerator
     return {"name": m.name, "model": m.name, "size": size, "digest": m.digest, "details": m.details(),
             "expires_at": FOREVER if math.isinf(expires) else timestamp(expires),
-            "size_vram": size if on_accelerator else 0, "context_length": m.context_length}
+            "size_vram": size if on_accelerator else 0, "context_length": context_length}
 
 
 def _parameter_count(size: str) -> int | None:

@@ -45,7 +45,7 @@ async def ps(request: web.Request) -> web.Response:
             m = svc.store.get(res.name)
         except RkError:
             continue  # deleted while loaded
-        models.append(ollama.ps_entry(m, res.memory_mb, math.inf if res.expires_at is None else res.expires_at))
+        models.append(ollama.ps_entry(m, res.memory_mb, math.inf if res.expires_at is None else res.expires_at, res.num_ctx))
     return json_response({"models": models})
 
 

@@ -5,7 +5,6 @@ shared/reference/api-compat.md section 2 (what openai-python, LangChain and Lite
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -68,7 +67,8 @@ def new_reply(model: str, *, chat: bool) -> Reply:
 
 
 def _common(d: dict[str, Any], max_keys: tuple[str, ...]) -> tuple[str, GenOptions, bool, bool]:
-    """What chat and completions share: model, options (temperature/top_p default 1.0 as OpenAI does), stream flags."""
+    """What chat and completions share: model, options, stream flags. Unset sampling options stay unset: the
+    model's Modelfile and then its engine decide them, as on every API (see `resolve.py`)."""
     model = f.string(d, "model", required=True)
     assert model is not None
     n = f.integer(d, "n", lo=1)
@@ -79,8 +79,6 @@ def _common(d: dict[str, Any], max_keys: tuple[str, ...]) -> tuple[str, GenOptio
     if d.get("logprobs") not in (None, False, 0):
         raise f.bad("logprobs", "is not supported by this server")
     opts = f.gen_options(d, max_tokens_keys=max_keys)
-    opts = dataclasses.replace(opts, temperature=1.0 if opts.temperature is None else opts.temperature,
-                               top_p=1.0 if opts.top_p is None else opts.top_p)
     stream = f.boolean(d, "stream", False)
     so = f.obj({} if d.get("stream_options") is None else d["stream_options"], "stream_options")
     include_usage = stream and f.boolean(so, "include_usage", False)
@@ -114,7 +112,7 @@ def reasoning(d: dict[str, Any]) -> Think:
     levels = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
     if effort not in levels:
         raise f.bad("reasoning_effort", "must be none, minimal, low, medium or high")
-    return levels[effort]  # type: ignore[return-value]
+    return levels[effort]
 
 
 def response_format(d: dict[str, Any]) -> Format:
@@ -148,8 +146,8 @@ def parse_chat(body: Any, peer: str) -> GenRequest:
     d = f.obj(body)
     model, opts, stream, usage = _common(d, ("max_completion_tokens", "max_tokens"))
     tools = f.tools(d)
-    f.boolean(d, "parallel_tool_calls", True)  # checked for type; the model decides how many calls it makes
     spec = GenSpec(messages=f.messages(d), options=opts, tools=tools, tool_choice=tool_choice(d, {t.name for t in tools}),
+                   parallel_tool_calls=f.boolean(d, "parallel_tool_calls", True),
                    think=reasoning(d), format=response_format(d))
     return GenRequest(ChatJob(model=model, spec=spec, source="openai", peer=peer), model, stream, usage)
 

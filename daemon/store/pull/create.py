@@ -64,7 +64,8 @@ def _from_model(store: ModelStore, spec: CreateSpec, amend: Callable[[Manifest],
     """A copy of an existing model with new settings; a replaced name is swapped only once the copy is
     complete, so a failure never loses it (as Ollama, re-creating a name replaces it)."""
     base = store.get(spec.base or "")
-    if normalize_name(spec.model) == base.name:
+    if normalize_name(spec.model) == normalize_name(base.name):
+        base.name = spec.model  # re-created: listed as typed this time
         amend(base)
         store.save(base)
     else:

@@ -41,7 +41,7 @@ async def download(session: aiohttp.ClientSession, url: str, headers: dict[str, 
         partial.write_bytes(b"")  # none yet, or longer than the file can be: start over
     progress(have)
     if have == want.size:
-        return h.hexdigest()  # type: ignore[attr-defined]
+        return h.hexdigest()
     req_headers = dict(headers) | ({"Range": f"bytes={have}-"} if have else {})
     try:
         async with session.get(url, headers=req_headers) as resp:
@@ -70,4 +70,4 @@ async def download(session: aiohttp.ClientSession, url: str, headers: dict[str, 
     if have != want.size:
         raise RkError("hub_unavailable", f"downloading {want.path} stopped at {have} of {want.size} bytes; "
                       "pull again to resume")
-    return h.hexdigest()  # type: ignore[attr-defined]
+    return h.hexdigest()

@@ -96,9 +96,9 @@ class PullManager:
             raise RkError("model_not_found", f"pull model manifest: file does not exist: rk pulls from the Hugging "
                           f"Face hub; name a model hf.co/OWNER/REPO[:TAG] (not {raw_name!r})", param="model")
         ref = self._as_pulled(ref)
-        pull = self._pulls.get(ref.name)
+        pull = self._pulls.get(ref.key)
         if pull is None or pull.abandoned:
-            pull = self._pulls[ref.name] = _Pull(ref)
+            pull = self._pulls[ref.key] = _Pull(ref)
             pull.task = asyncio.create_task(self._run(pull))
         q: asyncio.Queue[Any] = asyncio.Queue()
         for ev in pull.history:
@@ -127,8 +127,8 @@ class PullManager:
             log.exception("pull of %s failed", pull.ref.name)
             pull.error = RkError("internal", f"pull failed: {e}")
         finally:
-            if self._pulls.get(pull.ref.name) is pull:
-                del self._pulls[pull.ref.name]
+            if self._pulls.get(pull.ref.key) is pull:
+                del self._pulls[pull.ref.key]
             pull.end()
 
     async def _pull(self, pull: _Pull) -> None:
@@ -190,7 +190,7 @@ class PullManager:
             self.blobs.adopt(partial, d)
 
     def _as_pulled(self, ref: HubRef) -> HubRef:
-        """Names are lower case, hub repos are not: a model pulled before keeps the hub's spelling."""
+        """Names match whatever their case: a model pulled before keeps the hub's spelling of its repo."""
         with contextlib.suppress(RkError):
             repo = self.store.get(ref.name).source.removeprefix("hf.co/").split("@", 1)[0]
             if repo.lower() == ref.repo.lower():

@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from rk.daemon.errors import RkError
-from rk.daemon.store.models import normalize_name
+from rk.daemon.store.models import display_name
 
 HUB_HOSTS = ("hf.co", "huggingface.co")
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -30,7 +30,12 @@ class HubRef:
 
     repo: str  # OWNER/REPO
     tag: str | None  # None: choose the file without a hint
-    name: str  # normalised: hf.co/owner/repo:tag
+    name: str  # as typed, with its tag: hf.co/Owner/Repo:TAG
+
+    @property
+    def key(self) -> str:
+        """Two spellings of one name are one pull."""
+        return self.name.lower()
 
 
 def parse_ref(raw: str) -> HubRef | None:
@@ -43,7 +48,7 @@ def parse_ref(raw: str) -> HubRef | None:
     parts = repo.split("/")
     if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts) or ".." in repo:
         raise RkError("bad_request", f"invalid hub model name {raw!r}: use hf.co/OWNER/REPO[:TAG]", param="model")
-    name = normalize_name(f"hf.co/{repo}" + (f":{tag}" if tag else ""))
+    name = display_name(f"hf.co/{repo}" + (f":{tag}" if tag else ""))
     return HubRef(repo, tag if tag and tag.lower() != "latest" else None, name)
 
 

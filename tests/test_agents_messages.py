@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from daemon_proc import DaemonProc, start_daemon
-from tool_models import HOLD, call, script, tool_models
+from tool_models import HOLD, call, script, stream_behind_a_held_job, tool_models
 
 WEATHER = {"name": "get_weather", "description": "Current weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -210,24 +210,11 @@ def test_full_queue_is_overloaded_529(tmp_path: Path) -> None:
 
 def test_ping_while_queued_then_the_reply(agents_daemon: DaemonProc) -> None:
     """The stream opens (message_start) as soon as the job is accepted and pings while it waits behind another."""
-    gate = agents_daemon.models_dir.parent / "gate"
-    key = {"x-api-key": "sekret"}
     first = {"model": "qwen:tools", "max_tokens": 64, "stream": True,
              "messages": [{"role": "user", "content": script(HOLD + "first")}]}
     second = {**first, "messages": [{"role": "user", "content": script("second")}]}
-    names: list[str] = []
-    try:
-        with httpx.stream("POST", agents_daemon.base_url + "/v1/messages", json=first, headers=key, timeout=60) as blocker:
-            blocked = blocker.iter_lines()
-            assert next(blocked) == "event: message_start"  # accepted: it runs, held at its [[hold]]
-            with httpx.stream("POST", agents_daemon.base_url + "/v1/messages", json=second, headers=key, timeout=60) as r:
-                for line in r.iter_lines():
-                    if line.startswith("event: "):
-                        names.append(line[7:])
-                        if names.count("ping") == 2:
-                            gate.touch()  # a ping came while the job waited: let the first job finish
-            assert "event: message_stop" in list(blocked)
-    finally:
-        gate.unlink(missing_ok=True)
+    events = stream_behind_a_held_job(agents_daemon.base_url + "/v1/messages", first, second, {"x-api-key": "sekret"},
+                                      agents_daemon.models_dir.parent / "gate", "ping")
+    names = [n for n, _ in events]
     assert names[:3] == ["message_start", "ping", "ping"]
     assert names[-2:] == ["message_delta", "message_stop"] and "content_block_delta" in names

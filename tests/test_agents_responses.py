@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from daemon_proc import DaemonProc, start_daemon
-from tool_models import HOLD, call, script
+from tool_models import HOLD, call, script, stream_behind_a_held_job
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather in a city", "strict": False,
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -155,24 +155,12 @@ def test_prompt_over_the_context_is_context_length_exceeded(tmp_path: Any) -> No
 def test_in_progress_repeats_while_queued_then_the_reply(agents_daemon: DaemonProc) -> None:
     """The stream opens (`response.created`) when the job is accepted and repeats `response.in_progress` while it
     waits behind another job: events, not SSE comments, since Codex's idle timeout counts events."""
-    gate = agents_daemon.models_dir.parent / "gate"
-    key = {"Authorization": "Bearer sekret"}
     first = {"model": "qwen:tools", "stream": True, "input": script(HOLD + "first")}
     second = {**first, "input": script("second")}
-    events: list[dict[str, Any]] = []
-    try:
-        with httpx.stream("POST", agents_daemon.base_url + "/v1/responses", json=first, headers=key, timeout=60) as blocker:
-            blocked = blocker.iter_lines()
-            assert next(blocked) == "event: response.created"  # accepted: it runs, held at its [[hold]]
-            with httpx.stream("POST", agents_daemon.base_url + "/v1/responses", json=second, headers=key, timeout=60) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: "):
-                        events.append(json.loads(line[6:]))
-                        if [e["type"] for e in events].count("response.in_progress") == 2:
-                            gate.touch()  # a keep-alive came while the job waited: let the first job finish
-            assert "event: response.completed" in list(blocked)
-    finally:
-        gate.unlink(missing_ok=True)
+    pairs = stream_behind_a_held_job(agents_daemon.base_url + "/v1/responses", first, second,
+                                     {"Authorization": "Bearer sekret"}, agents_daemon.models_dir.parent / "gate",
+                                     "response.in_progress")
+    events = [e for _, e in pairs]
     assert [e["type"] for e in events[:3]] == ["response.created", "response.in_progress", "response.in_progress"]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[-1]["type"] == "response.completed" and events[-1]["response"]["output"][0]["content"][0]["text"] == "second"

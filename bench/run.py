@@ -32,6 +32,7 @@ BENCHES = {  # name -> module; run in this order
     "npu_reuse": "bench.b_npu_reuse",
     "fresh": "bench.b_fresh",
     "multiboard": "bench.b_multiboard",
+    "agents": "bench.b_agents",
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal, Union
 
 from rk.daemon.media import Image
 
-Source = Literal["cli", "openai", "ollama"]
+Source = Literal["cli", "openai", "ollama", "anthropic"]
 Role = Literal["system", "user", "assistant", "tool"]
 # Ollama's `think`: None = the model's default (on for a thinking model), True/False, or an effort level.
 Think = Union[bool, Literal["low", "medium", "high"], None]
@@ -110,6 +110,7 @@ class GenSpec:
     parallel_tool_calls: bool = True  # False: at most one tool call per reply (OpenAI's parallel_tool_calls)
     think: Think = None
     format: Format = None
+    count_only: bool = False  # template and tokenise only: the reply is the prompt's token count (count_tokens)
 
     def media(self) -> tuple[str, ...]:
         """The digests of the prompt's images, in order: part of every KV-cache key."""
@@ -189,6 +190,8 @@ class GenResult:
     generate_tokens: int = 0
     memory_mb: float = 0.0
     finish_reason: str = "stop"  # "stop" or "length"
+    stop_sequence: str | None = None  # the request's stop string that ended the reply, if one did
+    counted_tokens: int | None = None  # a count_only job: the prompt's tokens, none of them computed
 
 
 @dataclass
@@ -211,14 +214,15 @@ class JobStats:
     memory_mb: float = 0.0
     total_ms: float = 0.0
     finish_reason: str = "stop"
+    stop_sequence: str | None = None  # which stop string ended the reply (finish_reason "stop")
     batch_jobs: int = 1  # embedding jobs that shared a runner call with this one (the most seen)
 
     def record(self, r: GenResult) -> None:
         """Take a generation's figures from the backend; the prompt counts whole, cached part included."""
         self.prefill_ms, self.prefill_tokens, self.cached_tokens = r.prefill_ms, r.prefill_tokens, r.cached_tokens
-        self.prompt_tokens = r.prefill_tokens + r.cached_tokens
+        self.prompt_tokens = r.prefill_tokens + r.cached_tokens if r.counted_tokens is None else r.counted_tokens
         self.generate_ms, self.generate_tokens = r.generate_ms, r.generate_tokens
-        self.memory_mb, self.finish_reason = r.memory_mb, r.finish_reason
+        self.memory_mb, self.finish_reason, self.stop_sequence = r.memory_mb, r.finish_reason, r.stop_sequence
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}

@@ -69,3 +69,15 @@ def tools_daemon(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtu
     d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True)
     yield d
     d.stop()
+
+
+@pytest.fixture(scope="module")
+def agents_daemon(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[DaemonProc]:
+    """The scripted tool models and the synthetic ones on TCP with the API key `sekret`, per module: for the
+    coding agents' APIs (Messages, Responses)."""
+    tmp = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    tool_models(tmp / "models", tmp / "gate")
+    synthetic_models(tmp / "models")
+    d = start_daemon(tmp, models_dir=tmp / "models", bundled=False, tcp=True, env={"RK_API_KEY": "sekret"})
+    yield d
+    d.stop()

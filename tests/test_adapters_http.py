@@ -93,11 +93,12 @@ def test_legacy_embeddings_empty_message_is_exact() -> None:
 # ---- requests -> jobs --------------------------------------------------------------------------
 
 
-def test_openai_chat_defaults_and_max_completion_tokens_wins() -> None:
+def test_openai_chat_leaves_unset_sampling_unset_and_max_completion_tokens_wins() -> None:
     req = openai.parse_chat({"model": "m", "messages": USER, "max_tokens": 5, "max_completion_tokens": 9,
                              "stop": "END", "seed": 3, "stream": True, "stream_options": {"include_usage": True}}, "p")
     o = req.job.options
-    assert (o.max_tokens, o.temperature, o.top_p, o.stop, o.seed) == (9, 1.0, 1.0, ("END",), 3)
+    # no temperature or top_p of its own: the model's Modelfile, then its engine, decide (resolve.py)
+    assert (o.max_tokens, o.temperature, o.top_p, o.stop, o.seed) == (9, None, None, ("END",), 3)
     assert req.stream and req.include_usage and req.job.source == "openai" and req.job.peer == "p"
     plain = openai.parse_chat({"model": "m", "messages": USER, "stream_options": {"include_usage": True}}, "p")
     assert not plain.include_usage  # usage chunks exist only in streams

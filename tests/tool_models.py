@@ -33,3 +33,30 @@ def call(name: str, **arguments: Any) -> str:
 def script(*replies: str) -> str:
     """A user message that makes a scripted model write `replies`, one per round."""
     return "Please help. " + SCRIPT + NEXT.join(replies)
+
+
+def stream_behind_a_held_job(url: str, first: dict[str, Any], second: dict[str, Any], headers: dict[str, str],
+                             gate: Path, keepalive: str) -> list[tuple[str, dict[str, Any]]]:
+    """Stream `first` (a script starting with `[[hold]]`: it runs and holds) until it is accepted, then
+    `second`, which waits behind it; the gate opens once `second` has sent two `keepalive` events. Returns
+    `second`'s (event, data) pairs; `first` must then end too."""
+    import httpx
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    try:
+        with httpx.stream("POST", url, json=first, headers=headers, timeout=60) as blocker:
+            blocked = blocker.iter_lines()
+            assert next(blocked).startswith("event: ")  # accepted: it runs, held at its [[hold]]
+            with httpx.stream("POST", url, json=second, headers=headers, timeout=60) as r:
+                name = ""
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: "):
+                        events.append((name, json.loads(line[6:])))
+                        if [n for n, _ in events].count(keepalive) == 2:
+                            gate.touch()  # a keep-alive came while the job waited: let the first job finish
+            assert any(line.startswith("data: ") for line in blocked)
+    finally:
+        gate.unlink(missing_ok=True)
+    return events

@@ -1,7 +1,8 @@
 """The `llamacpp` backend: GGUF chat and embeddings on llama.cpp (llama-cpp-python), straight from the file.
 
 No conversion: the GGUF is memory-mapped and serves its first token in about a second. The chat
-template is the GGUF's own (`tokenizer.chat_template`), rendered by llama-cpp-python's Jinja
+template is the GGUF's own (`tokenizer.chat_template`), or a Jinja template the manifest gives in
+`params.chat_template` (the same weights taught another format, e.g. one that renders tools), rendered by llama-cpp-python's Jinja
 formatter exactly as its own chat completion does. Decoding is llama-cpp-python's `generate` loop with
 the stop event checked before every token (and between prompt chunks during prefill). The common
 prefix of consecutive prompts stays in the KV cache; a few saved states keep interleaved
@@ -106,7 +107,8 @@ class LlamaCppModel:
         self.prefix_cache = bool(manifest.params.get("prefix_cache", True))
         self.states = PrefixStates(int(manifest.params.get("prefix_states", 4)))
         self.held_media: tuple[str, ...] = ()  # digests of the images of the prompt in the KV cache
-        self.chat_template: str | None = self.llm.metadata.get("tokenizer.chat_template") or None
+        self.chat_template: str | None = (str(manifest.params.get("chat_template") or "")
+                                          or self.llm.metadata.get("tokenizer.chat_template") or None)
         self.formatter = self._formatter()
         self._lltok: Any = None  # llguidance's tokenizer, built on the first structured-output request
         self._embedder: Embedder | None = Embedder(self.llm._ctx, self.llm._model, batch) if self.embed_only else None

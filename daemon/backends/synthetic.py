@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,11 @@ def scripted_reply(messages: list[Message]) -> str | None:
     last_assistant = max((i for i, m in enumerate(later) if m.role == "assistant"), default=-1)
     results = "; ".join(m.content for m in later[last_assistant + 1:] if m.role == "tool")
     return reply.replace(TOOL, results)
+
+
+def _words(spec: GenSpec) -> list[str]:
+    """The synthetic tokenizer: the words of the conversation's messages."""
+    return " ".join(m.content for m in spec.chat_messages()).split() or ["…"]
 
 
 def _pieces(reply: str, size: int) -> list[str]:
@@ -81,7 +87,7 @@ class SyntheticModel:
     def generate(self, spec: GenSpec, sink: Sink, stop: threading.Event, prepared: Any = None) -> GenResult:
         messages = spec.chat_messages()
         text = " ".join(m.content for m in messages)
-        words = text.split() or ["…"]
+        words = _words(spec)
         if len(words) > self.n_ctx:
             raise prompt_too_large(self.manifest.name, len(words), self.n_ctx)
         if "[[crash]]" in text:
@@ -144,8 +150,9 @@ class SyntheticModel:
     def abort(self) -> None:
         """Nothing to interrupt: generation checks the stop event per token."""
 
-    def prepare(self, spec: GenSpec) -> None:
-        """Words need no tokenising ahead."""
+    def prepare(self, spec: GenSpec) -> list[int]:
+        """The prompt's tokens (its words, one id each), so counting works as on the real backends."""
+        return [zlib.crc32(w.encode()) for w in _words(spec)]
 
     def details(self) -> dict[str, Any]:
         return {"tokens_per_s": self._rate, "num_ctx": self.n_ctx,

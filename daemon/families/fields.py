@@ -97,10 +97,10 @@ def images(v: Any, where: str) -> tuple[Image, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise bad(where, "must be a list of base64-encoded images")
     media.check_count(len(v), where)
-    return tuple(media.decode(_b64(x, f"{where}[{j}]"), f"{where}[{j}]") for j, x in enumerate(v))
+    return tuple(media.decode(b64(x, f"{where}[{j}]"), f"{where}[{j}]") for j, x in enumerate(v))
 
 
-def _b64(text: str, where: str) -> bytes:
+def b64(text: str, where: str) -> bytes:
     if text.startswith(("http://", "https://")):
         raise bad(where, "image URLs are not supported: send the image itself, base64-encoded")
     data = text.split(",", 1)[1] if text.startswith("data:") else text
@@ -125,13 +125,13 @@ def _content(v: Any, where: str) -> tuple[str, tuple[Image, ...]]:
             texts.append(part["text"])
         elif kind == "image_url" and isinstance(part.get("image_url"), (dict, str)):
             url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
-            images.append(media.decode(_b64(str(url), f"{where}[{k}]"), f"{where}[{k}]"))
+            images.append(media.decode(b64(str(url), f"{where}[{k}]"), f"{where}[{k}]"))
         else:
             raise bad(where, "parts must be {'type':'text','text':...} or {'type':'image_url','image_url':{'url':...}}")
     return "".join(texts), tuple(images)
 
 
-def _arguments(v: Any, where: str) -> dict[str, Any]:
+def arguments(v: Any, where: str) -> dict[str, Any]:
     """Tool-call arguments: an object (Ollama) or a JSON string of one (OpenAI)."""
     if isinstance(v, str):
         try:
@@ -155,7 +155,7 @@ def tool_calls(v: Any, where: str) -> tuple[ToolCall, ...]:
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise bad(f"{where}[{i}].function", "must be an object with a 'name'")
         call_id = c.get("id")
-        out.append(ToolCall(fn["name"], _arguments(fn.get("arguments"), f"{where}[{i}].function.arguments"),
+        out.append(ToolCall(fn["name"], arguments(fn.get("arguments"), f"{where}[{i}].function.arguments"),
                             call_id if isinstance(call_id, str) else ""))
     return tuple(out)
 
@@ -192,6 +192,17 @@ def messages(d: dict[str, Any], key: str = "messages", *, allow_empty: bool = Fa
     return out
 
 
+def system_first(msgs: tuple[Message, ...]) -> tuple[Message, ...]:
+    """Every system message folded, in order, into one at the start: agents send more than one (Codex's
+    developer messages, Claude Code's `system` turn after the first user turn), and many chat templates accept
+    a system message only first (Qwen3's raises, others drop it). The fold is the same every turn, so an
+    agent's next prompt still extends its last one."""
+    system = [m.content for m in msgs if m.role == "system"]
+    if len(system) < 2 and (not system or msgs[0].role == "system"):
+        return msgs
+    return (Message("system", "\n\n".join(system)),) + tuple(m for m in msgs if m.role != "system")
+
+
 def tools(d: dict[str, Any], key: str = "tools") -> tuple[Tool, ...]:
     """`tools: [{type: "function", function: {name, description, parameters}}]`, as both APIs send them."""
     v = d.get(key)
@@ -215,6 +226,26 @@ def tools(d: dict[str, Any], key: str = "tools") -> tuple[Tool, ...]:
             raise bad(f"{key}[{i}].function.description", "must be a string")
         out.append(Tool(name, desc, params))
     return tuple(out)
+
+
+def flat_tool(t: dict[str, Any], where: str, schema_key: str, prefix: str = "") -> Tool:
+    """A tool described flat (`name`, `description` and its schema under `schema_key`), as Anthropic's
+    `input_schema` and Responses' `parameters`; `prefix` namespaces its name."""
+    name, desc, schema = t.get("name"), t.get("description") or "", t.get(schema_key) or {}
+    if not isinstance(name, str) or not name:
+        raise bad(f"{where}.name", "is required")
+    if not isinstance(desc, str):
+        raise bad(f"{where}.description", "must be a string")
+    if not isinstance(schema, dict):
+        raise bad(f"{where}.{schema_key}", "must be a JSON schema object")
+    return Tool(prefix + name, desc, schema)
+
+
+def tool_named(name: Any, names: set[str], key: str) -> str:
+    """A `tool_choice` that names one function: it must be one of the request's tools."""
+    if not isinstance(name, str) or name not in names:
+        raise bad(key, "must name one of the request's tools")
+    return name
 
 
 def think(v: Any, key: str = "think") -> Think:

@@ -7,7 +7,7 @@ how to render an error and read a key, so nothing outside the folder knows a fam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from aiohttp import web
@@ -25,6 +25,13 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+def api_key_or_bearer(headers: Mapping[str, str]) -> str | None:
+    """`x-api-key: KEY` (Claude Code with ANTHROPIC_API_KEY) or `Authorization: Bearer KEY` (the Anthropic SDK,
+    ANTHROPIC_AUTH_TOKEN)."""
+    key = headers.get("x-api-key")
+    return key.strip() if key is not None else bearer(headers)
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -34,6 +41,11 @@ class Family:
     read_key: Callable[[Mapping[str, str]], str | None] = bearer
     key_hint: str = "Authorization: Bearer KEY"  # how its clients send a key, for the 401's message
     cors_headers: tuple[str, ...] = ()  # request headers its browser clients send beyond the common ones
+    statuses: Mapping[str, int] = field(default_factory=dict)  # rk error code -> this API's own status (Anthropic: 529)
+
+    def status(self, code: str, default: int) -> int:
+        """The HTTP status this family answers rk's error `code` with."""
+        return self.statuses.get(code, default)
 
 
 def family_for(families: Sequence[Family], path: str) -> Family:

@@ -2,11 +2,14 @@
 
 Holding the first byte until the job produces output keeps every early failure (queue timeout,
 prompt too large, model failed to load) a proper status code; later failures become an in-band
-error chunk in the route's dialect. When the handler ends early (the client went away: aiohttp
+error chunk in the route's dialect. Agents' APIs (Anthropic Messages, OpenAI Responses) instead open
+their stream when the job is accepted and send keep-alives while it waits (`relay_early`), so a
+client behind other jobs or a long prefill does not time out; their errors after that go in-band. When the handler ends early (the client went away: aiohttp
 cancels the handler, or a write fails), the job is cancelled so the queue moves on at once.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, AsyncIterator, Protocol, TypeAlias, Union
 
@@ -27,6 +30,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
 SSE_DONE = b"data: [DONE]\n\n"
 Output: TypeAlias = Union[Token, Thinking, ToolCalled, Vectors, Done]
+KEEPALIVE_S = 5.0  # an early-started stream writes a keep-alive after this long without output
 
 
 def ndjson_line(obj: dict[str, Any]) -> bytes:
@@ -56,6 +60,77 @@ class StreamFormat(Protocol):
     def tool_call(self, call: ToolCall, index: int) -> bytes: ...
     def done(self, stats: JobStats, called: bool) -> bytes: ...
     def error(self, e: RkError) -> bytes: ...
+
+
+class EarlyStreamFormat(StreamFormat, Protocol):
+    """A format whose opening goes out as soon as the job is accepted, with keep-alive bytes (an SSE
+    event the client's idle timer counts, such as Anthropic's `ping`) whenever the job has been quiet for a while: queued, loading, prefilling."""
+
+    def keepalive(self) -> bytes: ...
+
+
+Event: TypeAlias = "tuple[str, dict[str, Any]]"  # a named event: (its `event:` name, its data)
+
+
+class EventSource(Protocol):
+    """An API's stream for one reply as named events (pure, in the family's adapter: it numbers them, opens and
+    closes blocks)."""
+
+    def start(self) -> list[Event]: ...
+    def keepalive(self) -> list[Event]: ...
+    def text(self, text: str) -> list[Event]: ...
+    def thinking(self, text: str) -> list[Event]: ...
+    def tool_call(self, call: ToolCall) -> list[Event]: ...
+    def done(self, stats: JobStats, called: bool) -> list[Event]: ...
+    def error(self, e: RkError) -> list[Event]: ...
+
+
+class NamedEvents:
+    """An `EarlyStreamFormat` writing an `EventSource`'s events as `event: NAME` SSE."""
+
+    headers = SSE_HEADERS
+
+    def __init__(self, source: EventSource) -> None:
+        self.source = source
+
+    @staticmethod
+    def _sse(events: list[Event]) -> bytes:
+        return b"".join(sse_event(data, event=name) for name, data in events)
+
+    def opening(self) -> bytes:
+        return self._sse(self.source.start())
+
+    def keepalive(self) -> bytes:
+        return self._sse(self.source.keepalive())
+
+    def token(self, text: str) -> bytes:
+        return self._sse(self.source.text(text))
+
+    def thinking(self, text: str) -> bytes:
+        return self._sse(self.source.thinking(text))
+
+    def tool_call(self, call: ToolCall, index: int) -> bytes:
+        return self._sse(self.source.tool_call(call))
+
+    def done(self, stats: JobStats, called: bool) -> bytes:
+        return self._sse(self.source.done(stats, called))
+
+    def error(self, e: RkError) -> bytes:
+        return self._sse(self.source.error(e))
+
+
+def _render(fmt: StreamFormat, ev: Output, calls: int) -> tuple[bytes, int]:
+    """One output in `fmt`'s bytes, and the number of tool calls sent so far."""
+    match ev:
+        case Token():
+            return fmt.token(ev.text), calls
+        case Thinking():
+            return fmt.thinking(ev.text), calls
+        case ToolCalled():
+            return fmt.tool_call(ev.call, calls), calls + 1
+        case Done():
+            return fmt.done(ev.stats, calls > 0), calls
+    return b"", calls
 
 
 class JobStream:
@@ -130,19 +205,43 @@ class JobStream:
         calls = 0
         try:
             while True:
-                match ev:
-                    case Token():
-                        await resp.write(fmt.token(ev.text))
-                    case Thinking():
-                        await resp.write(fmt.thinking(ev.text))
-                    case ToolCalled():
-                        await resp.write(fmt.tool_call(ev.call, calls))
-                        calls += 1
-                    case Done():
-                        await resp.write(fmt.done(ev.stats, calls > 0))
-                        break
+                out, calls = _render(fmt, ev, calls)
+                await resp.write(out)
+                if isinstance(ev, Done):
+                    break
                 ev = await anext(outputs)
         except RkError as e:
             await resp.write(fmt.error(e))
+        await resp.write_eof()
+        return resp
+
+    async def relay_early(self, request: web.Request, fmt: EarlyStreamFormat,
+                          every_s: float = KEEPALIVE_S) -> web.StreamResponse:
+        """Stream in `fmt` from the moment the job is accepted, with a keep-alive after every `every_s`
+        without output; any failure from here on is the format's in-band error event."""
+        resp = web.StreamResponse(headers=fmt.headers)
+        await resp.prepare(request)
+        await resp.write(fmt.opening())
+        outputs = self.outputs()
+        pending: asyncio.Future[Output] = asyncio.ensure_future(anext(outputs))
+        calls = 0
+        try:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=every_s)
+                if not done:
+                    await resp.write(fmt.keepalive())
+                    continue
+                ev = pending.result()
+                out, calls = _render(fmt, ev, calls)
+                await resp.write(out)
+                if isinstance(ev, Done):
+                    break
+                pending = asyncio.ensure_future(anext(outputs))
+        except RkError as e:
+            await resp.write(fmt.error(e))
+        finally:
+            if not pending.done():  # the client went away: stop reading before the stream is closed
+                pending.cancel()
+                await asyncio.wait({pending})
         await resp.write_eof()
         return resp

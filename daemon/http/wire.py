@@ -11,6 +11,7 @@ from aiohttp import web
 from rk.daemon.errors import RkError
 from rk.daemon.http.family import Family, family_for
 from rk.daemon.service import Service
+from rk.daemon.store.models import Manifest
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 FAMILIES: web.AppKey[tuple[Family, ...]] = web.AppKey("families", tuple)
@@ -47,7 +48,8 @@ def error_response(request: web.Request, status: int, message: str, code: str | 
 
 
 def rk_error_response(request: web.Request, e: RkError) -> web.Response:
-    return error_response(request, e.status, e.message, e.code, e.param, e.retry_after_s)
+    return error_response(request, family(request).status(e.code, e.status), e.message, e.code, e.param,
+                          e.retry_after_s)
 
 
 # What a web page can send without a CORS preflight (the CORS-safelisted content types, or none):
@@ -85,3 +87,15 @@ async def read_json(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise RkError("bad_request", f"the request body is not valid JSON: {e}") from None
+
+
+def named_manifest(request: web.Request, body: Any) -> Manifest | None:
+    """The manifest of the model a request body names, for what the request may ask of it (a family relaxes
+    thinking for a model that cannot think); None when there is none, and the queue answers the 404."""
+    name = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(name, str):
+        return None
+    try:
+        return request.app[SERVICE].store.get(name)
+    except RkError:
+        return None

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from rk.daemon.backends import load_model, preload
 from rk.daemon.backends.base import LoadedModel, RunnerConfig
 from rk.daemon.errors import RkError
+from rk.daemon.jobs import GenResult, GenSpec
 from rk.daemon.runner import wire
 from rk.daemon.runner.output import Pipeline, output_parser
 
@@ -143,6 +144,8 @@ class Child:
         spec = cmd.spec
         ahead = self._prepared.pop(cmd.seq, None)
         prepared = ahead.result() if ahead is not None else None
+        if spec.count_only:
+            return wire.Finished(cmd.seq, GenResult(counted_tokens=self._count(model, spec, prepared)))
         parser = output_parser(model.manifest, model.chat_template, spec)
         pipe = Pipeline(cmd.seq, self.send, spec, self._stop, parser)
         result = model.generate(spec, pipe, self._stop, prepared)
@@ -150,7 +153,7 @@ class Child:
             raise RkError("cancelled", "cancelled")
         pipe.finish()
         if pipe.hit_stop:
-            result.finish_reason = "stop"
+            result.finish_reason, result.stop_sequence = "stop", pipe.stop_sequence
         elif pipe.ended_in_thinking and result.finish_reason == "stop":
             raise RkError("model_failed", f"{model.manifest.name} ended its reply inside its reasoning and gave no "
                           "answer (a known RKLLM 1.3.0 behaviour); retry with thinking off (think: false)")
@@ -160,6 +163,15 @@ class Child:
             cut = " (the reply reached max tokens first)" if result.finish_reason == "length" else ""
             raise RkError("model_failed", f"{model.manifest.name} did not produce the requested format{cut}: {problem}")
         return wire.Finished(cmd.seq, result)
+
+    @staticmethod
+    def _count(model: LoadedModel, spec: GenSpec, prepared: Any) -> int:
+        """The prompt's tokens as the model would see them: its template and tokenizer, through `prepare`."""
+        ids = prepared if prepared is not None else model.prepare(spec)
+        if not isinstance(ids, list):
+            raise RkError("not_implemented", f"{model.manifest.name} cannot count tokens: its {model.manifest.backend} "
+                          "backend templates and tokenises inside its runtime, out of rk's reach")
+        return len(ids)
 
 
 OFFLINE_ENV = {

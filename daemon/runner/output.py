@@ -39,6 +39,7 @@ class StopStrings:
         self._longest = max((len(s) for s in stops), default=0)
         self._held = ""
         self.hit = False
+        self.which: str | None = None  # the stop string that matched
 
     def feed(self, text: str) -> str:
         """The text that is certainly not part of a stop string; after a hit, nothing."""
@@ -48,7 +49,7 @@ class StopStrings:
         m = self._pattern.search(buf)
         pending = len(buf) - _longest_held(buf, self._prefixes, self._longest - 1)  # where an unfinished stop may begin
         if m is not None and m.start() <= pending:
-            self._held, self.hit = "", True
+            self._held, self.hit, self.which = "", True, m.group(0)
             return buf[:m.start()]
         self._held = buf[pending:]  # a stop that began earlier than a complete one may still finish
         return buf[:pending]
@@ -58,7 +59,7 @@ class StopStrings:
         held, self._held = ("" if self.hit else self._held), ""
         m = self._pattern.search(held) if self._pattern is not None else None
         if m is not None:
-            self.hit = True
+            self.hit, self.which = True, m.group(0)
             return held[:m.start()]
         return held
 
@@ -121,6 +122,11 @@ class Pipeline:
     @property
     def hit_stop(self) -> bool:
         return self._stops.hit
+
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the reply, if one did."""
+        return self._stops.which
 
     def prefill(self, ms: float, tokens: int, cached: int = 0) -> None:
         self._send(wire.Progress(self._seq, Prefill(ms, tokens, cached)))

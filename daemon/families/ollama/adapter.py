@@ -24,7 +24,7 @@ from rk.daemon.store import modelfile
 from rk.daemon.store.models import Manifest
 
 # The Ollama API level this server speaks; clients gate features on it, so it must parse as dotted ints.
-OLLAMA_VERSION = "0.12.0"
+OLLAMA_VERSION = "0.14.0"  # /v1/responses (0.13.3) and /v1/messages (0.14.0); codex --oss needs >= 0.13.4
 EMPTY_LEGACY = "empty input parameter; embeddings require non-empty text"
 FOREVER = "9999-12-31T23:59:59Z"  # expires_at of a model pinned with a negative keep_alive
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")

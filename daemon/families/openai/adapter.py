@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
@@ -116,8 +116,13 @@ def reasoning(d: dict[str, Any]) -> Think:
 
 
 def response_format(d: dict[str, Any]) -> Format:
-    """`response_format`: text, json_object, or json_schema with its `schema`."""
-    v = d.get("response_format")
+    """`response_format`: text, json_object, or json_schema with its `schema` under `json_schema`."""
+    return format_object(d.get("response_format"), "response_format")
+
+
+def format_object(v: Any, key: str) -> Format:
+    """An OpenAI format object, chat's or Responses': text, json_object, or json_schema with its schema (under
+    `json_schema` in chat, beside the type in Responses)."""
     if v is None:
         return None
     kind = v.get("type") if isinstance(v, dict) else None
@@ -126,12 +131,14 @@ def response_format(d: dict[str, Any]) -> Format:
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
+        assert isinstance(v, dict)
         js = v.get("json_schema")
-        schema = js.get("schema") if isinstance(js, dict) else None
+        schema = js.get("schema") if isinstance(js, dict) else v.get("schema")
         if not isinstance(schema, dict):
-            raise f.bad("response_format.json_schema.schema", "must be a JSON schema object")
+            raise f.bad(f"{key}.json_schema.schema" if isinstance(js, dict) else f"{key}.schema",
+                        "must be a JSON schema object")
         return schema
-    raise f.bad("response_format", "type must be text, json_object or json_schema")
+    raise f.bad(key, "type must be text, json_object or json_schema")
 
 
 def parse_chat(body: Any, peer: str) -> GenRequest:
@@ -267,12 +274,20 @@ def embeddings(req: EmbedRequest, matrix: np.ndarray, prompt_tokens: int) -> dic
 
 
 def model_object(m: Manifest, modified_at: str) -> dict[str, Any]:
-    """A `/v1/models` entry; ids are the same names `/api/tags` lists."""
+    """A `/v1/models` entry; ids are the same names `/api/tags` lists. Anthropic's fields ride along (`type`,
+    `display_name`, `created_at`): the one route serves both SDKs and Claude Code's model discovery."""
     try:
-        created = int(datetime.fromisoformat(modified_at.replace("Z", "+00:00")).timestamp())
+        stamp = datetime.fromisoformat(modified_at.replace("Z", "+00:00"))
     except ValueError:
-        created = 0
-    return {"id": m.name, "object": "model", "created": created, "owned_by": "library"}
+        stamp = datetime.fromtimestamp(0, timezone.utc)
+    return {"id": m.name, "object": "model", "created": int(stamp.timestamp()), "owned_by": "library",
+            "type": "model", "display_name": m.name, "created_at": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def model_list(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """OpenAI's list, with Anthropic's paging fields (rk lists every model on one page)."""
+    return {"object": "list", "data": entries, "has_more": False,
+            "first_id": entries[0]["id"] if entries else None, "last_id": entries[-1]["id"] if entries else None}
 
 
 def error(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

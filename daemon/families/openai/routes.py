@@ -5,7 +5,7 @@ from aiohttp import web
 
 from rk.daemon.errors import RkError
 from rk.daemon.families.openai import adapter as openai
-from rk.daemon.http.family import Family
+from rk.daemon.http.family import Family, api_key_or_bearer
 from rk.daemon.http.streaming import SSE_DONE, SSE_HEADERS, JobStream, peer, sse_event
 from rk.daemon.http.wire import SERVICE, json_response, read_json
 from rk.daemon.jobs import JobStats, ToolCall
@@ -75,7 +75,7 @@ async def embeddings(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     store = request.app[SERVICE].store
-    return json_response({"object": "list", "data": [openai.model_object(m, modified_at(m)) for m in store.list()]})
+    return json_response(openai.model_list([openai.model_object(m, modified_at(m)) for m in store.list()]))
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -98,4 +98,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models/{id:.+}", get_model)
 
 
-FAMILY = Family("openai", ("/v1/",), add_routes, openai.error, cors_headers=("OpenAI-Organization", "OpenAI-Project"))
+FAMILY = Family("openai", ("/v1/",), add_routes, openai.error, read_key=api_key_or_bearer,  # x-api-key: Claude Code's /v1/models
+                cors_headers=("OpenAI-Organization", "OpenAI-Project"))

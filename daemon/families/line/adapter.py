@@ -12,6 +12,7 @@ import orjson
 from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, Thinking, Token, ToolCalled, Vectors
 from rk.daemon.families import fields as f
+from rk.daemon.families.ollama import adapter as ollama  # the line protocol speaks Ollama's message shapes
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
 from rk.daemon.settings import Settings
 from rk.daemon.store.importer import ImportRequest
@@ -58,9 +59,9 @@ def parse_line(line: bytes, settings: Settings, peer: str) -> Request:
         model = f.string(d, "model") or settings.default_chat_model
         keep = f.number(d, "keep_alive")
         opts = f.gen_options(o, max_tokens_keys=("max_tokens", "num_predict"))
-        common = dict(options=opts, tools=f.tools(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
+        common = dict(options=opts, tools=f.tools(d), think=ollama.think(d.get("think")), format=ollama.json_format(d.get("format")))
         if op == "chat":
-            spec = GenSpec(messages=f.messages(d), **common)
+            spec = GenSpec(messages=f.messages(d, ollama.message), **common)
         else:
             spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)
         job: Job = ChatJob(model=model, spec=spec, keep_alive_s=keep, source="cli", peer=peer)

@@ -40,6 +40,7 @@ from rk.daemon.store.models import Manifest
 DEFAULT_CTX = 4096  # KV cache size when loaded without a context (direct loads; the daemon always names one)
 BATCH = 512  # tokens per llama_decode call during prefill (llama.cpp's default n_batch)
 PREFILL_CHUNK = 64  # prompt tokens per eval, so a cancel is seen during a long prefill too
+PROGRESS_CHUNKS = 8  # chunks between two `prefilling` reports (512 tokens)
 EMBED_CTX = 512  # token window of a chat model's embedding context
 MIN_SAVE_TOKENS = 32  # a sequence shorter than this is cheaper to prefill again than to save
 POOLING = {"mean": llama_cpp.LLAMA_POOLING_TYPE_MEAN, "last": llama_cpp.LLAMA_POOLING_TYPE_LAST,
@@ -193,11 +194,13 @@ class LlamaCppModel:
         t0 = time.perf_counter()
         try:
             cached = self._reuse(ids, spec.media(), self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
-            for i in range(cached, len(ids), PREFILL_CHUNK):
+            for n, i in enumerate(range(cached, len(ids), PREFILL_CHUNK), 1):
                 if stop.is_set():
                     return GenResult(prefill_ms=(time.perf_counter() - t0) * 1000, prefill_tokens=i - cached,
                                      cached_tokens=cached, memory_mb=self.memory_mb())
                 llm.eval(ids[i:i + PREFILL_CHUNK])
+                if n % PROGRESS_CHUNKS == 0:  # a long prompt: the job is alive, and clients see how far it got
+                    sink.prefilling(i + PREFILL_CHUNK - cached, len(ids) - cached)
         except BaseException:
             llm.reset()
             raise

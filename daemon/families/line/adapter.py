@@ -10,7 +10,20 @@ from typing import Any
 import orjson
 
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, Thinking, Token, ToolCalled, Vectors
+from rk.daemon.events import (
+    Done,
+    Event,
+    Failed,
+    Loading,
+    Prefill,
+    Prefilling,
+    Queued,
+    Started,
+    Thinking,
+    Token,
+    ToolCalled,
+    Vectors,
+)
 from rk.daemon.families import fields as f
 from rk.daemon.families.ollama import adapter as ollama  # the line protocol speaks Ollama's message shapes
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
@@ -105,6 +118,8 @@ def render(rid: str, job_id: str, ev: Event) -> dict[str, Any]:
             return {"id": rid, "ev": "started", "job": job_id}
         case Loading(model=m):
             return {"id": rid, "ev": "loading", "model": m}
+        case Prefilling(done=done, total=total):
+            return {"id": rid, "ev": "prefilling", "done": done, "total": total}
         case Prefill(ms=ms, tokens=n, cached=cached):
             return {"id": rid, "ev": "prefill", "ms": round(ms, 3), "tokens": n, "cached": cached}
         case Token(text=t):

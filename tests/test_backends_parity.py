@@ -100,6 +100,7 @@ def test_fifo_positions_and_cancel_of_a_waiting_job(backend: Backend) -> None:
 def test_the_chat_model_also_embeds_from_the_same_load(backend: Backend) -> None:
     """Seed 000: one loaded chat model answers chats and embeddings, on every API, in FIFO order."""
     url = f"http://127.0.0.1:{backend.daemon.tcp_port}"
+    before = len(backend.daemon.log())  # the daemon is shared: count only this test's loads
     with backend.daemon.client(timeout=300) as c:
         rids = [chat(c, backend, "c1", "tell me about the sea", 3),
                 c.send("embed", rid="e1", model=backend.chat, input=["the sea", "the sky"]),
@@ -117,7 +118,7 @@ def test_the_chat_model_also_embeds_from_the_same_load(backend: Backend) -> None
         assert abs(np.linalg.norm(v) - 1.0) < 1e-4 and np.allclose(v, line[0], atol=1e-4)
     loaded = [m.model for m in ollama.Client(host=url).ps().models]
     assert loaded.count(backend.chat) == 1
-    assert backend.daemon.log().count(f"loaded {backend.chat} ") == 1  # one load served all of it
+    assert backend.daemon.log()[before:].count(f"loaded {backend.chat} ") <= 1  # one load (at most) served all of it
 
 
 # Long for every backend: real models keep counting; the rkllm double echoes the prompt's words.

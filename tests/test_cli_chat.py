@@ -23,7 +23,7 @@ def cli_env(d: Any, tmp_path: Path) -> dict[str, str]:
 
 
 def spawn_chat(d: Any, tmp_path: Path, *args: str) -> pexpect.spawn:
-    child = pexpect.spawn(RK, ["chat", *args], env=cli_env(d, tmp_path), encoding="utf-8", timeout=20,
+    child = pexpect.spawn(RK, ["chat", *args], env=cli_env(d, tmp_path), encoding="utf-8", timeout=60,
                           dimensions=(40, 120))
     child.expect_exact(PROMPT)
     return child

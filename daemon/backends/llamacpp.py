@@ -188,56 +188,76 @@ class LlamaCppModel:
             raise prompt_too_large(self.manifest.name, len(ids), ctx)
         budget = ctx - len(ids)
         max_new = budget if opts.max_tokens is None else min(opts.max_tokens, budget)
-        llm = self.llm
-        llm.set_seed(opts.seed if opts.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        self.llm.set_seed(opts.seed if opts.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         t0 = time.perf_counter()
+        cached, evaluated = self._prefill(ids, spec, stop)
+        prefill_ms = (time.perf_counter() - t0) * 1000
+        if evaluated < len(ids):  # stopped between prompt chunks
+            return GenResult(prefill_ms=prefill_ms, prefill_tokens=evaluated - cached, cached_tokens=cached,
+                             memory_mb=self.memory_mb())
+        sink.prefill(prefill_ms, len(ids) - cached, cached)
+        t1 = time.perf_counter()
+        n, finish = self._decode(spec, sink, stop, max_new)
+        return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - cached, cached_tokens=cached,
+                         generate_ms=(time.perf_counter() - t1) * 1000, generate_tokens=n, memory_mb=self.memory_mb(),
+                         finish_reason=finish)
+
+    @contextlib.contextmanager
+    def _reset_on_error(self) -> Iterator[None]:
+        """An eval that failed or was interrupted leaves the KV cache unknown: forget it."""
         try:
+            yield
+        except BaseException:
+            self.llm.reset()
+            raise
+
+    def _prefill(self, ids: list[int], spec: GenSpec, stop: threading.Event) -> tuple[int, int]:
+        """Evaluate the prompt past its cached prefix in chunks, checking `stop` between them; returns the cached
+        length and how far evaluation got (short of the prompt's end only when stopped)."""
+        opts = spec.options
+        with self._reset_on_error():
             cached = self._reuse(ids, spec.media(), self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
             for i in range(cached, len(ids), PREFILL_CHUNK):
                 if stop.is_set():
-                    return GenResult(prefill_ms=(time.perf_counter() - t0) * 1000, prefill_tokens=i - cached,
-                                     cached_tokens=cached, memory_mb=self.memory_mb())
-                llm.eval(ids[i:i + PREFILL_CHUNK])
-        except BaseException:
-            llm.reset()
-            raise
-        prefill_ms = (time.perf_counter() - t0) * 1000
-        sink.prefill(prefill_ms, len(ids) - cached, cached)
+                    return cached, i
+                self.llm.eval(ids[i:i + PREFILL_CHUNK])
+        return cached, len(ids)
+
+    def _decode(self, spec: GenSpec, sink: Sink, stop: threading.Event, max_new: int) -> tuple[int, str]:
+        """Sample from the prefill's logits on, until EOG, `stop`, a finished JSON value or `max_new` tokens;
+        returns the number of tokens and the finish reason."""
+        llm = self.llm
         vocab = llm._model.vocab
         text = Utf8Stream()
         n, finish = 0, "length"
-        t1 = time.perf_counter()
         constraint = self._constraint(spec)
         masks = LogitsProcessorList([constraint.masked]) if constraint is not None else None
-        tokens = llm.generate([], reset=False, logits_processor=masks, **sampling(opts))  # the prefill's logits first
+        tokens = llm.generate([], reset=False, logits_processor=masks, **sampling(spec.options))  # the prefill's logits first
         try:
-            while n < max_new:
-                if stop.is_set():
-                    finish = "stop"
-                    break
-                tok = next(tokens)
-                if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                    finish = "stop"
-                    break
-                n += 1
-                piece = text.push(llm.detokenize([tok]))
-                if piece:
-                    sink.token(piece)
-                if constraint is not None:
-                    constraint.accept(tok, 0)
-                    if constraint.complete:  # the JSON value is finished: nothing may follow it
+            with self._reset_on_error():
+                while n < max_new:
+                    if stop.is_set():
                         finish = "stop"
                         break
-            tail = text.flush()
-            if tail:
-                sink.token(tail)
-        except BaseException:
-            llm.reset()
-            raise
+                    tok = next(tokens)
+                    if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                        finish = "stop"
+                        break
+                    n += 1
+                    piece = text.push(llm.detokenize([tok]))
+                    if piece:
+                        sink.token(piece)
+                    if constraint is not None:
+                        constraint.accept(tok, 0)
+                        if constraint.complete:  # the JSON value is finished: nothing may follow it
+                            finish = "stop"
+                            break
+                tail = text.flush()
+                if tail:
+                    sink.token(tail)
         finally:
             tokens.close()
-        return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - cached, cached_tokens=cached, generate_ms=(time.perf_counter() - t1) * 1000,
-                         generate_tokens=n, memory_mb=self.memory_mb(), finish_reason=finish)
+        return n, finish
 
     # ---- embeddings ----------------------------------------------------------------------------
 

@@ -151,7 +151,7 @@ class LlamaCppModel:
             raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt", param="messages")
         try:
             text = self.formatter(messages=[m.template_dict() for m in chat], **template_kwargs(spec)).prompt
-        except Exception as e:  # a template's raise_exception (e.g. roles that must alternate)
+        except Exception as e:  # noqa: BLE001 - a template is the model's code: raise_exception (roles must alternate) or any bug
             raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}", param="messages") from None
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # the template adds BOS itself
 

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", action="append", choices=list(BENCHES), metavar="NAME",
                     help=f"run only this benchmark (repeatable): {', '.join(BENCHES)}")
     ap.add_argument("--threads", type=int, default=None, metavar="N",
-                    help="CPU threads for the backends and the in-process baselines alike (RK_THREADS; default: torch all cores, llama.cpp the physical big cores)")
+                    help="CPU threads for the backends and the in-process baselines alike (RK_THREADS; default: torch all cores, "
+                         "llama.cpp the physical big cores)")
     args = ap.parse_args(argv)
     if args.threads is not None:
         os.environ["RK_THREADS"] = str(args.threads)  # inherited by every daemon this run starts
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     info = machine() | {"load_before": load_before, "load_after": os.getloadavg(),
                         "threads": os.environ.get("RK_THREADS") or "all cores"}
     print(f"\nrk bench{' --quick' if args.quick else ''} · {info['nproc']} × {info['cpu']} · {info['ram_gb']} GB RAM "
-          f"· Python {info['python']} · torch threads: {info['threads']} · load avg {load_before[0]:.1f} → {info['load_after'][0]:.1f} "
+          f"· Python {info['python']} · torch threads: {info['threads']} · load avg {load_before[0]:.1f} → "
+          f"{info['load_after'][0]:.1f} "
           f"· {time.perf_counter() - t_all:.0f} s\n")
     print(table(rows))
     for name, why in failed.items():

@@ -50,7 +50,8 @@ def test_openai_response_format_json_schema_and_json_object(real_daemon: DaemonP
     jsonschema.validate(json.loads(r.choices[0].message.content or ""), PERSON)
     # Any object: nothing bounds it, so the prompt asks for a small one and greedy decoding keeps it so.
     r = client.chat.completions.create(model="smollm2:135m", max_tokens=200, temperature=0, stream=True,  # type: ignore[assignment]
-                                       messages=[{"role": "user", "content": 'Reply with a JSON object with one key "ok" set to true.'}],
+                                       messages=[{"role": "user", "content": 'Reply with a JSON object with one key "ok" set to '
+                                                  'true.'}],
                                        response_format={"type": "json_object"})
     text = "".join(ch.choices[0].delta.content or "" for ch in r if ch.choices)  # type: ignore[union-attr]
     assert isinstance(json.loads(text), dict)

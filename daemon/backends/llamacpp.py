@@ -268,7 +268,8 @@ class LlamaCppModel:
         ids = [self.llm.tokenize(t.encode("utf-8"), add_bos=True, special=False) for t in texts]
         longest = max((len(x) for x in ids), default=0)
         if longest > window and not truncate:
-            raise RkError("prompt_too_large", f"an input is {longest} tokens; {self.manifest.name} embeds at most {window} (set truncate to true)", param="input")
+            raise RkError("prompt_too_large", f"an input is {longest} tokens; {self.manifest.name} embeds at most {window} (set "
+                          f"truncate to true)", param="input")
         ids = [x[:window] or [self.llm.token_bos()] for x in ids]
         return EmbedResult(l2_normalise(self._embedder.run(ids)), [len(x) for x in ids])
 

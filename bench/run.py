@@ -81,9 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     info = machine() | {"load_before": load_before, "load_after": os.getloadavg(),
                         "threads": os.environ.get("RK_THREADS") or "all cores"}
     print(f"\nrk bench{' --quick' if args.quick else ''} · {info['nproc']} × {info['cpu']} · {info['ram_gb']} GB RAM "
-          f"· Python {info['python']} · torch threads: {info['threads']} · load avg {load_before[0]:.1f} → "
-          f"{info['load_after'][0]:.1f} "
-          f"· {time.perf_counter() - t_all:.0f} s\n")
+          f"· Python {info['python']} · torch threads: {info['threads']} · load avg {load_before[0]:.1f} "
+          f"→ {info['load_after'][0]:.1f} · {time.perf_counter() - t_all:.0f} s\n")
     print(table(rows))
     for name, why in failed.items():
         print(f"\n!! {name} failed: {why}")

@@ -37,7 +37,7 @@ from rk.protocol import LoadView, RecentJob, RunnerView, Snapshot
 log = logging.getLogger("rk.daemon.scheduler")
 SEND_AHEAD = 2  # chat commands queued in the runner beyond the running one
 MAX_RETRIES = 2
-BACKLOG_CAP = 8  # unread events a job may hold, in multiples of the client backlog, before it is stopped at once  # a job whose runner died before it began runs again, at most this often
+BACKLOG_CAP = 8  # unread events a job may hold, in multiples of the client backlog, before it is stopped at once
 
 
 def required_capabilities(job: Job) -> list[tuple[str, str]]:

@@ -36,8 +36,8 @@ class Settings:
     queue_timeout_s: float = _opt(0.0, "RK_QUEUE_TIMEOUT", "longest a job may wait in the queue, seconds (0 = no limit)")
     job_timeout_s: float = _opt(0.0, "RK_JOB_TIMEOUT", "longest a job may run, seconds (0 = no limit)")
     stall_timeout_s: float = _opt(300.0, "RK_STALL_TIMEOUT", "a runner silent this long while busy is killed (timeout)")
-    header_timeout_s: float = _opt(10.0, "RK_HEADER_TIMEOUT", "a connection that sends no complete request in this time is "
-                                   "closed")
+    header_timeout_s: float = _opt(10.0, "RK_HEADER_TIMEOUT",
+                                   "a connection that sends no complete request in this time is closed")
     body_timeout_s: float = _opt(60.0, "RK_BODY_TIMEOUT", "an HTTP request body not complete in this many seconds is answered "
                                  "408 and closed")
     idle_timeout_s: float = _opt(300.0, "RK_IDLE_TIMEOUT", "an idle keep-alive connection is closed after this many seconds")
@@ -56,8 +56,8 @@ class Settings:
                              "on elsewhere), on, off")
     rkllm_lib: str | None = _opt(None, "RK_RKLLM_LIB", "path of librkllmrt.so (default: the loader path)")
     rkllm_version: str | None = _opt(None, "RK_RKLLM_VERSION", "force the RKLLM runtime ABI: 1.2 or 1.3")
-    sysfs_root: Path = _opt(Path("/"), "RK_SYSFS_ROOT", "root under which /sys and /proc are read (tests point it at a fake "
-                            "tree)")
+    sysfs_root: Path = _opt(Path("/"), "RK_SYSFS_ROOT",
+                            "root under which /sys and /proc are read (tests point it at a fake tree)")
     default_chat_model: str = _opt("smollm2:135m", "RK_CHAT_MODEL", "model used when a chat names none")
     default_embed_model: str = _opt("all-minilm:l6-v2", "RK_EMBED_MODEL", "model used when an embedding names none")
     bundled: bool = _opt(True, "RK_BUNDLED", "register the bundled default models")
@@ -65,8 +65,8 @@ class Settings:
                                   "127.0.0.1): replies 'ready up N%', 'drain' or 'down#why'")
     metrics_public: bool = _opt(False, "RK_METRICS_PUBLIC", "serve /metrics without the API key (for Prometheus and gateway "
                                 "scrapers, which cannot send one)")
-    metrics_compat: str = _opt("", "RK_METRICS_COMPAT", "also emit another engine's gauge names for gateways that expect them: "
-                               "'vllm'")
+    metrics_compat: str = _opt("", "RK_METRICS_COMPAT",
+                               "also emit another engine's gauge names for gateways that expect them: 'vllm'")
     queue_full_status: int = _opt(503, "RK_QUEUE_FULL_STATUS", "HTTP status of a full queue, with Retry-After: 503 (like Ollama) "
                                   "or 429 (routers such as LiteLLM cool down on it)")
     client_max_jobs: int = _opt(0, "RK_CLIENT_MAX_JOBS", "jobs one client (API key, else address, else Unix user) may have "

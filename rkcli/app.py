@@ -67,8 +67,8 @@ def serve(
                                           "Bearer KEY)."),
     socket_group: Optional[str] = typer.Option(None, "--socket-group", help="Let this group use the socket (0660)."),
     max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Jobs that may wait at once (default 512)."),
-    keep_alive: Optional[float] = typer.Option(None, "--keep-alive", help="Seconds an idle model stays loaded (default 300, <0 "
-                                               "forever)."),
+    keep_alive: Optional[float] = typer.Option(None, "--keep-alive",
+                                               help="Seconds an idle model stays loaded (default 300, <0 forever)."),
     context_length: Optional[int] = typer.Option(None, "--context-length", min=1, help="Context a chat model loads with, tokens, "
                                                  "unless a request or Modelfile sets num_ctx (default 4096)."),
     llama_repack: Optional[str] = typer.Option(None, "--llama-repack", envvar="RK_LLAMA_REPACK", help="llama.cpp weight repack: "
@@ -77,7 +77,8 @@ def serve(
     rkllm_version: Optional[str] = typer.Option(None, "--rkllm-version", envvar="RK_RKLLM_VERSION", help="Force the RKLLM "
                                                 "runtime ABI (1.2 or 1.3) when it cannot be detected."),
     agent_port: Optional[str] = typer.Option(None, "--agent-port", envvar="RK_AGENT_PORT", help="HAProxy agent-check port "
-                                             "[HOST:]PORT (bare port = 127.0.0.1): ready up N% / drain / down (docs/multiboard.md)."),
+                                             "[HOST:]PORT (bare port = 127.0.0.1): ready up N% / drain / down "
+                                             "(docs/multiboard.md)."),
     metrics_public: bool = typer.Option(False, "--metrics-public", envvar="RK_METRICS_PUBLIC", help="Serve /metrics without the "
                                         "API key (for scrapers)."),
     metrics_compat: Optional[str] = typer.Option(None, "--metrics-compat", envvar="RK_METRICS_COMPAT", help="Also emit vLLM's "

@@ -134,8 +134,8 @@ def embed(
     paths: list[str] = typer.Argument(..., metavar="PATH", help="Files, directories (recursive) or - for stdin."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Embedding model (default: the daemon's, all-minilm:l6-v2).",
                                          autocompletion=model_completer("embedding")),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here instead of stdout (needed for "
-                                          "--resume)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Write JSONL here instead of stdout (needed for --resume)."),
     resume: bool = typer.Option(False, "--resume", help="Append to --output, skipping ids it already holds."),
     glob: list[str] = typer.Option([], "--glob", "-g", help="In directories, only file names matching this pattern (repeatable), "
                                    "e.g. '*.md'."),

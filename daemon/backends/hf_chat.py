@@ -2,8 +2,8 @@
 cache that keeps the last sequence's prefix.
 
 A follow-up turn shares its whole history with the previous sequence, so only the new tokens are
-prefilled (`params.prefix_cache`, on by default; the `cache_prompt` option overrides it per job). Text is streamed through an incremental detokeniser
-that never splits a multi-byte character.
+prefilled (`params.prefix_cache`, on by default; the `cache_prompt` option overrides it per job). Text is
+streamed through an incremental detokeniser that never splits a multi-byte character.
 """
 from __future__ import annotations
 
@@ -183,7 +183,8 @@ class HFChatModel:
             ids = list(self.tok(text)["input_ids"])
             if len(ids) > ctx:
                 if not truncate:
-                    raise RkError("prompt_too_large", f"an input is {len(ids)} tokens; {self.manifest.name} takes {ctx}", param="input")
+                    raise RkError("prompt_too_large", f"an input is {len(ids)} tokens; {self.manifest.name} takes {ctx}",
+                                  param="input")
                 ids = ids[:ctx]
             hidden = self.model.base_model(input_ids=torch.tensor([ids]), use_cache=False).last_hidden_state[0]
             rows.append((hidden[-1] if self.pooling == "last" else hidden.mean(0)).float().numpy())

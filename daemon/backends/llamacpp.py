@@ -148,11 +148,13 @@ class LlamaCppModel:
             text = render(self.manifest.template, chat, spec.tools, None if spec.think is None else bool(spec.think))
             return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if self.formatter is None:
-            raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt", param="messages")
+            raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt",
+                          param="messages")
         try:
             text = self.formatter(messages=[m.template_dict() for m in chat], **template_kwargs(spec)).prompt
         except Exception as e:  # noqa: BLE001 - a template is the model's code: raise_exception (roles must alternate) or any bug
-            raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}", param="messages") from None
+            raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}",
+                          param="messages") from None
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # the template adds BOS itself
 
     def _reuse(self, ids: list[int], media: tuple[str, ...], enabled: bool) -> int:
@@ -268,8 +270,8 @@ class LlamaCppModel:
         ids = [self.llm.tokenize(t.encode("utf-8"), add_bos=True, special=False) for t in texts]
         longest = max((len(x) for x in ids), default=0)
         if longest > window and not truncate:
-            raise RkError("prompt_too_large", f"an input is {longest} tokens; {self.manifest.name} embeds at most {window} (set "
-                          f"truncate to true)", param="input")
+            raise RkError("prompt_too_large", f"an input is {longest} tokens; {self.manifest.name} embeds at most {window} "
+                          "(set truncate to true)", param="input")
         ids = [x[:window] or [self.llm.token_bos()] for x in ids]
         return EmbedResult(l2_normalise(self._embedder.run(ids)), [len(x) for x in ids])
 
@@ -308,7 +310,8 @@ class Embedder:
         params.n_seq_max = 16
         params.kv_unified = True
         params.embeddings = True
-        params.pooling_type = pooling if pooling != llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED else llama_cpp.LLAMA_POOLING_TYPE_LAST
+        unspecified = pooling == llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_LAST if unspecified else pooling
         params.n_threads = params.n_threads_batch = threads
         return cls(LlamaContext(model=llm._model, params=params, verbose=False), llm._model, window, owns=True)
 

@@ -62,7 +62,8 @@ async def download(session: aiohttp.ClientSession, url: str, headers: dict[str, 
             with await asyncio.to_thread(open, partial, mode) as f:
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     if have + len(chunk) > want.size:
-                        await asyncio.to_thread(partial.unlink)  # the hub serves something other than it announced: keep none of it
+                        # the hub serves something other than it announced: keep none of it
+                        await asyncio.to_thread(partial.unlink)
                         raise RkError("hub_unavailable", f"{want.path} is larger than the {want.size} bytes the hub "
                                       "announced; refused")
                     await asyncio.to_thread(_write, f, h, chunk)

@@ -38,6 +38,15 @@ class Prefill:
 
 
 @dataclass(frozen=True)
+class Prefilling:
+    """How far a long prompt's prefill has come: the job is alive (the runner's stall watchdog and an agent's
+    idle timer see it), and `rk chat`/`rk top` can show it."""
+
+    done: int  # prompt tokens evaluated so far in this run
+    total: int  # prompt tokens this run evaluates
+
+
+@dataclass(frozen=True)
 class Token:
     text: str
 
@@ -69,7 +78,7 @@ class Failed:
     error: RkError
 
 
-Event = Union[Queued, Started, Loading, Prefill, Token, Thinking, ToolCalled, Vectors, Done, Failed]
-Step = Union[Prefill, Token, Thinking, ToolCalled]  # what a generation produces before it finishes
+Event = Union[Queued, Started, Loading, Prefilling, Prefill, Token, Thinking, ToolCalled, Vectors, Done, Failed]
+Step = Union[Prefilling, Prefill, Token, Thinking, ToolCalled]  # what a generation produces before it finishes
 Piece = Union[Token, Thinking, ToolCalled]  # what an output parser makes of the model's text
 FINAL = (Done, Failed)

@@ -336,6 +336,8 @@ class Scheduler:
         match e:
             case wire.Progress(event=step):
                 match step:
+                    case ev.Prefilling(done=done, total=total):
+                        t.prefilled = (done, total)
                     case ev.Prefill(ms=ms, tokens=n, cached=cached):
                         s.prefill_ms, s.prefill_tokens, s.cached_tokens = ms, n, cached
                         t.state = "generating"

@@ -15,6 +15,8 @@ def job_view(t: Ticket, now: float) -> JobView:
     progress, rate = None, None
     if isinstance(t.job, EmbedJob):
         progress = Progress(t.cursor, t.total, "texts")
+    elif isinstance(t.job, ChatJob) and t.state == "prefill" and t.prefilled is not None:
+        progress = Progress(t.prefilled[0], t.prefilled[1], "prompt tokens")
     elif isinstance(t.job, ChatJob):
         opts = t.job.options  # resolved: num_ctx is the context it runs in
         room = (opts.num_ctx - t.stats.prefill_tokens - t.stats.cached_tokens) if opts.num_ctx else None

@@ -33,6 +33,7 @@ class Ticket:
     cursor: int = 0  # embed jobs: index of the next text to run
     started: float | None = None
     generated: int = 0
+    prefilled: tuple[int, int] | None = None  # a long prefill's (done, total) prompt tokens, while it runs
     finished: bool = False
     cancel_requested: bool = False
     stop_reason: RkError | None = None  # why the daemon itself stopped this running job (timeout, slow client)

@@ -173,6 +173,8 @@ def _draw(view: ReplyView, ev: dict[str, Any]) -> None:
         view.status(f"queued · {ahead} ahead" if ahead else "starting…")
     elif kind == "loading":
         view.status(f"loading {ev.get('model', 'model')}…")
+    elif kind == "prefilling" and ev.get("total"):
+        view.status(f"reading the prompt · {100 * ev.get('done', 0) // ev['total']}%")
     elif kind in ("started", "prefill"):
         view.status("thinking…")
     elif kind == "token":

@@ -50,6 +50,11 @@ class RunnerConfig:
 class Sink(Protocol):
     """Where a backend reports progress; the runner forwards each call to the daemon at once."""
 
+    def prefilling(self, done: int, total: int) -> None:
+        """A long prefill's progress, at most every few hundred tokens: silence longer than RK_STALL_TIMEOUT
+        is taken for a hung engine."""
+        ...
+
     def prefill(self, ms: float, tokens: int, cached: int = 0) -> None: ...
 
     def token(self, text: str) -> None: ...

@@ -40,6 +40,7 @@ from rk.daemon.store.models import Manifest
 DEFAULT_CTX = 4096  # KV cache size when loaded without a context (direct loads; the daemon always names one)
 BATCH = 512  # tokens per llama_decode call during prefill (llama.cpp's default n_batch)
 PREFILL_CHUNK = 64  # prompt tokens per eval, so a cancel is seen during a long prefill too
+PROGRESS_CHUNKS = 8  # chunks between two `prefilling` reports (512 tokens)
 EMBED_CTX = 512  # token window of a chat model's embedding context
 MIN_SAVE_TOKENS = 32  # a sequence shorter than this is cheaper to prefill again than to save
 POOLING = {"mean": llama_cpp.LLAMA_POOLING_TYPE_MEAN, "last": llama_cpp.LLAMA_POOLING_TYPE_LAST,
@@ -192,7 +193,7 @@ class LlamaCppModel:
         max_new = budget if opts.max_tokens is None else min(opts.max_tokens, budget)
         self.llm.set_seed(opts.seed if opts.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         t0 = time.perf_counter()
-        cached, evaluated = self._prefill(ids, spec, stop)
+        cached, evaluated = self._prefill(ids, spec, sink, stop)
         prefill_ms = (time.perf_counter() - t0) * 1000
         if evaluated < len(ids):  # stopped between prompt chunks
             return GenResult(prefill_ms=prefill_ms, prefill_tokens=evaluated - cached, cached_tokens=cached,
@@ -213,16 +214,18 @@ class LlamaCppModel:
             self.llm.reset()
             raise
 
-    def _prefill(self, ids: list[int], spec: GenSpec, stop: threading.Event) -> tuple[int, int]:
-        """Evaluate the prompt past its cached prefix in chunks, checking `stop` between them; returns the cached
-        length and how far evaluation got (short of the prompt's end only when stopped)."""
+    def _prefill(self, ids: list[int], spec: GenSpec, sink: Sink, stop: threading.Event) -> tuple[int, int]:
+        """Evaluate the prompt past its cached prefix in chunks, checking `stop` between them and reporting progress
+        every few; returns the cached length and how far evaluation got (short of the prompt's end only when stopped)."""
         opts = spec.options
         with self._reset_on_error():
             cached = self._reuse(ids, spec.media(), self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
-            for i in range(cached, len(ids), PREFILL_CHUNK):
+            for n, i in enumerate(range(cached, len(ids), PREFILL_CHUNK), 1):
                 if stop.is_set():
                     return cached, i
                 self.llm.eval(ids[i:i + PREFILL_CHUNK])
+                if n % PROGRESS_CHUNKS == 0:  # a long prompt: the job is alive, and clients see how far it got
+                    sink.prefilling(i + PREFILL_CHUNK - cached, len(ids) - cached)
         return cached, len(ids)
 
     def _decode(self, spec: GenSpec, sink: Sink, stop: threading.Event, max_new: int) -> tuple[int, str]:

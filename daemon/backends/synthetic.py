@@ -93,6 +93,7 @@ class SyntheticModel:
         if "[[crash]]" in text:
             os.abort()
         self._prefill(words)
+        self._long_prefill(words, sink, stop)
         if "[[hang]]" in text:
             time.sleep(3600)
         reply = scripted_reply(messages) if self._script and not spec.raw else None
@@ -130,6 +131,14 @@ class SyntheticModel:
         crash = self._segfault == "prefill" or (self._segfault == "prefill_if_repacked" and self.repack.on)
         if crash and len(words) > 1:
             os.kill(os.getpid(), signal.SIGSEGV)
+
+    def _long_prefill(self, words: list[str], sink: Sink, stop: threading.Event) -> None:
+        """Take `params.prefill_s` seconds, reporting progress every tenth of it: a long prompt on a slow board."""
+        slow = float(self.manifest.params.get("prefill_s", 0.0))
+        for step in range(10 if slow > 0 else 0):
+            if stop.wait(slow / 10):
+                return
+            sink.prefilling(len(words) * (step + 1) // 10, len(words))
 
     def _wait_gate(self, stop: threading.Event) -> None:
         """Block at a `[[hold]]` until the gate file appears or the job is stopped."""

@@ -1,17 +1,17 @@
-"""Typed reads of wire JSON fields; every failure is a `bad_request` that names the field."""
+"""Typed reads of the wire JSON fields the API families share; every failure is a `bad_request` that names
+the field. A shape only one family sends (Ollama's `images`, OpenAI's content parts) is read in its adapter."""
 from __future__ import annotations
 
 import base64
 import binascii
 import math
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
 from rk.daemon import media
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import Format, GenOptions, Message, Think, Tool, ToolCall
-from rk.daemon.media import Image
+from rk.daemon.jobs import GenOptions, Message, Role, Tool, ToolCall
 
 
 def bad(field: str, what: str) -> RkError:
@@ -90,16 +90,6 @@ def stop_list(d: dict[str, Any], key: str = "stop") -> tuple[str, ...]:
 ROLES = ("system", "user", "assistant", "tool")
 
 
-def images(v: Any, where: str) -> tuple[Image, ...]:
-    """Ollama's `images`: base64 strings (a data URL's prefix is tolerated), each decoded now."""
-    if v is None:
-        return ()
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise bad(where, "must be a list of base64-encoded images")
-    media.check_count(len(v), where)
-    return tuple(media.decode(b64(x, f"{where}[{j}]"), f"{where}[{j}]") for j, x in enumerate(v))
-
-
 def b64(text: str, where: str) -> bytes:
     if text.startswith(("http://", "https://")):
         raise bad(where, "image URLs are not supported: send the image itself, base64-encoded")
@@ -108,27 +98,6 @@ def b64(text: str, where: str) -> bytes:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise bad(where, "is not valid base64") from None
-
-
-def _content(v: Any, where: str) -> tuple[str, tuple[Image, ...]]:
-    """A message's text, and the images of OpenAI content-part arrays."""
-    if v is None:
-        return "", ()
-    if isinstance(v, str):
-        return v, ()
-    if not isinstance(v, list):
-        raise bad(where, "must be a string or a list of content parts")
-    texts, images = [], []
-    for k, part in enumerate(v):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif kind == "image_url" and isinstance(part.get("image_url"), (dict, str)):
-            url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
-            images.append(media.decode(b64(str(url), f"{where}[{k}]"), f"{where}[{k}]"))
-        else:
-            raise bad(where, "parts must be {'type':'text','text':...} or {'type':'image_url','image_url':{'url':...}}")
-    return "".join(texts), tuple(images)
 
 
 def arguments(v: Any, where: str) -> dict[str, Any]:
@@ -160,26 +129,20 @@ def tool_calls(v: Any, where: str) -> tuple[ToolCall, ...]:
     return tuple(out)
 
 
-def message(m: Any, where: str) -> Message:
-    """One chat message with every field of both APIs; `developer` is OpenAI's newer name for `system`."""
+def role(m: Any, where: str, aliases: dict[str, str] | None = None) -> Role:
+    """A message's role (after the family's aliases, e.g. OpenAI's `developer` for `system`)."""
     if not isinstance(m, dict):
         raise bad(where, "must be an object with 'role' and 'content'")
-    role = m.get("role")
-    role = "system" if role == "developer" else role
-    if role not in ROLES:
+    r = m.get("role")
+    r = (aliases or {}).get(r, r) if isinstance(r, str) else r
+    if r not in ROLES:
         raise bad(f"{where}.role", f"must be one of {', '.join(ROLES)}")
-    content, attached = _content(m.get("content"), f"{where}.content")
-    thinking = next((m[k] for k in ("thinking", "reasoning_content", "reasoning") if isinstance(m.get(k), str)), None)
-    return Message(
-        role=role, content=content, images=attached + images(m.get("images"), f"{where}.images"),
-        tool_calls=tool_calls(m.get("tool_calls"), f"{where}.tool_calls"),
-        tool_call_id=string(m, "tool_call_id"),
-        tool_name=string(m, "tool_name") or (string(m, "name") if role == "tool" else None),
-        thinking=thinking or None,
-    )
+    return r
 
 
-def messages(d: dict[str, Any], key: str = "messages", *, allow_empty: bool = False) -> tuple[Message, ...]:
+def messages(d: dict[str, Any], read: Callable[[Any, str], Message], key: str = "messages", *,
+             allow_empty: bool = False) -> tuple[Message, ...]:
+    """A conversation, each message read in the family's own shape; the images of all of them are capped."""
     v = d.get(key)
     if v is None and allow_empty:
         return ()
@@ -187,7 +150,7 @@ def messages(d: dict[str, Any], key: str = "messages", *, allow_empty: bool = Fa
         raise bad(key, "must be a list of messages")
     if not v and not allow_empty:
         raise bad(key, "must not be empty")
-    out = tuple(message(m, f"{key}[{i}]") for i, m in enumerate(v))
+    out = tuple(read(m, f"{key}[{i}]") for i, m in enumerate(v))
     media.check_count(sum(len(m.images) for m in out), key)
     return out
 
@@ -246,24 +209,6 @@ def tool_named(name: Any, names: set[str], key: str) -> str:
     if not isinstance(name, str) or name not in names:
         raise bad(key, "must name one of the request's tools")
     return name
-
-
-def think(v: Any, key: str = "think") -> Think:
-    """Ollama's `think`: true, false, or an effort level."""
-    if v is None or isinstance(v, bool):
-        return v
-    if v in ("low", "medium", "high"):
-        return v
-    raise bad(key, 'must be true, false, "low", "medium" or "high"')
-
-
-def json_format(v: Any, key: str = "format") -> Format:
-    """Ollama's `format`: "json" or a JSON schema object; "" and null mean free text."""
-    if v is None or v == "":
-        return None
-    if v == "json" or isinstance(v, dict):
-        return v
-    raise bad(key, 'must be "json" or a JSON schema object')
 
 
 # Bounds that keep every sampler's arithmetic finite, fp16 logits (the NPU) included: logits are

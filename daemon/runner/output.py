@@ -9,7 +9,7 @@ import re
 import threading
 from typing import Callable
 
-from rk.daemon.events import Piece, Prefill, Thinking, Token, ToolCalled
+from rk.daemon.events import Piece, Prefill, Prefilling, Thinking, Token, ToolCalled
 from rk.daemon.jobs import Format, GenSpec
 from rk.daemon.parsers import OutputParser, PlainParser, parser_for
 from rk.daemon.runner import wire
@@ -127,6 +127,9 @@ class Pipeline:
     def stop_sequence(self) -> str | None:
         """The stop string that ended the reply, if one did."""
         return self._stops.which
+
+    def prefilling(self, done: int, total: int) -> None:
+        self._send(wire.Progress(self._seq, Prefilling(done, total)))
 
     def prefill(self, ms: float, tokens: int, cached: int = 0) -> None:
         self._send(wire.Progress(self._seq, Prefill(ms, tokens, cached)))

@@ -133,7 +133,8 @@ Event = Union[Ready, Begun, Loaded, Unloaded, Progress, Finished, Vectors, Error
 
 _TYPES: dict[str, type] = {cls.__name__: cls for cls in (Load, Unload, Generate, Embed, Cancel, Ready, Begun, Loaded,
                                                           Unloaded, Finished, Vectors, Error)}
-_STEPS: dict[str, type] = {cls.__name__: cls for cls in (events.Prefill, events.Token, events.Thinking, events.ToolCalled)}
+_STEPS: dict[str, type] = {cls.__name__: cls for cls in (events.Prefilling, events.Prefill, events.Token, events.Thinking,
+                                                          events.ToolCalled)}
 
 
 def _enc_hook(obj: Any) -> Any:

@@ -10,8 +10,22 @@ from typing import Any
 import orjson
 
 from rk.daemon.errors import RkError
-from rk.daemon.events import Done, Event, Failed, Loading, Prefill, Queued, Started, Thinking, Token, ToolCalled, Vectors
+from rk.daemon.events import (
+    Done,
+    Event,
+    Failed,
+    Loading,
+    Prefill,
+    Prefilling,
+    Queued,
+    Started,
+    Thinking,
+    Token,
+    ToolCalled,
+    Vectors,
+)
 from rk.daemon.families import fields as f
+from rk.daemon.families.ollama import adapter as ollama  # the line protocol speaks Ollama's message shapes
 from rk.daemon.jobs import ChatJob, EmbedJob, GenSpec, Job, ModelAction
 from rk.daemon.settings import Settings
 from rk.daemon.store.importer import ImportRequest
@@ -74,9 +88,10 @@ def _job(d: dict[str, Any], op: str, settings: Settings, peer: str) -> Job:
         model = f.string(d, "model") or settings.default_chat_model
         keep = f.number(d, "keep_alive")
         opts = f.gen_options(o, max_tokens_keys=("max_tokens", "num_predict"))
-        common = dict(options=opts, tools=f.tools(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
+        common = dict(options=opts, tools=f.tools(d), think=ollama.think(d.get("think")),
+                      format=ollama.json_format(d.get("format")))
         if op == "chat":
-            spec = GenSpec(messages=f.messages(d), **common)
+            spec = GenSpec(messages=f.messages(d, ollama.message), **common)
         else:
             spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)
         return ChatJob(model=model, spec=spec, keep_alive_s=keep, source="cli", peer=peer)
@@ -110,6 +125,8 @@ def render(rid: str, job_id: str, ev: Event) -> dict[str, Any]:
             return {"id": rid, "ev": "started", "job": job_id}
         case Loading(model=m):
             return {"id": rid, "ev": "loading", "model": m}
+        case Prefilling(done=done, total=total):
+            return {"id": rid, "ev": "prefilling", "done": done, "total": total}
         case Prefill(ms=ms, tokens=n, cached=cached):
             return {"id": rid, "ev": "prefill", "ms": round(ms, 3), "tokens": n, "cached": cached}
         case Token(text=t):

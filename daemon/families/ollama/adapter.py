@@ -15,11 +15,25 @@ from typing import Any
 import numpy as np
 import orjson
 
+from rk.daemon import media
 from rk.daemon.backend_info import backend_info
 from rk.daemon.errors import RkError
 from rk.daemon.families import fields as f
 from rk.daemon.gotemplate import check as check_template
-from rk.daemon.jobs import ChatJob, EmbedJob, Generated, GenOptions, GenSpec, JobStats, Message, ModelAction, ToolCall
+from rk.daemon.jobs import (
+    ChatJob,
+    EmbedJob,
+    Format,
+    Generated,
+    GenOptions,
+    GenSpec,
+    JobStats,
+    Message,
+    ModelAction,
+    Think,
+    ToolCall,
+)
+from rk.daemon.media import Image
 from rk.daemon.store import modelfile
 from rk.daemon.store.models import Manifest
 
@@ -50,6 +64,49 @@ class EmbedRequest:
 
 
 # ---- requests ----------------------------------------------------------------------------------
+
+
+def message(m: Any, where: str) -> Message:
+    """One `/api/chat` message (also the line protocol's): text content, base64 `images`, tool calls with
+    object arguments, a tool result's `tool_name` or `tool_call_id`, the reasoning as `thinking`."""
+    role = f.role(m, where)
+    thinking = m.get("thinking")
+    return Message(
+        role=role, content=f.string(m, "content") or "", images=images(m.get("images"), f"{where}.images"),
+        tool_calls=f.tool_calls(m.get("tool_calls"), f"{where}.tool_calls"),
+        tool_call_id=f.string(m, "tool_call_id"), tool_name=f.string(m, "tool_name"),
+        thinking=thinking if isinstance(thinking, str) and thinking else None,
+    )
+
+
+def images(v: Any, where: str) -> tuple[Image, ...]:
+    """Ollama's `images`: base64 strings (a data URL's prefix is tolerated), each decoded now."""
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise f.bad(where, "must be a list of base64-encoded images")
+    media.check_count(len(v), where)
+    return tuple(media.decode(f.b64(x, f"{where}[{j}]"), f"{where}[{j}]") for j, x in enumerate(v))
+
+
+def think(v: Any, key: str = "think") -> Think:
+    """Ollama's `think`: true, false, or an effort level."""
+    if v is None or isinstance(v, bool):
+        return v
+    if v in ("low", "medium", "high"):
+        return v
+    raise f.bad(key, 'must be true, false, "low", "medium" or "high"')
+
+
+def json_format(v: Any, key: str = "format") -> Format:
+    """Ollama's `format`: "json" or a JSON schema object; "" and null mean free text."""
+    if v is None or v == "":
+        return None
+    if v == "json" or isinstance(v, dict):
+        return v
+    raise f.bad(key, 'must be "json" or a JSON schema object')
+
+
 
 
 def model_name(d: dict[str, Any]) -> str:
@@ -116,12 +173,12 @@ def parse_generate(body: Any, peer: str) -> GenRequest:
     stream = f.boolean(d, "stream", True)
     if not prompt and not system:
         return GenRequest(_action(model, ka, peer), model, chat=False, stream=False)
-    common = dict(options=options(d), think=f.think(d.get("think")), format=f.json_format(d.get("format")))
+    common = dict(options=options(d), think=think(d.get("think")), format=json_format(d.get("format")))
     if raw:
         spec = GenSpec(prompt=prompt, raw=True, **common)
     else:
         msgs = (Message("system", system),) if system else ()
-        user = Message("user", prompt, images=f.images(d.get("images"), "images"))
+        user = Message("user", prompt, images=images(d.get("images"), "images"))
         spec = GenSpec(messages=msgs + (user,), **common)
     job = ChatJob(model=model, spec=spec, keep_alive_s=ka, source="ollama", peer=peer)
     return GenRequest(job, model, chat=False, stream=stream)
@@ -131,12 +188,12 @@ def parse_chat(body: Any, peer: str) -> GenRequest:
     """`POST /api/chat`; `messages: []` loads (or unloads with keep_alive 0)."""
     d = f.obj(body)
     model = model_name(d)
-    msgs = f.messages(d, allow_empty=True)
+    msgs = f.messages(d, message, allow_empty=True)
     ka = keep_alive(d.get("keep_alive"))
     if not msgs:
         return GenRequest(_action(model, ka, peer), model, chat=True, stream=False)
-    spec = GenSpec(messages=msgs, options=options(d), tools=f.tools(d), think=f.think(d.get("think")),
-                   format=f.json_format(d.get("format")))
+    spec = GenSpec(messages=msgs, options=options(d), tools=f.tools(d), think=think(d.get("think")),
+                   format=json_format(d.get("format")))
     job = ChatJob(model=model, spec=spec, keep_alive_s=ka, source="ollama", peer=peer)
     return GenRequest(job, model, chat=True, stream=f.boolean(d, "stream", True))
 

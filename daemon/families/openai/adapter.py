@@ -14,9 +14,11 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from rk.daemon import media
 from rk.daemon.errors import RkError
 from rk.daemon.families import fields as f
-from rk.daemon.jobs import ChatJob, EmbedJob, Format, Generated, GenOptions, GenSpec, JobStats, Think, ToolCall
+from rk.daemon.jobs import ChatJob, EmbedJob, Format, Generated, GenOptions, GenSpec, JobStats, Message, Think, ToolCall
+from rk.daemon.media import Image
 from rk.daemon.store.models import Manifest
 from rk.daemon.vectors import b64_float32
 
@@ -64,6 +66,45 @@ def new_reply(model: str, *, chat: bool) -> Reply:
 
 
 # ---- requests ----------------------------------------------------------------------------------
+
+
+def message(m: Any, where: str) -> Message:
+    """One chat-completions message: `developer` is OpenAI's newer name for `system`; content is a string or
+    text and `image_url` parts; tool calls carry their arguments as a JSON string; a tool result names its
+    call (`tool_call_id`) and may name the function (`name`); reasoning comes back as `reasoning_content`."""
+    role = f.role(m, where, {"developer": "system"})
+    content, attached = _content(m.get("content"), f"{where}.content")
+    thinking = next((m[k] for k in ("reasoning_content", "reasoning") if isinstance(m.get(k), str)), None)
+    return Message(
+        role=role, content=content, images=attached,
+        tool_calls=f.tool_calls(m.get("tool_calls"), f"{where}.tool_calls"),
+        tool_call_id=f.string(m, "tool_call_id"),
+        tool_name=f.string(m, "name") if role == "tool" else None,
+        thinking=thinking or None,
+    )
+
+
+def _content(v: Any, where: str) -> tuple[str, tuple[Image, ...]]:
+    """A message's text, and the images of OpenAI content-part arrays."""
+    if v is None:
+        return "", ()
+    if isinstance(v, str):
+        return v, ()
+    if not isinstance(v, list):
+        raise f.bad(where, "must be a string or a list of content parts")
+    texts, images = [], []
+    for k, part in enumerate(v):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and isinstance(part.get("image_url"), (dict, str)):
+            url = part["image_url"]["url"] if isinstance(part["image_url"], dict) else part["image_url"]
+            images.append(media.decode(f.b64(str(url), f"{where}[{k}]"), f"{where}[{k}]"))
+        else:
+            raise f.bad(where, "parts must be {'type':'text','text':...} or {'type':'image_url','image_url':{'url':...}}")
+    return "".join(texts), tuple(images)
+
+
 
 
 def _common(d: dict[str, Any], max_keys: tuple[str, ...]) -> tuple[str, GenOptions, bool, bool]:
@@ -146,9 +187,9 @@ def parse_chat(body: Any, peer: str) -> GenRequest:
     d = f.obj(body)
     model, opts, stream, usage = _common(d, ("max_completion_tokens", "max_tokens"))
     tools = f.tools(d)
-    spec = GenSpec(messages=f.messages(d), options=opts, tools=tools, tool_choice=tool_choice(d, {t.name for t in tools}),
-                   parallel_tool_calls=f.boolean(d, "parallel_tool_calls", True),
-                   think=reasoning(d), format=response_format(d))
+    spec = GenSpec(messages=f.messages(d, message), options=opts, tools=tools,
+                   tool_choice=tool_choice(d, {t.name for t in tools}),
+                   parallel_tool_calls=f.boolean(d, "parallel_tool_calls", True), think=reasoning(d), format=response_format(d))
     return GenRequest(ChatJob(model=model, spec=spec, source="openai", peer=peer), model, stream, usage)
 
 

@@ -70,9 +70,11 @@ def message(m: Any, where: str) -> Message:
     """One `/api/chat` message (also the line protocol's): text content, base64 `images`, tool calls with
     object arguments, a tool result's `tool_name` or `tool_call_id`, the reasoning as `thinking`."""
     role = f.role(m, where)
-    thinking = m.get("thinking")
+    content, thinking = m.get("content"), m.get("thinking")
+    if content is not None and not isinstance(content, str):
+        raise f.bad(f"{where}.content", "must be a string")
     return Message(
-        role=role, content=f.string(m, "content") or "", images=images(m.get("images"), f"{where}.images"),
+        role=role, content=content or "", images=images(m.get("images"), f"{where}.images"),
         tool_calls=f.tool_calls(m.get("tool_calls"), f"{where}.tool_calls"),
         tool_call_id=f.string(m, "tool_call_id"), tool_name=f.string(m, "tool_name"),
         thinking=thinking if isinstance(thinking, str) and thinking else None,

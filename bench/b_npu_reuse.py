@@ -90,7 +90,8 @@ def _reinit_cost(ctx: Context) -> tuple[float, float, int]:
 
 def run(ctx: Context) -> list[Row]:
     models = ctx.tmp / "npu-reuse" / "models"
-    write_manifest(models, "npu:chat", backend="rkllm", capabilities=["completion"], context_length=8192, files={"model": "m.rkllm"})
+    write_manifest(models, "npu:chat", backend="rkllm", capabilities=["completion"], context_length=8192,
+                   files={"model": "m.rkllm"})
     (models / "npu" / "chat" / "m.rkllm").write_bytes(b"RKLLM fake weights")
     rows: list[Row] = []
     raw: dict[str, Any] = {}

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", action="append", choices=list(BENCHES), metavar="NAME",
                     help=f"run only this benchmark (repeatable): {', '.join(BENCHES)}")
     ap.add_argument("--threads", type=int, default=None, metavar="N",
-                    help="CPU threads for the backends and the in-process baselines alike (RK_THREADS; default: torch all cores, llama.cpp the physical big cores)")
+                    help="CPU threads for the backends and the in-process baselines alike (RK_THREADS; default: torch all cores, "
+                         "llama.cpp the physical big cores)")
     args = ap.parse_args(argv)
     if args.threads is not None:
         os.environ["RK_THREADS"] = str(args.threads)  # inherited by every daemon this run starts
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"== {name} ...", file=sys.stderr, flush=True)
             try:
                 got = importlib.import_module(BENCHES[name]).run(ctx)
-            except Exception as e:  # one broken benchmark must not lose the others' figures
+            except Exception as e:  # noqa: BLE001 - a benchmark may raise anything; one broken one must not lose the others' figures
                 traceback.print_exc()
                 failed[name] = f"{type(e).__name__}: {e}"
                 continue
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     info = machine() | {"load_before": load_before, "load_after": os.getloadavg(),
                         "threads": os.environ.get("RK_THREADS") or "all cores"}
     print(f"\nrk bench{' --quick' if args.quick else ''} · {info['nproc']} × {info['cpu']} · {info['ram_gb']} GB RAM "
-          f"· Python {info['python']} · torch threads: {info['threads']} · load avg {load_before[0]:.1f} → {info['load_after'][0]:.1f} "
-          f"· {time.perf_counter() - t_all:.0f} s\n")
+          f"· Python {info['python']} · torch threads: {info['threads']} · load avg {load_before[0]:.1f} "
+          f"→ {info['load_after'][0]:.1f} · {time.perf_counter() - t_all:.0f} s\n")
     print(table(rows))
     for name, why in failed.items():
         print(f"\n!! {name} failed: {why}")

@@ -9,6 +9,7 @@ consecutive embedding jobs for one model at the head of the queue share one runn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -36,7 +37,7 @@ from rk.protocol import LoadView, RecentJob, RunnerView, Snapshot
 log = logging.getLogger("rk.daemon.scheduler")
 SEND_AHEAD = 2  # chat commands queued in the runner beyond the running one
 MAX_RETRIES = 2
-BACKLOG_CAP = 8  # unread events a job may hold, in multiples of the client backlog, before it is stopped at once  # a job whose runner died before it began runs again, at most this often
+BACKLOG_CAP = 8  # unread events a job may hold, in multiples of the client backlog, before it is stopped at once
 
 
 def required_capabilities(job: Job) -> list[tuple[str, str]]:
@@ -486,16 +487,24 @@ class Scheduler:
         for t in list(self.queue.waiting):
             self.queue.remove(t)
             self._finish(t, RkError("shutting_down", "the daemon is shutting down; retry when it is back"))
-        deadline = time.monotonic() + grace_s
-        while self.queue.running and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await self._until_idle(grace_s)
         self.stop_running("the daemon is shutting down")
-        deadline = time.monotonic() + 2.0
-        while self.queue.running and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await self._until_idle(2.0)
         for t in list(self.queue.running):
             self._finish(t, RkError("shutting_down", "the daemon is shutting down"))
         await self.runner.stop()
+
+    async def _until_idle(self, timeout_s: float) -> None:
+        """Until no job runs or `timeout_s` has passed; the queue's change notice wakes it."""
+        changed = self.queue.watch()
+        try:
+            deadline = time.monotonic() + timeout_s
+            while self.queue.running and (left := deadline - time.monotonic()) > 0:
+                changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), left)
+        finally:
+            self.queue.unwatch(changed)
 
     def status(self) -> Snapshot:
         """The queue, the running jobs, loaded models and totals: what every view of the daemon shows

@@ -30,7 +30,8 @@ def runner_config(settings: Settings, store: ModelStore) -> RunnerConfig:
         preload: tuple[str, ...] = (store.get(settings.default_chat_model).backend,)
     except RkError:
         preload = ()
-    return RunnerConfig(sysfs_root=str(settings.sysfs_root), cpu=CpuOptions(threads=settings.threads, repack=settings.llama_repack),
+    return RunnerConfig(sysfs_root=str(settings.sysfs_root),
+                        cpu=CpuOptions(threads=settings.threads, repack=settings.llama_repack),
                         rkllm=RkllmOptions(lib=settings.rkllm_lib, version=settings.rkllm_version), preload=preload)
 
 

@@ -33,7 +33,8 @@ app = typer.Typer(
 @app.callback()
 def _global(
     ctx: typer.Context,
-    socket: Optional[str] = typer.Option(None, "--socket", envvar="RK_SOCKET", help="Daemon Unix socket (default: per-user runtime dir)."),
+    socket: Optional[str] = typer.Option(None, "--socket", envvar="RK_SOCKET", help="Daemon Unix socket (default: per-user "
+                                         "runtime dir)."),
     host: Optional[str] = typer.Option(None, "--host", envvar="RK_HOST", help="Daemon on another board, HOST:PORT (TCP)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RK_API_KEY", help="API key for a daemon that requires one."),
 ) -> None:
@@ -59,19 +60,29 @@ app.command(rich_help_panel=MODELS)(create_cmd.create)
 @app.command(rich_help_panel=DAEMON)
 def serve(
     socket: Optional[Path] = typer.Option(None, "--socket", envvar="RK_SOCKET", help="Unix socket to listen on."),
-    tcp: Optional[str] = typer.Option(None, "--tcp", envvar="RK_TCP", help="Also listen on TCP [HOST:]PORT (bare port = 127.0.0.1), e.g. 11434."),
+    tcp: Optional[str] = typer.Option(None, "--tcp", envvar="RK_TCP", help="Also listen on TCP [HOST:]PORT (bare port = "
+                                      "127.0.0.1), e.g. 11434."),
     models_dir: Optional[Path] = typer.Option(None, "--models-dir", envvar="RK_MODELS", help="Models directory."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RK_API_KEY", help="Require this key on TCP (Authorization: Bearer KEY)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RK_API_KEY", help="Require this key on TCP (Authorization: "
+                                          "Bearer KEY)."),
     socket_group: Optional[str] = typer.Option(None, "--socket-group", help="Let this group use the socket (0660)."),
     max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Jobs that may wait at once (default 512)."),
-    keep_alive: Optional[float] = typer.Option(None, "--keep-alive", help="Seconds an idle model stays loaded (default 300, <0 forever)."),
-    context_length: Optional[int] = typer.Option(None, "--context-length", min=1, help="Context a chat model loads with, tokens, unless a request or Modelfile sets num_ctx (default 4096)."),
-    llama_repack: Optional[str] = typer.Option(None, "--llama-repack", envvar="RK_LLAMA_REPACK", help="llama.cpp weight repack: auto (off on CPUs with AMX, where it crashes), on, off."),
+    keep_alive: Optional[float] = typer.Option(None, "--keep-alive",
+                                               help="Seconds an idle model stays loaded (default 300, <0 forever)."),
+    context_length: Optional[int] = typer.Option(None, "--context-length", min=1, help="Context a chat model loads with, tokens, "
+                                                 "unless a request or Modelfile sets num_ctx (default 4096)."),
+    llama_repack: Optional[str] = typer.Option(None, "--llama-repack", envvar="RK_LLAMA_REPACK", help="llama.cpp weight repack: "
+                                               "auto (off on CPUs with AMX, where it crashes), on, off."),
     rkllm_lib: Optional[str] = typer.Option(None, "--rkllm-lib", envvar="RK_RKLLM_LIB", help="Path of librkllmrt.so."),
-    rkllm_version: Optional[str] = typer.Option(None, "--rkllm-version", envvar="RK_RKLLM_VERSION", help="Force the RKLLM runtime ABI (1.2 or 1.3) when it cannot be detected."),
-    agent_port: Optional[str] = typer.Option(None, "--agent-port", envvar="RK_AGENT_PORT", help="HAProxy agent-check port [HOST:]PORT (bare port = 127.0.0.1): ready up N% / drain / down (docs/multiboard.md)."),
-    metrics_public: bool = typer.Option(False, "--metrics-public", envvar="RK_METRICS_PUBLIC", help="Serve /metrics without the API key (for scrapers)."),
-    metrics_compat: Optional[str] = typer.Option(None, "--metrics-compat", envvar="RK_METRICS_COMPAT", help="Also emit vLLM's gauge names: vllm."),
+    rkllm_version: Optional[str] = typer.Option(None, "--rkllm-version", envvar="RK_RKLLM_VERSION", help="Force the RKLLM "
+                                                "runtime ABI (1.2 or 1.3) when it cannot be detected."),
+    agent_port: Optional[str] = typer.Option(None, "--agent-port", envvar="RK_AGENT_PORT", help="HAProxy agent-check port "
+                                             "[HOST:]PORT (bare port = 127.0.0.1): ready up N% / drain / down "
+                                             "(docs/multiboard.md)."),
+    metrics_public: bool = typer.Option(False, "--metrics-public", envvar="RK_METRICS_PUBLIC", help="Serve /metrics without the "
+                                        "API key (for scrapers)."),
+    metrics_compat: Optional[str] = typer.Option(None, "--metrics-compat", envvar="RK_METRICS_COMPAT", help="Also emit vLLM's "
+                                                 "gauge names: vllm."),
     quiet: bool = typer.Option(False, "--quiet", "-q", envvar="RK_QUIET", help="No access log (one line per request or job)."),
 ) -> None:
     """Run the daemon: the Unix socket always, TCP when asked. Ollama and OpenAI clients connect here.
@@ -116,7 +127,8 @@ def main() -> None:
 
 
 @app.command(rich_help_panel=MODELS)
-def top(ctx: typer.Context, once: bool = typer.Option(False, "--once", help="Print one snapshot with Rich and exit (for scripts and bug reports).")) -> None:
+def top(ctx: typer.Context, once: bool = typer.Option(False, "--once", help="Print one snapshot with Rich and exit (for scripts "
+                                                      "and bug reports).")) -> None:
     """Live dashboard of the queue, the running job, timings, NPU load and memory (q quits, ? lists keys)."""
     if once:
         from rk.tui.render import print_snapshot

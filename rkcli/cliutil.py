@@ -67,5 +67,6 @@ def model_completer(capability: str | None = None) -> Callable[[typer.Context, s
                 found = c.call("models")["models"]
         except (OSError, DaemonError):
             return []
-        return [m["name"] for m in found if m["name"].startswith(incomplete) and (capability is None or capability in m.get("capabilities", []))]
+        return [m["name"] for m in found
+                if m["name"].startswith(incomplete) and (capability is None or capability in m.get("capabilities", []))]
     return complete

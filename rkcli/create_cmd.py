@@ -67,7 +67,8 @@ def create(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The new model's NAME[:TAG]."),
     file: Path = typer.Option(Path("Modelfile"), "-f", "--file", exists=True, dir_okay=False, readable=True,
-                              help="The Modelfile: FROM (a model or a .gguf / .rkllm file), PARAMETER, SYSTEM, TEMPLATE, MESSAGE."),
+                              help="The Modelfile: FROM (a model or a .gguf / .rkllm file), "
+                                   "PARAMETER, SYSTEM, TEMPLATE, MESSAGE."),
 ) -> None:
     """Create a model from a Modelfile, like `ollama create`."""
     from dataclasses import replace

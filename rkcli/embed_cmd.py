@@ -134,9 +134,11 @@ def embed(
     paths: list[str] = typer.Argument(..., metavar="PATH", help="Files, directories (recursive) or - for stdin."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Embedding model (default: the daemon's, all-minilm:l6-v2).",
                                          autocompletion=model_completer("embedding")),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL here instead of stdout (needed for --resume)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Write JSONL here instead of stdout (needed for --resume)."),
     resume: bool = typer.Option(False, "--resume", help="Append to --output, skipping ids it already holds."),
-    glob: list[str] = typer.Option([], "--glob", "-g", help="In directories, only file names matching this pattern (repeatable), e.g. '*.md'."),
+    glob: list[str] = typer.Option([], "--glob", "-g", help="In directories, only file names matching this pattern (repeatable), "
+                                   "e.g. '*.md'."),
     lines: bool = typer.Option(False, "--lines", help="One record per non-blank line (id SOURCE:LINE)."),
     chunk: int = typer.Option(0, "--chunk", help="Split texts into chunks of N words (id SOURCE#K)."),
     overlap: int = typer.Option(0, "--overlap", help="Words shared by consecutive chunks."),

@@ -101,7 +101,8 @@ def ps(ctx: typer.Context, json_out: bool = JSON) -> None:
                     f"{j.get('waited_ms', 0) / 1000:.1f}s", _progress(j), j.get("source", ""), j.get("client_id", ""))
                    for j in snap.get("queue", [])])
     load = snap.get("load") or {}
-    wait = f"predicted wait for a new job {load.get('predicted_wait_s', 0):.1f}s" + (" · draining" if load.get("draining") else "")
+    wait = f"predicted wait for a new job {load.get('predicted_wait_s', 0):.1f}s"
+    wait += " · draining" if load.get("draining") else ""
     _print(loaded if snap.get("loaded") else "no model loaded",
            jobs if snap.get("queue") else "queue empty", f"[dim]{wait}[/dim]")
     if snap.get("pulls"):
@@ -133,7 +134,8 @@ def show(ctx: typer.Context, model: str = MODEL, json_out: bool = JSON) -> None:
         print_json(info)
         return
     man, details = info.get("manifest", {}), info.get("details", {})
-    rows = [("name", info["name"]), ("capabilities", ", ".join(info.get("capabilities", []))), ("backend", info.get("backend", "")),
+    rows = [("name", info["name"]), ("capabilities", ", ".join(info.get("capabilities", []))),
+            ("backend", info.get("backend", "")),
             ("family", details.get("family", "")), ("parameters", details.get("parameter_size", "")),
             ("quantization", details.get("quantization_level", "")), ("size", _bytes(info.get("size"))),
             ("context", str(info.get("context_length", ""))),

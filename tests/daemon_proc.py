@@ -79,7 +79,10 @@ class DaemonProc:
     env: dict[str, str] = field(default_factory=dict)
 
     def client(self, timeout: float | None = 30.0, tcp: bool = False, api_key: str | None = None) -> Client:
-        ep = Endpoint(host=f"127.0.0.1:{self.tcp_port}", api_key=api_key) if tcp else Endpoint(socket=self.socket, api_key=api_key)
+        if tcp:
+            ep = Endpoint(host=f"127.0.0.1:{self.tcp_port}", api_key=api_key)
+        else:
+            ep = Endpoint(socket=self.socket, api_key=api_key)
         return Client(ep, timeout)
 
     @property

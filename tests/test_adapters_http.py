@@ -52,14 +52,17 @@ BAD: list[tuple[Callable[[Any, str], Any], Any, str]] = [
     (ollama.parse_generate, {"model": "m", "prompt": "x", "images": ["not base64!"]}, "images[0]"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "think": "maybe"}, "think"),
     (ollama.parse_generate, {"model": "m", "prompt": "x", "format": "yaml"}, "format"),
-    (ollama.parse_chat, {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name"),
+    (ollama.parse_chat, {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]},
+     "tools[0].function.name"),
     (ollama.parse_chat, {"model": "m", "messages": USER, "tools": {"name": "f"}}, "tools"),
     (ollama.parse_chat, {"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-    (ollama.parse_chat, {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}]},
+    (ollama.parse_chat, {"model": "m", "messages": [
+        {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}]},
      "messages[0].tool_calls[0].function.arguments"),
     (openai.parse_chat, {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]},
      "messages[0].content[0]"),
-    (openai.parse_chat, {"model": "m", "messages": USER, "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
+    (openai.parse_chat, {"model": "m", "messages": USER, "tool_choice": {"type": "function", "function": {"name": "g"}}},
+     "tool_choice"),
     (openai.parse_chat, {"model": "m", "messages": USER, "reasoning_effort": "extreme"}, "reasoning_effort"),
     (openai.parse_chat, {"model": "m", "messages": USER, "response_format": {"type": "xml"}}, "response_format"),
     (openai.parse_chat, {"model": "m", "messages": USER, "stop": ["s"] * 65}, "stop"),
@@ -162,11 +165,14 @@ def test_every_message_field_is_translated_not_dropped() -> None:
         {"role": "user", "content": [{"type": "text", "text": "look: "},
                                      {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]},
         {"role": "assistant", "content": None, "reasoning_content": "hmm",
-         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+         "tool_calls": [{"id": "call_1", "type": "function",
+                         "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
     ]
-    req = openai.parse_chat({"model": "m", "messages": msgs, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-                             "reasoning_effort": "none", "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}}}, "p")
+    schema = {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}}
+    req = openai.parse_chat({"model": "m", "messages": msgs, "tools": tools,
+                             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                             "reasoning_effort": "none", "response_format": schema}, "p")
     assert isinstance(req.job, ChatJob)
     spec = req.job.spec
     assert spec.messages == (
@@ -178,7 +184,8 @@ def test_every_message_field_is_translated_not_dropped() -> None:
     assert spec.tools == (Tool("get_weather", "Weather now", tools[0]["function"]["parameters"]),)
     assert (spec.tool_choice, spec.think, spec.format) == ("get_weather", False, {"type": "object"})
     o = ollama.parse_chat({"model": "m", "think": "high", "format": "json", "tools": tools, "messages": [
-        {"role": "assistant", "content": "", "thinking": "plan", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+        {"role": "assistant", "content": "", "thinking": "plan",
+         "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
         {"role": "tool", "content": "3 C", "tool_name": "get_weather"},
         {"role": "tool", "content": "3 C"},  # Home Assistant sends neither tool_name nor tool_call_id
         {"role": "user", "content": "and?", "images": [PNG]},

@@ -80,7 +80,8 @@ def test_codex_turn2_pairs_the_function_output_with_its_call() -> None:
     spec = responses.parse(body("codex-0.171.0_turn2_function_call_output_responses.json"), "", None,
                            responses.ResponseStore()).job.spec
     call, out = spec.messages[-2], spec.messages[-1]
-    assert call.role == "assistant" and call.tool_calls == (ToolCall("exec_command", {"cmd": "echo hello-from-stub"}, "call_stub1"),)
+    assert call.role == "assistant" and call.tool_calls == (ToolCall("exec_command", {"cmd": "echo hello-from-stub"},
+                                                                     "call_stub1"),)
     assert out.role == "tool" and out.tool_call_id == "call_stub1" and out.tool_name == "exec_command"
     assert "hello-from-stub" in out.content
 
@@ -169,7 +170,8 @@ def test_response_store_is_bounded_and_refuses_what_it_forgot() -> None:
 def test_responses_reasoning_effort_and_formats() -> None:
     base = {"model": "m", "input": "hi"}
     think = manifest("completion", "thinking")
-    assert responses.parse(base | {"reasoning": {"effort": "minimal"}}, "", think, responses.ResponseStore()).job.spec.think == "low"
+    assert responses.parse(base | {"reasoning": {"effort": "minimal"}}, "", think,
+                           responses.ResponseStore()).job.spec.think == "low"
     assert responses.parse(base | {"reasoning": {"effort": "high"}}, "", manifest("completion"),
                            responses.ResponseStore()).job.spec.think is None
     spec = responses.parse(base | {"text": {"format": {"type": "json_object"}}}, "", None, responses.ResponseStore()).job.spec

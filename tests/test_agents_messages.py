@@ -169,8 +169,10 @@ def test_errors_in_anthropic_shape(agents_daemon: DaemonProc, client: anthropic.
     assert nf.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.create(model="qwen:tools", max_tokens=8, messages=[])
-    assert bad.value.body == {"type": "error", "error": {"type": "invalid_request_error", "message": bad.value.body["error"]["message"]}}  # type: ignore[index]
-    r = httpx.post(agents_daemon.base_url + "/v1/messages", json={"model": "qwen:tools", "messages": [{"role": "user", "content": "x"}]},
+    message = bad.value.body["error"]["message"]  # type: ignore[index]
+    assert bad.value.body == {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    r = httpx.post(agents_daemon.base_url + "/v1/messages",
+                   json={"model": "qwen:tools", "messages": [{"role": "user", "content": "x"}]},
                    headers={"x-api-key": "sekret"})
     assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
     for headers in ({}, {"x-api-key": "wrong"}):

@@ -110,4 +110,5 @@ def test_no_template_and_go_templates() -> None:
     go = "{{- if .Tools }}{{ range .Tools }}{{ . }}{{ end }}{{ end }}{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
     assert from_template(go) == ("completion", "tools", "thinking")
     # Rendering past tool calls is not the same as taking tools: the model is never shown a tool list.
-    assert from_template("{% for c in message.tool_calls %}{{ c.name }}{% endfor %}{% if builtin_tools %}{% endif %}") == ("completion",)
+    past_calls = "{% for c in message.tool_calls %}{{ c.name }}{% endfor %}{% if builtin_tools %}{% endif %}"
+    assert from_template(past_calls) == ("completion",)

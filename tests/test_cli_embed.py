@@ -37,11 +37,13 @@ def records(path: Path) -> list[dict[str, Any]]:
 
 def test_tree_gives_one_unit_norm_record_per_text_file(syn_daemon, tmp_path):
     expected = make_tree(tmp_path / "tree")
-    r = subprocess.run([RK, "embed", "-m", "syn:embed", str(tmp_path / "tree")], capture_output=True, env=env(syn_daemon), timeout=60)
+    r = subprocess.run([RK, "embed", "-m", "syn:embed", str(tmp_path / "tree")],
+                       capture_output=True, env=env(syn_daemon), timeout=60)
     assert r.returncode == 0, r.stderr
     recs = [orjson.loads(line) for line in r.stdout.splitlines()]
     assert {rec["id"] for rec in recs} == expected and len(recs) == 50
-    assert all(rec["source"] == rec["id"] and rec["chunk"] == 0 and rec["model"] == "syn:embed" and rec["dim"] == 64 for rec in recs)
+    assert all(rec["source"] == rec["id"] and rec["chunk"] == 0 and rec["model"] == "syn:embed" and rec["dim"] == 64
+               for rec in recs)
     norms = np.linalg.norm(np.array([rec["embedding"] for rec in recs]), axis=1)
     assert np.allclose(norms, 1.0, atol=1e-5)
     warning = r.stderr.decode()

@@ -46,7 +46,8 @@ def test_model_names_complete_from_the_daemon(syn_daemon):
 def test_fast_commands_import_nothing_heavy(syn_daemon):
     for args in (["--help"], ["ps"], ["status"]):
         probe = (f"import sys\nsys.argv = ['rk', *{args!r}]\nfrom rk.app import main\ntry:\n    main()\nexcept SystemExit as e:\n"
-                 f"    assert not e.code, e.code\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY!r}), file=sys.stderr)")
+                 f"    assert not e.code, e.code\n"
+                 f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY!r}), file=sys.stderr)")
         r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                            env=dict(os.environ, RK_SOCKET=str(syn_daemon.socket)))
         assert r.returncode == 0, r.stderr
@@ -65,7 +66,8 @@ def test_no_daemon_is_one_clear_line(tmp_path, args):
 def test_json_shapes(syn_daemon):
     models = rk_json(syn_daemon, "models")
     assert {m["name"] for m in models} >= {"syn:chat", "syn:embed", "syn:slow"}
-    assert {"name", "capabilities", "backend", "size", "context_length", "details", "loaded", "memory_mb", "default"} <= models[0].keys()
+    assert {"name", "capabilities", "backend", "size", "context_length", "details", "loaded", "memory_mb",
+            "default"} <= models[0].keys()
     assert rk_json(syn_daemon, "ls") == models
 
     shown = rk_json(syn_daemon, "show", "syn:embed")

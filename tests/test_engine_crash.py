@@ -162,7 +162,8 @@ def test_the_default_install_answers_on_an_amx_machine(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], r.text
         r = httpx.post(d.base_url + "/api/embed", json={"model": "smollm2:135m", "input": ["a few words to embed"]}, timeout=300)
         assert r.status_code == 200 and len(r.json()["embeddings"][0]) == 576, r.text
-        out = subprocess.run([sys.executable, "-m", "rk", "status", "--json"], env=d.env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run([sys.executable, "-m", "rk", "status", "--json"], env=d.env, capture_output=True, text=True,
+                             timeout=60)
         status = json.loads(out.stdout)
         assert status["llama_repack"] == "off (cpu has AMX)"
         assert {m["name"]: m["details"].get("repack") for m in status["loaded"]}["smollm2:135m"] == "off (cpu has AMX)"

@@ -245,8 +245,10 @@ def refused_everywhere(d: DaemonProc, name: str) -> None:
             assert ev.get("code") == "bad_request", (op, ev)
     requests = [("POST", "/api/show", {"model": name}), ("POST", "/api/chat", {"model": name, "messages": HI}),
                 ("POST", "/api/generate", {"model": name, "prompt": "x"}), ("POST", "/api/embed", {"model": name, "input": "x"}),
-                ("POST", "/api/create", {"model": name, "from": "syn:chat"}), ("POST", "/api/create", {"model": "ok:1", "from": name}),
-                ("POST", "/api/copy", {"source": "syn:chat", "destination": name}), ("POST", "/api/copy", {"source": name, "destination": "ok:2"}),
+                ("POST", "/api/create", {"model": name, "from": "syn:chat"}),
+                ("POST", "/api/create", {"model": "ok:1", "from": name}),
+                ("POST", "/api/copy", {"source": "syn:chat", "destination": name}),
+                ("POST", "/api/copy", {"source": name, "destination": "ok:2"}),
                 ("DELETE", "/api/delete", {"model": name}), ("POST", "/api/pull", {"model": name}),
                 ("POST", "/v1/chat/completions", {"model": name, "messages": HI}),
                 ("POST", "/v1/embeddings", {"model": name, "input": "x"})]

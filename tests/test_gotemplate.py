@@ -109,7 +109,8 @@ def test_with_comments_variables_and_a_jinja_template_as_is() -> None:
     go = '{{/* a comment */}}{{ with .System }}[{{ . }}]{{ else }}none{{ end }}{{ $n := len .Messages }}{{ $n }}'
     assert render(go, [Message("user", "x")], (), None) == "none1"
     assert render(go, [Message("system", "s"), Message("user", "x")], (), None) == "[s]2"
-    assert render("{{ json .Tools }}", [Message("user", "x")], (WEATHER,), None).startswith('[{"type": "function", "function": {"name"')
+    tools = render("{{ json .Tools }}", [Message("user", "x")], (WEATHER,), None)
+    assert tools.startswith('[{"type": "function", "function": {"name"')
     jinja = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<bot>{% endif %}"
     assert render(jinja, [Message("user", "hi")], (), None) == "<user>hi<bot>"
 

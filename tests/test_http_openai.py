@@ -69,7 +69,8 @@ def test_embeddings_base64_default_equals_float(client: openai.OpenAI) -> None:
 
 
 def test_embeddings_dimensions_and_empty_string(client: openai.OpenAI) -> None:
-    r = client.embeddings.create(model="syn:embed", input=ALPHABET, dimensions=16)  # many words: some land in the first 16 buckets
+    # many words: some land in the first 16 buckets
+    r = client.embeddings.create(model="syn:embed", input=ALPHABET, dimensions=16)
     assert len(r.data[0].embedding) == 16 and abs(np.linalg.norm(r.data[0].embedding) - 1) < 1e-5
     assert len(client.embeddings.create(model="syn:embed", input="").data) == 1  # LangChain embeds "" this way
     with pytest.raises(openai.BadRequestError) as e:

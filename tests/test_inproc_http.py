@@ -205,7 +205,7 @@ def test_a_full_queue_is_503_with_retry_after_and_the_queued_jobs_still_finish(r
                                                               "messages": [{"role": "user", "content": "first job"}]}))
         await runner.started["first job"].wait()
         second = asyncio.create_task(c.post("/api/chat", json={"model": "chat:a", "stream": False, "messages": HI}))
-        while svc.scheduler.status().depth < 1:
+        while svc.scheduler.status().depth < 1:  # noqa: ASYNC110 - polls the daemon's state as a client would
             await asyncio.sleep(0.01)
         r = await c.post("/v1/chat/completions", json={"model": "chat:a", "messages": HI})
         assert r.status == 503 and r.headers["Retry-After"] and (await r.json())["error"]["code"] == "queue_full"

@@ -127,7 +127,8 @@ def test_greedy_through_the_daemon_equals_llama_cpp_python(real_daemon: DaemonPr
 
 
 A1 = [{"role": "user", "content": "Name three colours of the rainbow."}]
-B1 = [{"role": "system", "content": "You answer as a ship's captain."}, {"role": "user", "content": "What is the sea like today?"}]
+B1 = [{"role": "system", "content": "You answer as a ship's captain."},
+      {"role": "user", "content": "What is the sea like today?"}]
 
 
 def follow_up(first: list[dict[str, str]], reply: str, question: str) -> list[dict[str, str]]:

@@ -163,7 +163,7 @@ async def run_load(d: DaemonProc) -> tuple[list[Outcome], int, list[str], int]:
     # client i: protocol i % 2 (line, HTTP), transport (i // 2) % 2 (Unix, TCP), kind from i // 4
     tasks = [asyncio.create_task(clients[i % 2](d, i, (i // 2) % 2 == 1, go, held)) for i in range(CLIENTS)]
     deadline = time.monotonic() + 30
-    while len(held) < CLIENTS and time.monotonic() < deadline and not any(t.done() for t in tasks):
+    while len(held) < CLIENTS and time.monotonic() < deadline and not any(t.done() for t in tasks):  # noqa: ASYNC110 - many tasks
         await asyncio.sleep(0.05)
     clients_held = len(held)
     go.set()

@@ -22,7 +22,8 @@ def run(chunks: list[str], spec: GenSpec, template: str | None = None, family: s
     out: list[Any] = []
     m = Manifest("t:1", "synthetic", family=family)
     spec = resolve(ChatJob("t:1", spec), m, 4096).spec  # as the daemon hands it to the runner
-    pipe = Pipeline(1, lambda e: out.append(e.event if isinstance(e, wire.Progress) else e), spec, threading.Event(), output_parser(m, template, spec))
+    pipe = Pipeline(1, lambda e: out.append(e.event if isinstance(e, wire.Progress) else e), spec, threading.Event(),
+                    output_parser(m, template, spec))
     for c in chunks:
         pipe.token(c)
     pipe.finish()
@@ -41,7 +42,8 @@ def reference_cut(s: str, stops: list[str]) -> str:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="abc<>/", max_size=40), st.lists(st.text(alphabet="abc<>/", min_size=1, max_size=4), max_size=5),
        st.data())
-def test_stop_strings_cut_exactly_where_the_first_one_starts_however_tokens_split(s: str, stops: list[str], data: st.DataObject) -> None:
+def test_stop_strings_cut_exactly_where_the_first_one_starts_however_tokens_split(s: str, stops: list[str],
+                                                                                  data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(s)), max_size=10)))
     chunks = [s[a:b] for a, b in zip([0, *cuts], [*cuts, len(s)])]
     f = StopStrings(tuple(stops))

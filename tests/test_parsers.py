@@ -35,7 +35,8 @@ MARKERS = ("<think>", "</think>", "[THINK]", "[/THINK]", "<tool_call>", "</tool_
            "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")
 ID = re.compile(r"^call_[a-z0-9]{8}$")
 # RK_PROPERTY_EXAMPLES=3000 for a deeper search than the default run.
-PROPERTY = settings(max_examples=int(os.environ.get("RK_PROPERTY_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=int(os.environ.get("RK_PROPERTY_EXAMPLES", "150")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def template(name: str) -> str:
@@ -331,7 +332,8 @@ ONE_BYTE = [
     (lambda: parser_for("llama", template("mistralai-Mistral-Nemo-Instruct-2407.jinja"), tools=True, think=None),
      '[TOOL_CALLS] [{"name": "f", "arguments": {"q": "[TOOL_CALLS]"}}]', [call("f", q="[TOOL_CALLS]")]),
     (lambda: parser_for("", template("mistralai-Ministral-3-14B-Reasoning-2512.jinja"), tools=True, think=None),
-     '[THINK]plan[/THINK]Token [TOOL_x [TOOL_CALLS]f[ARGS]{"q": 1}', [("thinking", "plan"), ("text", "Token [TOOL_x "), call("f", q=1)]),
+     '[THINK]plan[/THINK]Token [TOOL_x [TOOL_CALLS]f[ARGS]{"q": 1}',
+     [("thinking", "plan"), ("text", "Token [TOOL_x "), call("f", q=1)]),
     (PlainParser, "<tool_call>{}</tool_call>", [("text", "<tool_call>{}</tool_call>")]),
 ]
 

@@ -171,7 +171,8 @@ def check_request(req: lineproto.Request | None) -> None:
 
 
 @PROPERTY
-@given(st.one_of([shaped] + [nearly_valid(b | {"id": "x", "op": op}) for b in VALID_BASES[:3] for op in ("chat", "generate", "embed")]).map(to_line))
+@given(st.one_of([shaped] + [nearly_valid(b | {"id": "x", "op": op}) for b in VALID_BASES[:3] for op in ("chat", "generate",
+                                                                                                         "embed")]).map(to_line))
 def test_line_parser_on_shaped_lines(line: bytes) -> None:
     check_request(parses_or_refuses(parse_line, line))
 

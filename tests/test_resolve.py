@@ -108,7 +108,7 @@ def test_status_shows_the_resolved_budget(run: Callable[..., None]) -> None:
         task = asyncio.create_task(c.post("/api/chat", json={"model": "chat:a", "stream": False,
                                                              "messages": [{"role": "user", "content": "hold on"}]}))
         await runner.started["hold on"].wait()
-        while not svc.scheduler.status().queue[0].progress.done:  # type: ignore[union-attr]  # its first token
+        while not svc.scheduler.status().queue[0].progress.done:  # type: ignore[union-attr]  # noqa: ASYNC110 - token progress has no event
             await asyncio.sleep(0.01)
         (view,) = svc.scheduler.status().queue
         assert view.progress is not None and view.progress.total == 4096 - 5  # no max_tokens: what the context leaves

@@ -35,7 +35,8 @@ def model(request: pytest.FixtureRequest, tmp_path: Path, rkllm_libs: dict[str, 
 
 def run(m: RkllmModel, messages: list[dict[str, str]], **options: Any) -> tuple[str, GenResult]:
     sink = Recorder()
-    result = m.generate(GenSpec(messages=tuple(Message(**m) for m in messages), options=GenOptions(**options)), sink, threading.Event())
+    spec = GenSpec(messages=tuple(Message(**m) for m in messages), options=GenOptions(**options))
+    result = m.generate(spec, sink, threading.Event())
     return sink.text, result
 
 

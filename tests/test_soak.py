@@ -39,7 +39,8 @@ def line_worker(d: DaemonProc, jobs: range, tag: str, out: dict[str, Any]) -> No
             if i % 4 == 3:
                 rids.append(c.send("embed", rid=f"e{tag}{i}", model="syn:embed", input=[f"text {i}", "more"]))
             else:
-                rids.append(c.send("chat", rid=f"c{tag}{i}", model="syn:chat", messages=[{"role": "user", "content": f"m {i} x"}]))
+                rids.append(c.send("chat", rid=f"c{tag}{i}", model="syn:chat", messages=[{"role": "user",
+                                                                                          "content": f"m {i} x"}]))
         finals: dict[str, str] = {}
         started: list[int] = []
         while len(finals) < len(rids):
@@ -56,7 +57,8 @@ def http_chat(base: str, i: int) -> str:
     """One streamed chat over Ollama NDJSON or OpenAI SSE; its outcome."""
     with httpx.Client(base_url=base, timeout=120) as h:
         if i % 2:
-            with h.stream("POST", "/api/chat", json={"model": "syn:chat", "messages": [{"role": "user", "content": f"h {i}"}]}) as r:
+            with h.stream("POST", "/api/chat", json={"model": "syn:chat", "messages": [{"role": "user",
+                                                                                        "content": f"h {i}"}]}) as r:
                 if r.status_code != 200:
                     return r.read().decode()
                 last = [orjson.loads(ln) for ln in r.iter_lines() if ln][-1]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rk.client import Client
+from rk.client import Client, DaemonError
 
 from daemon_proc import DaemonProc
 
@@ -22,8 +22,8 @@ def drain(c: Client, rid: str) -> list[dict[str, Any]]:
     try:
         for ev in c.events(rid):
             out.append(ev)
-    except Exception as e:  # DaemonError: keep it as the final event
-        out.append({"ev": "error", "code": getattr(e, "code", "?")})
+    except DaemonError as e:  # keep it as the final event
+        out.append({"ev": "error", "code": e.code})
     return out
 
 

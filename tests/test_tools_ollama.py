@@ -95,7 +95,8 @@ def test_think_on_a_model_without_it_is_ollamas_400(client: ollama.Client, daemo
         client.chat(model="plain:chat", messages=[{"role": "user", "content": "hi"}], tools=[WEATHER])
     assert (e.value.status_code, e.value.error) == (400, "plain:chat does not support tools")
     # think false, or no tools, is fine on the same model
-    assert client.chat(model="plain:chat", messages=[{"role": "user", "content": script("ok")}], think=False).message.content == "ok"
+    assert client.chat(model="plain:chat", messages=[{"role": "user", "content": script("ok")}],
+                       think=False).message.content == "ok"
 
 
 def line_events(daemon: DaemonProc, **fields: Any) -> list[dict[str, Any]]:
@@ -121,7 +122,8 @@ def test_line_protocol_thinking_and_tool_call_events(daemon: DaemonProc) -> None
     kinds = [e["ev"] for e in events]
     assert "thinking" in kinds and kinds.count("tool_call") == 2 and kinds[-1] == "done"
     calls = [e for e in events if e["ev"] == "tool_call"]
-    assert [(e["name"], e["arguments"]) for e in calls] == [("get_weather", {"city": "Oslo"}), ("get_weather", {"city": "Bergen"})]
+    assert [(e["name"], e["arguments"]) for e in calls] == [("get_weather", {"city": "Oslo"}), ("get_weather",
+                                                                                                {"city": "Bergen"})]
     assert calls[0]["call_id"] != calls[1]["call_id"]
     assert "".join(e["text"] for e in events if e["ev"] == "thinking") == "Two cities."
 

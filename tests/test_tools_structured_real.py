@@ -19,7 +19,8 @@ PERSON = {"type": "object", "additionalProperties": False, "required": ["name", 
 # writing them runs into max tokens with the JSON unfinished (which fails the job, as it should).
 CITY = {"type": "object", "additionalProperties": False, "required": ["city", "country", "population_thousands", "capital"],
         "properties": {"city": {"type": "string", "maxLength": 20}, "country": {"type": "string", "maxLength": 20},
-                       "population_thousands": {"type": "integer", "minimum": 0, "maximum": 50000}, "capital": {"type": "boolean"},
+                       "population_thousands": {"type": "integer", "minimum": 0,
+                                                "maximum": 50000}, "capital": {"type": "boolean"},
                        "weather": {"enum": ["sunny", "rainy", "cloudy"]}}}
 PROMPTS = [
     "Describe a fictional person.", "Who is the oldest person you can imagine?", "Invent a pirate captain.",
@@ -46,11 +47,13 @@ def test_twenty_varied_prompts_all_return_schema_valid_json(real_daemon: DaemonP
 def test_openai_response_format_json_schema_and_json_object(real_daemon: DaemonProc) -> None:
     client = openai.OpenAI(base_url=real_daemon.base_url + "/v1", api_key="unused", max_retries=0, timeout=300)
     r = client.chat.completions.create(model="smollm2:135m", messages=[{"role": "user", "content": "A person."}], max_tokens=200,
-                                       response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+                                       response_format={"type": "json_schema", "json_schema": {"name": "person",
+                                                                                               "schema": PERSON}})
     jsonschema.validate(json.loads(r.choices[0].message.content or ""), PERSON)
     # Any object: nothing bounds it, so the prompt asks for a small one and greedy decoding keeps it so.
     r = client.chat.completions.create(model="smollm2:135m", max_tokens=200, temperature=0, stream=True,  # type: ignore[assignment]
-                                       messages=[{"role": "user", "content": 'Reply with a JSON object with one key "ok" set to true.'}],
+                                       messages=[{"role": "user", "content": 'Reply with a JSON object with one key "ok" set to '
+                                                  'true.'}],
                                        response_format={"type": "json_object"})
     text = "".join(ch.choices[0].delta.content or "" for ch in r if ch.choices)  # type: ignore[union-attr]
     assert isinstance(json.loads(text), dict)

@@ -32,5 +32,5 @@ def preload(names: tuple[str, ...]) -> None:
         if info is not None:
             try:
                 importlib.import_module(info.loader.partition(":")[0])
-            except Exception:  # reported by the load that needs it, as an error of that job
+            except Exception:  # noqa: BLE001 - a backend's import may raise anything; its load reports it, as that job's error
                 pass

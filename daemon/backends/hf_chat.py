@@ -2,13 +2,15 @@
 cache that keeps the last sequence's prefix.
 
 A follow-up turn shares its whole history with the previous sequence, so only the new tokens are
-prefilled (`params.prefix_cache`, on by default; the `cache_prompt` option overrides it per job). Text is streamed through an incremental detokeniser
-that never splits a multi-byte character.
+prefilled (`params.prefix_cache`, on by default; the `cache_prompt` option overrides it per job). Text is
+streamed through an incremental detokeniser that never splits a multi-byte character.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from rk.daemon.backends.hf_convert import ensure_converted
 from rk.daemon.backends.sampling import next_token
 from rk.daemon.context import prompt_too_large
 from rk.daemon.errors import RkError
-from rk.daemon.jobs import GenResult, GenSpec
+from rk.daemon.jobs import GenOptions, GenResult, GenSpec
 from rk.daemon.store.models import Manifest
 
 
@@ -113,49 +115,55 @@ class HFChatModel:
         max_new = budget if opts.max_tokens is None else min(opts.max_tokens, budget)
         gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
         t0 = time.perf_counter()
-        try:
+        with self._forget_cache_on_error():
             keep = self._prepare_cache(ids, spec.media(), self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
             logits = self._forward(ids[keep:])
-        except BaseException:
-            self._cache, self._cached_ids = None, []
-            raise
         prefill_ms = (time.perf_counter() - t0) * 1000
         sink.prefill(prefill_ms, len(ids) - keep, keep)
         detok = Detokenizer(self.tok)
         constraint = self._constraint(spec)
-        out: list[int] = []
-        finish = "length"
         t1 = time.perf_counter()
-        try:
-            while len(out) < max_new:
-                if stop.is_set():
-                    finish = "stop"
-                    break
-                if constraint is not None:
-                    constraint.mask(logits)
-                tid = next_token(logits, opts, ids + out, gen)
-                if tid in self.eos:
-                    finish = "stop"
-                    break
-                step = [tid]
-                if constraint is not None:  # the grammar's forced continuation comes in the same forward pass
-                    step += constraint.accept(tid, room=max_new - len(out) - 1)
-                for t in step:
-                    out.append(t)
-                    text = detok.push(t)
-                    if text:
-                        sink.token(text)
-                if constraint is not None and constraint.complete:
-                    finish = "stop"
-                    break
-                if len(out) < max_new and not stop.is_set():
-                    logits = self._forward(step)
-        except BaseException:
-            self._cache, self._cached_ids = None, []
-            raise
+        with self._forget_cache_on_error():
+            out, finish = self._decode(logits, ids, max_new, opts, gen, constraint, detok, sink, stop)
         return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - keep, cached_tokens=keep,
                          generate_ms=(time.perf_counter() - t1) * 1000, generate_tokens=len(out),
                          memory_mb=self.memory_mb(), finish_reason=finish)
+
+    @contextlib.contextmanager
+    def _forget_cache_on_error(self) -> Iterator[None]:
+        """A forward pass that failed or was interrupted leaves the KV cache unknown: drop it."""
+        try:
+            yield
+        except BaseException:
+            self._cache, self._cached_ids = None, []
+            raise
+
+    def _decode(self, logits: torch.Tensor, ids: list[int], max_new: int, opts: GenOptions, gen: torch.Generator | None,
+                constraint: JsonConstraint | None, detok: Detokenizer, sink: Sink,
+                stop: threading.Event) -> tuple[list[int], str]:
+        """Sample and forward token by token; returns the new tokens and the finish reason."""
+        out: list[int] = []
+        while len(out) < max_new:
+            if stop.is_set():
+                return out, "stop"
+            if constraint is not None:
+                constraint.mask(logits)
+            tid = next_token(logits, opts, ids + out, gen)
+            if tid in self.eos:
+                return out, "stop"
+            step = [tid]
+            if constraint is not None:  # the grammar's forced continuation comes in the same forward pass
+                step += constraint.accept(tid, room=max_new - len(out) - 1)
+            for t in step:
+                out.append(t)
+                text = detok.push(t)
+                if text:
+                    sink.token(text)
+            if constraint is not None and constraint.complete:
+                return out, "stop"
+            if len(out) < max_new and not stop.is_set():
+                logits = self._forward(step)
+        return out, "length"
 
     def _constraint(self, spec: GenSpec) -> JsonConstraint | None:
         """The grammar that keeps this reply valid JSON of the requested schema, if the request has a format."""
@@ -175,7 +183,8 @@ class HFChatModel:
             ids = list(self.tok(text)["input_ids"])
             if len(ids) > ctx:
                 if not truncate:
-                    raise RkError("prompt_too_large", f"an input is {len(ids)} tokens; {self.manifest.name} takes {ctx}", param="input")
+                    raise RkError("prompt_too_large", f"an input is {len(ids)} tokens; {self.manifest.name} takes {ctx}",
+                                  param="input")
                 ids = ids[:ctx]
             hidden = self.model.base_model(input_ids=torch.tensor([ids]), use_cache=False).last_hidden_state[0]
             rows.append((hidden[-1] if self.pooling == "last" else hidden.mean(0)).float().numpy())

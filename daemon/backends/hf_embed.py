@@ -52,7 +52,8 @@ class HFEmbedModel:
         ids: list[list[int]] = enc["input_ids"]
         lengths = [len(x) for x in ids]
         if not truncate and max(lengths) > self.max_len:
-            raise RkError("prompt_too_large", f"an input is {max(lengths)} tokens; {self.manifest.name} takes {self.max_len} (set truncate to true)", param="input")
+            raise RkError("prompt_too_large", f"an input is {max(lengths)} tokens; {self.manifest.name} takes {self.max_len} "
+                          "(set truncate to true)", param="input")
         out = np.zeros((len(texts), int(self.model.config.hidden_size)), dtype=np.float32)
         for batch in length_batches(lengths):
             padded = self.tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")

@@ -149,11 +149,13 @@ class LlamaCppModel:
             text = render(self.manifest.template, chat, spec.tools, None if spec.think is None else bool(spec.think))
             return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if self.formatter is None:
-            raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt", param="messages")
+            raise RkError("bad_request", f"{self.manifest.name} has no chat template in its GGUF; send a raw prompt",
+                          param="messages")
         try:
             text = self.formatter(messages=[m.template_dict() for m in chat], **template_kwargs(spec)).prompt
-        except Exception as e:  # a template's raise_exception (e.g. roles that must alternate)
-            raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}", param="messages") from None
+        except Exception as e:  # noqa: BLE001 - a template is the model's code: raise_exception (roles must alternate) or any bug
+            raise RkError("bad_request", f"{self.manifest.name}'s chat template refused the messages: {e}",
+                          param="messages") from None
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # the template adds BOS itself
 
     def _reuse(self, ids: list[int], media: tuple[str, ...], enabled: bool) -> int:
@@ -189,58 +191,78 @@ class LlamaCppModel:
             raise prompt_too_large(self.manifest.name, len(ids), ctx)
         budget = ctx - len(ids)
         max_new = budget if opts.max_tokens is None else min(opts.max_tokens, budget)
-        llm = self.llm
-        llm.set_seed(opts.seed if opts.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        self.llm.set_seed(opts.seed if opts.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         t0 = time.perf_counter()
+        cached, evaluated = self._prefill(ids, spec, sink, stop)
+        prefill_ms = (time.perf_counter() - t0) * 1000
+        if evaluated < len(ids):  # stopped between prompt chunks
+            return GenResult(prefill_ms=prefill_ms, prefill_tokens=evaluated - cached, cached_tokens=cached,
+                             memory_mb=self.memory_mb())
+        sink.prefill(prefill_ms, len(ids) - cached, cached)
+        t1 = time.perf_counter()
+        n, finish = self._decode(spec, sink, stop, max_new)
+        return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - cached, cached_tokens=cached,
+                         generate_ms=(time.perf_counter() - t1) * 1000, generate_tokens=n, memory_mb=self.memory_mb(),
+                         finish_reason=finish)
+
+    @contextlib.contextmanager
+    def _reset_on_error(self) -> Iterator[None]:
+        """An eval that failed or was interrupted leaves the KV cache unknown: forget it."""
         try:
+            yield
+        except BaseException:
+            self.llm.reset()
+            raise
+
+    def _prefill(self, ids: list[int], spec: GenSpec, sink: Sink, stop: threading.Event) -> tuple[int, int]:
+        """Evaluate the prompt past its cached prefix in chunks, checking `stop` between them and reporting progress
+        every few; returns the cached length and how far evaluation got (short of the prompt's end only when stopped)."""
+        opts = spec.options
+        with self._reset_on_error():
             cached = self._reuse(ids, spec.media(), self.prefix_cache if opts.cache_prompt is None else opts.cache_prompt)
             for n, i in enumerate(range(cached, len(ids), PREFILL_CHUNK), 1):
                 if stop.is_set():
-                    return GenResult(prefill_ms=(time.perf_counter() - t0) * 1000, prefill_tokens=i - cached,
-                                     cached_tokens=cached, memory_mb=self.memory_mb())
-                llm.eval(ids[i:i + PREFILL_CHUNK])
+                    return cached, i
+                self.llm.eval(ids[i:i + PREFILL_CHUNK])
                 if n % PROGRESS_CHUNKS == 0:  # a long prompt: the job is alive, and clients see how far it got
                     sink.prefilling(i + PREFILL_CHUNK - cached, len(ids) - cached)
-        except BaseException:
-            llm.reset()
-            raise
-        prefill_ms = (time.perf_counter() - t0) * 1000
-        sink.prefill(prefill_ms, len(ids) - cached, cached)
+        return cached, len(ids)
+
+    def _decode(self, spec: GenSpec, sink: Sink, stop: threading.Event, max_new: int) -> tuple[int, str]:
+        """Sample from the prefill's logits on, until EOG, `stop`, a finished JSON value or `max_new` tokens;
+        returns the number of tokens and the finish reason."""
+        llm = self.llm
         vocab = llm._model.vocab
         text = Utf8Stream()
         n, finish = 0, "length"
-        t1 = time.perf_counter()
         constraint = self._constraint(spec)
         masks = LogitsProcessorList([constraint.masked]) if constraint is not None else None
-        tokens = llm.generate([], reset=False, logits_processor=masks, **sampling(opts))  # the prefill's logits first
+        tokens = llm.generate([], reset=False, logits_processor=masks, **sampling(spec.options))  # the prefill's logits first
         try:
-            while n < max_new:
-                if stop.is_set():
-                    finish = "stop"
-                    break
-                tok = next(tokens)
-                if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                    finish = "stop"
-                    break
-                n += 1
-                piece = text.push(llm.detokenize([tok]))
-                if piece:
-                    sink.token(piece)
-                if constraint is not None:
-                    constraint.accept(tok, 0)
-                    if constraint.complete:  # the JSON value is finished: nothing may follow it
+            with self._reset_on_error():
+                while n < max_new:
+                    if stop.is_set():
                         finish = "stop"
                         break
-            tail = text.flush()
-            if tail:
-                sink.token(tail)
-        except BaseException:
-            llm.reset()
-            raise
+                    tok = next(tokens)
+                    if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                        finish = "stop"
+                        break
+                    n += 1
+                    piece = text.push(llm.detokenize([tok]))
+                    if piece:
+                        sink.token(piece)
+                    if constraint is not None:
+                        constraint.accept(tok, 0)
+                        if constraint.complete:  # the JSON value is finished: nothing may follow it
+                            finish = "stop"
+                            break
+                tail = text.flush()
+                if tail:
+                    sink.token(tail)
         finally:
             tokens.close()
-        return GenResult(prefill_ms=prefill_ms, prefill_tokens=len(ids) - cached, cached_tokens=cached, generate_ms=(time.perf_counter() - t1) * 1000,
-                         generate_tokens=n, memory_mb=self.memory_mb(), finish_reason=finish)
+        return n, finish
 
     # ---- embeddings ----------------------------------------------------------------------------
 
@@ -251,7 +273,8 @@ class LlamaCppModel:
         ids = [self.llm.tokenize(t.encode("utf-8"), add_bos=True, special=False) for t in texts]
         longest = max((len(x) for x in ids), default=0)
         if longest > window and not truncate:
-            raise RkError("prompt_too_large", f"an input is {longest} tokens; {self.manifest.name} embeds at most {window} (set truncate to true)", param="input")
+            raise RkError("prompt_too_large", f"an input is {longest} tokens; {self.manifest.name} embeds at most {window} "
+                          "(set truncate to true)", param="input")
         ids = [x[:window] or [self.llm.token_bos()] for x in ids]
         return EmbedResult(l2_normalise(self._embedder.run(ids)), [len(x) for x in ids])
 
@@ -290,7 +313,8 @@ class Embedder:
         params.n_seq_max = 16
         params.kv_unified = True
         params.embeddings = True
-        params.pooling_type = pooling if pooling != llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED else llama_cpp.LLAMA_POOLING_TYPE_LAST
+        unspecified = pooling == llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_LAST if unspecified else pooling
         params.n_threads = params.n_threads_batch = threads
         return cls(LlamaContext(model=llm._model, params=params, verbose=False), llm._model, window, owns=True)
 

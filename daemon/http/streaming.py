@@ -4,8 +4,9 @@ Holding the first byte until the job produces output keeps every early failure (
 prompt too large, model failed to load) a proper status code; later failures become an in-band
 error chunk in the route's dialect. Agents' APIs (Anthropic Messages, OpenAI Responses) instead open
 their stream when the job is accepted and send keep-alives while it waits (`relay_early`), so a
-client behind other jobs or a long prefill does not time out; their errors after that go in-band. When the handler ends early (the client went away: aiohttp
-cancels the handler, or a write fails), the job is cancelled so the queue moves on at once.
+client behind other jobs or a long prefill does not time out; their errors after that go in-band.
+When the handler ends early (the client went away: aiohttp cancels the handler, or a write fails),
+the job is cancelled so the queue moves on at once.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ class StreamFormat(Protocol):
 
 class EarlyStreamFormat(StreamFormat, Protocol):
     """A format whose opening goes out as soon as the job is accepted, with keep-alive bytes (an SSE
-    event the client's idle timer counts, such as Anthropic's `ping`) whenever the job has been quiet for a while: queued, loading, prefilling."""
+    event the client's idle timer counts, such as Anthropic's `ping`) whenever the job has been quiet
+    for a while: queued, loading, prefilling."""
 
     def keepalive(self) -> bytes: ...
 

@@ -1,8 +1,9 @@
 """What an output parser produces, the interface every parser implements, and the helpers they share.
 
 A model's decoded text arrives one token delta at a time. A parser turns it into the job events it
-stands for — answer text (`Token`), reasoning (`Thinking`), tool calls (`ToolCalled`) — as early as it safely can: text flows on at once and only what could be
-the start of a marker is held back, so a reply on a tools request streams as fast as one without.
+stands for — answer text (`Token`), reasoning (`Thinking`), tool calls (`ToolCalled`) — as early
+as it safely can: text flows on at once and only what could be the start of a marker is held back,
+so a reply on a tools request streams as fast as one without.
 """
 from __future__ import annotations
 

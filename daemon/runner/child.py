@@ -89,7 +89,7 @@ class Child:
                 self.send(self._run(cmd))
             except RkError as e:
                 self.send(wire.Error(cmd.seq, e.code, e.message))
-            except Exception as e:  # a backend bug fails the job, not the runner
+            except Exception as e:  # noqa: BLE001 - a backend bug may raise anything: it fails the job, not the runner
                 traceback.print_exc()
                 self.send(wire.Error(cmd.seq, "internal", f"{type(e).__name__}: {e}"))
             finally:

@@ -273,7 +273,8 @@ class ModelStore:
                 shutil.copytree(src.dir, staging)
             staging.mkdir(exist_ok=True)
             copy = Manifest.from_dict(src.to_dict(), staging)
-            copy.name, copy.created, copy.bundled = display_name(destination), "", src.bundled  # bundled copies point into the package
+            # bundled copies point into the package
+            copy.name, copy.created, copy.bundled = display_name(destination), "", src.bundled
             copy.files = {k: str(src.path_for_size(v).resolve()) if src.bundled else v for k, v in src.files.items()}
             if amend is not None:
                 amend(copy)

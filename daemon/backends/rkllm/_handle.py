@@ -66,7 +66,7 @@ class Handle:
             if self._listener is None:
                 return 0
             return self._listener(result.contents, state)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - nothing may unwind into C; run() re-raises it
             self._error = e
             return CALLBACK_PAUSE
 

@@ -142,7 +142,8 @@ LLMTokenizerCallback = CFUNCTYPE(c_int, c_void_p, c_void_p, c_int32, POINTER(c_i
 
 
 class RKLLMParam13(Structure):
-    _fields_: ClassVar[Any] = _PARAM_HEAD + [("ignore_eos_token", c_bool), ("is_async", c_bool), ("extend_param", RKLLMExtendParam)]
+    _fields_: ClassVar[Any] = _PARAM_HEAD + [("ignore_eos_token", c_bool), ("is_async", c_bool),
+                                             ("extend_param", RKLLMExtendParam)]
 
 
 class _Image13(Structure):
@@ -264,9 +265,11 @@ def bind(lib: ctypes.CDLL, abi: Abi) -> ctypes.CDLL:
         "rkllm_clear_kv_cache": ([H, c_int, POINTER(c_int), POINTER(c_int)], c_int),
         # int rkllm_get_kv_cache_size(LLMHandle handle, int* cache_sizes);
         "rkllm_get_kv_cache_size": ([H, POINTER(c_int)], c_int),
-        # int rkllm_set_chat_template(LLMHandle handle, const char* system_prompt, const char* prompt_prefix, const char* prompt_postfix);
+        # int rkllm_set_chat_template(LLMHandle handle, const char* system_prompt, const char* prompt_prefix,
+        #                             const char* prompt_postfix);
         "rkllm_set_chat_template": ([H, c_char_p, c_char_p, c_char_p], c_int),
-        # int rkllm_set_function_tools(LLMHandle handle, const char* system_prompt, const char* tools, const char* tool_response_str);
+        # int rkllm_set_function_tools(LLMHandle handle, const char* system_prompt, const char* tools,
+        #                              const char* tool_response_str);
         "rkllm_set_function_tools": ([H, c_char_p, c_char_p, c_char_p], c_int),
         # int rkllm_set_cross_attn_params(LLMHandle handle, RKLLMCrossAttnParam* cross_attn_params);
         "rkllm_set_cross_attn_params": ([H, POINTER(RKLLMCrossAttnParam)], c_int),

@@ -254,7 +254,8 @@ class RkllmModel:
             finally:
                 self._handle.clear_kv_cache()  # rknn-llm #278: each embedding run starts from an empty cache
             if listener.failed or listener.vector is None:
-                raise RkError("model_failed", _RUNTIME_ERROR if listener.failed else "the RKLLM runtime returned no hidden states")
+                raise RkError("model_failed",
+                              _RUNTIME_ERROR if listener.failed else "the RKLLM runtime returned no hidden states")
             rows.append(listener.vector)
             counts.append(listener.tokens)
         return EmbedResult(l2_normalise(np.stack(rows)), counts)

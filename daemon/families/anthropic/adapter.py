@@ -112,40 +112,53 @@ def _turn(m: Any, where: str, names: dict[str, str]) -> list[Message]:
         return [Message(role, content)]
     if not isinstance(content, list):
         raise f.bad(f"{where}.content", "must be a string or a list of content blocks")
-    texts: list[str] = []
-    thinking: list[str] = []
-    images: list[Image] = []
-    calls: list[ToolCall] = []
-    results: list[Message] = []
+    blocks = _Blocks()
     for i, b in enumerate(content):
-        at = f"{where}.content[{i}]"
+        blocks.add(b, f"{where}.content[{i}]", names)
+    text = "".join(blocks.texts)
+    if role == "assistant":
+        return [Message("assistant", text, tool_calls=tuple(blocks.calls), thinking="".join(blocks.thinking) or None)]
+    rest = [Message("user", text, images=tuple(blocks.images))] if text or blocks.images else []
+    return blocks.results + rest
+
+
+@dataclass
+class _Blocks:
+    """A turn's content blocks, sorted by kind as they are read."""
+
+    texts: list[str] = field(default_factory=list)
+    thinking: list[str] = field(default_factory=list)
+    images: list[Image] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    results: list[Message] = field(default_factory=list)
+
+    def add(self, b: Any, at: str, names: dict[str, str]) -> None:
         kind = b.get("type") if isinstance(b, dict) else None
         if kind == "text" and isinstance(b.get("text"), str):
-            texts.append(b["text"])
+            self.texts.append(b["text"])
         elif kind == "image":
-            images.append(_image(b, at))
+            self.images.append(_image(b, at))
         elif kind == "thinking" and isinstance(b.get("thinking"), str):
-            thinking.append(b["thinking"])
+            self.thinking.append(b["thinking"])
         elif kind == "tool_use":
-            name, call_id, args = b.get("name"), b.get("id"), b.get("input", {})
-            if not isinstance(name, str) or not name or not isinstance(call_id, str) or not call_id:
-                raise f.bad(at, "a tool_use block needs an 'id' and a 'name'")
-            if not isinstance(args, dict):
-                raise f.bad(f"{at}.input", "must be a JSON object")
-            names[call_id] = name
-            calls.append(ToolCall(name, args, call_id))
+            self.calls.append(_tool_use(b, at, names))
         elif kind == "tool_result":
-            results.append(_tool_result(b, at, names))
+            self.results.append(_tool_result(b, at, names))
         elif kind in ("redacted_thinking", "document", "search_result", "server_tool_use", "web_search_tool_result"):
             log.info("%s: a %s block is not something rk can use; skipped", at, kind)
         else:
             raise f.bad(at, "must be a text, image, tool_use, tool_result or thinking block")
-    text = "".join(texts)
-    if role == "assistant":
-        return [Message("assistant", text, tool_calls=tuple(calls), thinking="".join(thinking) or None)]
-    rest = [Message("user", text, images=tuple(images))] if text or images else []
-    return results + rest
 
+
+def _tool_use(b: dict[str, Any], at: str, names: dict[str, str]) -> ToolCall:
+    """An assistant's tool call; its id is remembered so the matching result can name the tool."""
+    name, call_id, args = b.get("name"), b.get("id"), b.get("input", {})
+    if not isinstance(name, str) or not name or not isinstance(call_id, str) or not call_id:
+        raise f.bad(at, "a tool_use block needs an 'id' and a 'name'")
+    if not isinstance(args, dict):
+        raise f.bad(f"{at}.input", "must be a JSON object")
+    names[call_id] = name
+    return ToolCall(name, args, call_id)
 
 def _tools(d: dict[str, Any]) -> tuple[Tool, ...]:
     """Client tools (`name`, `description`, `input_schema`); server tools rk cannot run (web search, code

@@ -67,47 +67,54 @@ def parse_line(line: bytes, settings: Settings, peer: str) -> Request:
         raise f.bad("id", "is required: a string chosen by the client, echoed in every event")
     op = f.string(d, "op", required=True)
     key = f.string(d, "key")
-    if op in ("chat", "generate"):
-        o = f.obj(d.get("options") or {}, "options")
-        model = f.string(d, "model") or settings.default_chat_model
-        keep = f.number(d, "keep_alive")
-        opts = f.gen_options(o, max_tokens_keys=("max_tokens", "num_predict"))
-        common = dict(options=opts, tools=f.tools(d), think=ollama.think(d.get("think")), format=ollama.json_format(d.get("format")))
-        if op == "chat":
-            spec = GenSpec(messages=f.messages(d, ollama.message), **common)
-        else:
-            spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)
-        job: Job = ChatJob(model=model, spec=spec, keep_alive_s=keep, source="cli", peer=peer)
-        return Request(rid, op, job=job, key=key)
-    if op == "embed":
-        texts = f.texts(d.get("input"))
-        if not texts or any(not t.strip() for t in texts):
-            raise RkError("empty_input", "'input' must hold non-empty texts", param="input")
-        model = f.string(d, "model") or settings.default_embed_model
-        return Request(rid, op, job=EmbedJob(model=model, texts=texts, truncate=f.boolean(d, "truncate", True),
-                                             keep_alive_s=f.number(d, "keep_alive"), source="cli", peer=peer), key=key)
-    if op in ("load", "unload"):
-        model = f.string(d, "model", required=True)
-        return Request(rid, op, job=ModelAction(model=model, action=op, keep_alive_s=f.number(d, "keep_alive"),
-                                                source="cli", peer=peer), key=key)
+    if op in JOB_OPS:
+        return Request(rid, op, job=_job(d, op, settings, peer), key=key)
     if op == "cancel":
         return Request(rid, op, target=f.string(d, "target", required=True), key=key)
     if op == "import":
-        caps = d.get("capabilities") or []
-        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-            raise f.bad("capabilities", "must be a list of capability names")
-        imp = ImportRequest(
-            path=f.string(d, "path", required=True) or "", name=f.string(d, "name", required=True) or "",
-            capabilities=tuple(caps), context=f.integer(d, "context", lo=16), runtime=f.string(d, "runtime"),
-            embed=f.boolean(d, "embed", False), pooling=f.string(d, "pooling"), tokenizer=f.string(d, "tokenizer"),
-            force=f.boolean(d, "force", False))
-        return Request(rid, op, imported=imp, key=key)
+        return Request(rid, op, imported=_import_request(d), key=key)
     if op in ("show", "pull"):
         return Request(rid, op, model=f.string(d, "model", required=True), key=key)
     if op in INFO_OPS:
         return Request(rid, op, key=key)
     raise RkError("bad_request", f"unknown op {op!r}; ops are {', '.join(JOB_OPS + INFO_OPS)}", param="op")
 
+
+
+def _job(d: dict[str, Any], op: str, settings: Settings, peer: str) -> Job:
+    """The job a `chat`, `generate`, `embed`, `load` or `unload` line asks for."""
+    if op in ("chat", "generate"):
+        o = f.obj(d.get("options") or {}, "options")
+        model = f.string(d, "model") or settings.default_chat_model
+        keep = f.number(d, "keep_alive")
+        opts = f.gen_options(o, max_tokens_keys=("max_tokens", "num_predict"))
+        common = dict(options=opts, tools=f.tools(d), think=ollama.think(d.get("think")),
+                      format=ollama.json_format(d.get("format")))
+        if op == "chat":
+            spec = GenSpec(messages=f.messages(d, ollama.message), **common)
+        else:
+            spec = GenSpec(prompt=f.string(d, "prompt", required=True), raw=f.boolean(d, "raw", False), **common)
+        return ChatJob(model=model, spec=spec, keep_alive_s=keep, source="cli", peer=peer)
+    if op == "embed":
+        texts = f.texts(d.get("input"))
+        if not texts or any(not t.strip() for t in texts):
+            raise RkError("empty_input", "'input' must hold non-empty texts", param="input")
+        model = f.string(d, "model") or settings.default_embed_model
+        return EmbedJob(model=model, texts=texts, truncate=f.boolean(d, "truncate", True),
+                        keep_alive_s=f.number(d, "keep_alive"), source="cli", peer=peer)
+    model = f.string(d, "model", required=True)
+    return ModelAction(model=model, action=op, keep_alive_s=f.number(d, "keep_alive"), source="cli", peer=peer)
+
+
+def _import_request(d: dict[str, Any]) -> ImportRequest:
+    caps = d.get("capabilities") or []
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        raise f.bad("capabilities", "must be a list of capability names")
+    return ImportRequest(
+        path=f.string(d, "path", required=True) or "", name=f.string(d, "name", required=True) or "",
+        capabilities=tuple(caps), context=f.integer(d, "context", lo=16), runtime=f.string(d, "runtime"),
+        embed=f.boolean(d, "embed", False), pooling=f.string(d, "pooling"), tokenizer=f.string(d, "tokenizer"),
+        force=f.boolean(d, "force", False))
 
 def render(rid: str, job_id: str, ev: Event) -> dict[str, Any]:
     """One event as its wire object."""

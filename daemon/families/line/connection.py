@@ -5,7 +5,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import msgspec
 import orjson
@@ -16,6 +17,7 @@ from rk.daemon.errors import RkError
 from rk.daemon.events import Done, Failed
 from rk.daemon.families.line import adapter as lineproto
 from rk.daemon.families.line import watch
+from rk.daemon.jobs import Job
 from rk.daemon.service import Service
 from rk.daemon.store.importer import ImportRequest, import_model
 from rk.daemon.ticket import Ticket
@@ -50,20 +52,14 @@ class LineConnection:
                 try:
                     line = await self._next_line()
                 except asyncio.TimeoutError:
-                    if not self.authed:
-                        log.info("closing %s: no complete authenticated line in %.0f s", self.peer,
-                                 self.service.settings.header_timeout_s)
+                    self._log_timeout()
                     break  # idle with nothing in flight: a half-open or forgotten connection
                 except asyncio.IncompleteReadError as e:
                     line = e.partial  # the last line, without a newline, then EOF
                     if not line:
                         break
                 except asyncio.LimitOverrunError as e:
-                    await self.reader.readexactly(e.consumed)  # drop what we have of it
-                    if not skipping:
-                        self.key_failures += not self.authed  # a stranger's endless line is a miss too
-                        self.send(lineproto.error(None, RkError(
-                            "request_too_large", f"line longer than {self.service.settings.max_body_bytes} bytes")))
+                    await self._drop_overlong(e.consumed, first=not skipping)
                     skipping = True
                     if self._too_many_key_failures():
                         break
@@ -80,6 +76,19 @@ class LineConnection:
                     break
         finally:
             await self.close()
+
+    def _log_timeout(self) -> None:
+        if not self.authed:
+            log.info("closing %s: no complete authenticated line in %.0f s", self.peer,
+                     self.service.settings.header_timeout_s)
+
+    async def _drop_overlong(self, consumed: int, first: bool) -> None:
+        """Drop what has arrived of an over-long line; its first piece is answered (and, from a stranger, a miss)."""
+        await self.reader.readexactly(consumed)
+        if first:
+            self.key_failures += not self.authed  # a stranger's endless line is a miss too
+            self.send(lineproto.error(None, RkError(
+                "request_too_large", f"line longer than {self.service.settings.max_body_bytes} bytes")))
 
     def _too_many_key_failures(self) -> bool:
         if self.key_failures < MAX_KEY_FAILURES:
@@ -136,51 +145,77 @@ class LineConnection:
         return False
 
     def dispatch(self, req: lineproto.Request) -> None:
-        svc = self.service
         if req.job is not None:
-            if req.id in self.jobs:
-                raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
-            ticket = svc.scheduler.submit(req.job, client_id=self.client)
-            self.jobs[req.id] = ticket
-            while not ticket.events.empty():  # its position goes out now, not after a burst of arrivals
-                self.send(lineproto.render(req.id, ticket.id, ticket.events.get_nowait()))
-            self.spawn(self.stream(req.id, ticket))
-        elif req.op == "cancel" and req.target in self.pulls:
+            self._submit(req, req.job)
+            return
+        handler = self.OPS.get(req.op)
+        if handler is None:
+            raise RkError("bad_request", f"op {req.op!r} is not available on this daemon", param="op")
+        handler(self, req)
+
+    def _submit(self, req: lineproto.Request, job: Job) -> None:
+        if req.id in self.jobs:
+            raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
+        ticket = self.service.scheduler.submit(job, client_id=self.client)
+        self.jobs[req.id] = ticket
+        while not ticket.events.empty():  # its position goes out now, not after a burst of arrivals
+            self.send(lineproto.render(req.id, ticket.id, ticket.events.get_nowait()))
+        self.spawn(self.stream(req.id, ticket))
+
+    def _cancel(self, req: lineproto.Request) -> None:
+        assert req.target is not None
+        svc = self.service
+        if req.target in self.pulls:
             self.pulls[req.target].cancel()  # leaves the pull; the download stops if nobody else follows it
-            self.send({"id": req.id, "ev": "done", "stats": {}})
-        elif req.op == "cancel":
-            assert req.target is not None
+        else:
             ticket = self.jobs.get(req.target) or svc.scheduler.get(req.target)
             if ticket is None or not svc.scheduler.cancel(ticket.id):
                 raise RkError("bad_request", f"no running or waiting job {req.target!r}", param="target")
-            self.send({"id": req.id, "ev": "done", "stats": {}})
-        elif req.op == "status":
-            self.send({"id": req.id, "ev": "snapshot", **msgspec.to_builtins(svc.status())})
-        elif req.op == "models":
-            status = svc.status()
-            self.send({"id": req.id, "ev": "models", "models": [svc.model_info(m, status) for m in svc.store.list()]})
-        elif req.op == "show":
-            m = svc.store.get(req.model or "")
-            self.send({"id": req.id, "ev": "model", **svc.model_info(m, svc.status()), "manifest": m.to_dict()})
-        elif req.op == "import":
-            assert req.imported is not None
-            if not self.local:
-                raise RkError("unauthorized", "import reads a file on the daemon's machine: only local clients may "
-                              "(the Unix socket or loopback TCP)")
-            self.spawn(self.import_file(req.id, req.imported))
-        elif req.op in ("drain", "undrain"):  # balancers' agent-check replies follow it (agentcheck.py)
-            svc.scheduler.draining = req.op == "drain"
-            self.send({"id": req.id, "ev": "done", "stats": {}, "draining": svc.scheduler.draining})
-        elif req.op == "version":
-            self.send({"id": req.id, "ev": "version", "version": svc.version, "protocol": lineproto.PROTOCOL_VERSION})
-        elif req.op == "watch":  # snapshots until the connection closes; see daemon/watch.py
-            self.spawn(watch.stream(self, req.id))
-        elif req.op == "pull":
-            if req.id in self.pulls:
-                raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
-            self.pulls[req.id] = self.spawn(self.pull(req.id, req.model or ""))
-        else:
-            raise RkError("bad_request", f"op {req.op!r} is not available on this daemon", param="op")
+        self.send({"id": req.id, "ev": "done", "stats": {}})
+
+    def _status(self, req: lineproto.Request) -> None:
+        self.send({"id": req.id, "ev": "snapshot", **msgspec.to_builtins(self.service.status())})
+
+    def _models(self, req: lineproto.Request) -> None:
+        svc = self.service
+        status = svc.status()
+        self.send({"id": req.id, "ev": "models", "models": [svc.model_info(m, status) for m in svc.store.list()]})
+
+    def _show(self, req: lineproto.Request) -> None:
+        svc = self.service
+        m = svc.store.get(req.model or "")
+        self.send({"id": req.id, "ev": "model", **svc.model_info(m, svc.status()), "manifest": m.to_dict()})
+
+    def _import(self, req: lineproto.Request) -> None:
+        assert req.imported is not None
+        if not self.local:
+            raise RkError("unauthorized", "import reads a file on the daemon's machine: only local clients may "
+                          "(the Unix socket or loopback TCP)")
+        self.spawn(self.import_file(req.id, req.imported))
+
+    def _drain(self, req: lineproto.Request) -> None:
+        """`drain` or `undrain`; balancers' agent-check replies follow it (agentcheck.py)."""
+        scheduler = self.service.scheduler
+        scheduler.draining = req.op == "drain"
+        self.send({"id": req.id, "ev": "done", "stats": {}, "draining": scheduler.draining})
+
+    def _version(self, req: lineproto.Request) -> None:
+        self.send({"id": req.id, "ev": "version", "version": self.service.version,
+                   "protocol": lineproto.PROTOCOL_VERSION})
+
+    def _watch(self, req: lineproto.Request) -> None:
+        """Snapshots until the connection closes; see daemon/watch.py."""
+        self.spawn(watch.stream(self, req.id))
+
+    def _pull(self, req: lineproto.Request) -> None:
+        if req.id in self.pulls:
+            raise RkError("bad_request", f"id {req.id!r} is already in use on this connection", param="id")
+        self.pulls[req.id] = self.spawn(self.pull(req.id, req.model or ""))
+
+    OPS: ClassVar[dict[str, Callable[[LineConnection, lineproto.Request], None]]] = {
+        "cancel": _cancel, "status": _status, "models": _models, "show": _show, "import": _import,
+        "drain": _drain, "undrain": _drain, "version": _version, "watch": _watch, "pull": _pull,
+    }
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)

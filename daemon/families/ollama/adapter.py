@@ -238,8 +238,8 @@ def parse_copy(body: Any) -> tuple[str, str]:
 def _create_messages(v: Any) -> tuple[tuple[str, str], ...]:
     if v is None:
         return ()
-    if not isinstance(v, list) or not all(isinstance(m, dict) and m.get("role") in modelfile.ROLES and isinstance(m.get("content"), str)
-                                          for m in v):
+    if not isinstance(v, list) or not all(
+            isinstance(m, dict) and m.get("role") in modelfile.ROLES and isinstance(m.get("content"), str) for m in v):
         raise f.bad("messages", f"must be a list of {{role, content}} with role one of {', '.join(modelfile.ROLES)}")
     return tuple((m["role"], m["content"]) for m in v)
 

@@ -187,9 +187,9 @@ def parse_chat(body: Any, peer: str) -> GenRequest:
     d = f.obj(body)
     model, opts, stream, usage = _common(d, ("max_completion_tokens", "max_tokens"))
     tools = f.tools(d)
-    spec = GenSpec(messages=f.messages(d, message), options=opts, tools=tools, tool_choice=tool_choice(d, {t.name for t in tools}),
-                   parallel_tool_calls=f.boolean(d, "parallel_tool_calls", True),
-                   think=reasoning(d), format=response_format(d))
+    spec = GenSpec(messages=f.messages(d, message), options=opts, tools=tools,
+                   tool_choice=tool_choice(d, {t.name for t in tools}),
+                   parallel_tool_calls=f.boolean(d, "parallel_tool_calls", True), think=reasoning(d), format=response_format(d))
     return GenRequest(ChatJob(model=model, spec=spec, source="openai", peer=peer), model, stream, usage)
 
 

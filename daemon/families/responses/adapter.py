@@ -132,34 +132,15 @@ def items(v: Any) -> list[Message]:
             raise f.bad(where, "must be an object")
         kind = it.get("type", "message" if "role" in it else None)
         if kind == "message":
-            role = it.get("role")
-            role = "system" if role == "developer" else role
-            if role not in ("system", "user", "assistant"):
-                raise f.bad(f"{where}.role", "must be user, assistant, system or developer")
-            text, images = _parts(it.get("content"), f"{where}.content")
-            if role == "assistant":
-                out.append(Message("assistant", text, images=images, thinking=thinking or None))
-                thinking = ""
-            else:
-                out.append(Message(role, text, images=images))
+            msg = _message(it, where, thinking)
+            thinking = "" if msg.role == "assistant" else thinking
+            out.append(msg)
         elif kind == "function_call":
-            name, call_id = it.get("name"), it.get("call_id")
-            if not isinstance(name, str) or not name or not isinstance(call_id, str) or not call_id:
-                raise f.bad(where, "a function_call needs a 'call_id' and a 'name'")
-            call = ToolCall(name, f.arguments(it.get("arguments"), f"{where}.arguments"), call_id)
-            names[call_id] = name
-            last = out[-1] if out else None
-            if last is not None and last.role == "assistant" and not thinking:
-                out[-1] = dataclasses.replace(last, tool_calls=last.tool_calls + (call,))
-            else:
-                out.append(Message("assistant", "", tool_calls=(call,), thinking=thinking or None))
-                thinking = ""
+            call = _function_call(it, where)
+            names[call.id] = call.name
+            thinking = _append_call(out, call, thinking)
         elif kind == "function_call_output":
-            call_id = it.get("call_id")
-            if not isinstance(call_id, str) or not call_id:
-                raise f.bad(f"{where}.call_id", "is required")
-            text, images = _parts(it.get("output", ""), f"{where}.output")
-            out.append(Message("tool", text, images=images, tool_call_id=call_id, tool_name=names.get(call_id)))
+            out.append(_call_output(it, where, names))
         elif kind == "reasoning":
             thinking += _reasoning_text(it)
         elif kind in HISTORY_ITEMS:
@@ -168,6 +149,42 @@ def items(v: Any) -> list[Message]:
             raise f.bad(f"{where}.type", f"unknown input item type {kind!r}")
     return out
 
+
+def _message(it: dict[str, Any], where: str, thinking: str) -> Message:
+    """A message item; an assistant's carries the reasoning that came before it."""
+    role = it.get("role")
+    role = "system" if role == "developer" else role
+    if role not in ("system", "user", "assistant"):
+        raise f.bad(f"{where}.role", "must be user, assistant, system or developer")
+    text, images = _parts(it.get("content"), f"{where}.content")
+    if role == "assistant":
+        return Message("assistant", text, images=images, thinking=thinking or None)
+    return Message(role, text, images=images)
+
+
+def _function_call(it: dict[str, Any], where: str) -> ToolCall:
+    name, call_id = it.get("name"), it.get("call_id")
+    if not isinstance(name, str) or not name or not isinstance(call_id, str) or not call_id:
+        raise f.bad(where, "a function_call needs a 'call_id' and a 'name'")
+    return ToolCall(name, f.arguments(it.get("arguments"), f"{where}.arguments"), call_id)
+
+
+def _append_call(out: list[Message], call: ToolCall, thinking: str) -> str:
+    """Joins the assistant turn just before it, unless reasoning came between; returns the reasoning still pending."""
+    last = out[-1] if out else None
+    if last is not None and last.role == "assistant" and not thinking:
+        out[-1] = dataclasses.replace(last, tool_calls=last.tool_calls + (call,))
+        return thinking
+    out.append(Message("assistant", "", tool_calls=(call,), thinking=thinking or None))
+    return ""
+
+
+def _call_output(it: dict[str, Any], where: str, names: dict[str, str]) -> Message:
+    call_id = it.get("call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise f.bad(f"{where}.call_id", "is required")
+    text, images = _parts(it.get("output", ""), f"{where}.output")
+    return Message("tool", text, images=images, tool_call_id=call_id, tool_name=names.get(call_id))
 
 def tools(d: dict[str, Any]) -> tuple[Tool, ...]:
     """Function tools, `namespace` tools flattened to `namespace.name`; every other type (web_search,

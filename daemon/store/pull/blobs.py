@@ -105,7 +105,7 @@ class Blobs:
         self.temp.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
         try:
-            with open(tmp, "wb") as f:
+            with await asyncio.to_thread(open, tmp, "wb") as f:
                 async for chunk in chunks:
                     if size_hint is None:
                         check_space(store_root, len(chunk))  # a body of unknown length must not fill the disk

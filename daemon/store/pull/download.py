@@ -30,24 +30,28 @@ def _hash_existing(partial: Path, h: object) -> int:
     return n
 
 
+def _resume_from(partial: Path, h: object, size: int) -> int:
+    """Hash what a kept partial holds and return its length, or empty it (none yet, or longer than `size`)."""
+    if partial.exists() and partial.stat().st_size <= size:
+        return _hash_existing(partial, h)
+    partial.write_bytes(b"")
+    return 0
+
+
 async def download(session: aiohttp.ClientSession, url: str, headers: dict[str, str], partial: Path,
                    want: RepoFile, progress: Callable[[int], None]) -> str:
     """Bring `partial` to `want.size` bytes, resuming from what it holds; returns the hex digest of it all."""
     h = hasher(want.digest, want.size)
-    have = 0
-    if partial.exists() and partial.stat().st_size <= want.size:
-        have = await asyncio.to_thread(_hash_existing, partial, h)
-    else:
-        partial.write_bytes(b"")  # none yet, or longer than the file can be: start over
+    have = await asyncio.to_thread(_resume_from, partial, h, want.size)
     progress(have)
     if have == want.size:
         return h.hexdigest()
     req_headers = dict(headers) | ({"Range": f"bytes={have}-"} if have else {})
     try:
         async with session.get(url, headers=req_headers) as resp:
+            mode = "ab"
             if resp.status == 200 and have:  # the server ignored the range: start over from byte 0
-                h, have = hasher(want.digest, want.size), 0
-                partial.write_bytes(b"")
+                h, have, mode = hasher(want.digest, want.size), 0, "wb"
             elif resp.status == 206:
                 m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
                 if not m or int(m[1]) != have:
@@ -55,10 +59,11 @@ async def download(session: aiohttp.ClientSession, url: str, headers: dict[str, 
                                   f"{resp.headers.get('Content-Range')!r}")
             elif resp.status != 200:
                 raise RkError("hub_unavailable", f"the hub answered {resp.status} for {want.path}")
-            with open(partial, "ab") as f:
+            with await asyncio.to_thread(open, partial, mode) as f:
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     if have + len(chunk) > want.size:
-                        partial.unlink()  # the hub serves something other than it announced: keep none of it
+                        # the hub serves something other than it announced: keep none of it
+                        await asyncio.to_thread(partial.unlink)
                         raise RkError("hub_unavailable", f"{want.path} is larger than the {want.size} bytes the hub "
                                       "announced; refused")
                     await asyncio.to_thread(_write, f, h, chunk)

@@ -24,16 +24,10 @@ BENCH = REPO / "bench"
 MODELS = BENCH / ".models"  # persistent model store for bench daemons (the bundled models need nothing in it)
 sys.path.insert(0, str(REPO / "tests"))
 
-from daemon_proc import DaemonProc, start_daemon, write_manifest  # noqa: E402
+from daemon_proc import DaemonProc, end_process, free_port, start_daemon, write_manifest  # noqa: E402
 
 __all__ = ["DaemonProc", "free_port", "start_daemon", "write_manifest"]
 
-
-def free_port() -> int:
-    """A port for a baseline server that cannot be asked which port it bound (rk daemons bind port 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -176,12 +170,7 @@ def baseline_app(tmp: Path, *, uds: Path | None = None, port: int | None = None)
         wait_connectable(uds, port, proc)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, timeout=10)
         log.close()
 
 

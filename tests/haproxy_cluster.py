@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from daemon_proc import DaemonProc, start_daemon, synthetic_models
+from daemon_proc import DaemonProc, end_process, free_port, start_daemon, synthetic_models
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "deploy" / "haproxy" / "haproxy.cfg"
@@ -62,12 +61,6 @@ def config(boards: list[DaemonProc], agents: list[int], port: int, stats_port: i
     return text
 
 
-def free_port() -> int:
-    """A port for HAProxy's own listeners, which cannot say which port 0 gave them (rk daemons bind 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @dataclass
 class Cluster:
@@ -104,8 +97,7 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
+            end_process(self.proc, timeout=10)
         for d in self.boards:
             d.stop()
 

@@ -24,7 +24,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # its import would fetch a price list otherwise
 import litellm
 
-from daemon_proc import DaemonProc
+from daemon_proc import DaemonProc, end_process
 
 T = TypeVar("T")
 HI = [{"role": "user", "content": "say hello to the relay"}]
@@ -171,9 +171,4 @@ def test_proxy_chat_and_embed(syn: DaemonProc, tmp_path: Path) -> None:
         assert relay.content_types("/api/embed") == ["application/json"]
     finally:
         relay.close()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
